@@ -1,0 +1,147 @@
+"""Derived statistics of a batch's per-sample gradients: pure functions of a `GradStats`.
+
+Notation (``../shared/docs/methods.md`` §1): b samples, per-sample gradients gᵢ, ḡ = Σgᵢ/b,
+S2 = Σ‖gᵢ‖², pᵢ = ⟨gᵢ, ḡ⟩, P2 = Σpᵢ², Mⱼ = Σᵢ gᵢⱼ². Every function returns a Python float
+(or a dict of tensors for per-coordinate quantities) computed in float64, and returns NaN
+where the quantity is undefined (fewer than two samples per degree of freedom), so that a
+policy can keep its batch size and warn instead of crashing mid-run.
+
+Worked example (the one the tests use): per-sample gradients g₁ = (1, 0), g₂ = (0, 2),
+g₃ = (2, 1). Then ḡ = (1, 1), S2 = 1 + 4 + 5 = 10, ‖ḡ‖² = 2, V = (10 − 3·2)/2 = 2,
+p = (1, 2, 3), P2 = 14, V_ip = (14 − 3·4)/2 = 1, V_orth = (10 − 14/2)/2 = 1.5, and indeed
+V = V_ip/‖ḡ‖² + V_orth = 0.5 + 1.5. Diversity Δ = 10/‖(3, 3)‖² = 10/18.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+from .summary import GradStats, sq_norm
+
+__all__ = [
+    "coordinate_variance",
+    "gradient_diversity",
+    "gradient_variance",
+    "inner_product_variance",
+    "mean_sq_norm",
+    "noise_scale",
+    "orthogonal_variance",
+]
+
+
+def _require_inner(stats: GradStats, who: str) -> tuple[float, float, float]:
+    if stats.sum_sq_inner is None or stats.group_norm4_sum is None or stats.group_ratio_sum is None:
+        raise ValueError(
+            f"{who} needs P2 = Σ⟨gᵢ, ḡ⟩², but these statistics were computed without it; "
+            f"compute them with inner_products=True"
+        )
+    return float(stats.sum_sq_inner), float(stats.group_norm4_sum), float(stats.group_ratio_sum)
+
+
+def mean_sq_norm(stats: GradStats) -> float:
+    """‖ḡ‖² = ‖Σᵢ gᵢ‖² / b², the squared norm of the mean gradient."""
+    return float(sq_norm(stats.grad_sum)) / float(stats.num_samples) ** 2
+
+
+def gradient_variance(stats: GradStats) -> float:
+    """V = (S2 − b‖ḡ‖²)/(b − 1), the trace of the per-sample gradient sample covariance.
+
+    V = (1/(b−1)) Σᵢ ‖gᵢ − ḡ‖² is unbiased for tr Σ, the trace of the population covariance
+    of per-sample gradients. It drives the norm test of Byrd, Chin, Nocedal & Wu (2012)
+    "Sample size selection in optimization methods for machine learning" and of AdAdaGrad
+    (Lau, Liu & Kolar 2024, arXiv 2402.11215). NaN for b < 2.
+    """
+    b = stats.num_samples
+    if b < 2:
+        return math.nan
+    return (float(stats.sum_sq_norms) - b * mean_sq_norm(stats)) / (b - 1)
+
+
+def inner_product_variance(stats: GradStats) -> float:
+    """V_ip = (P2 − b‖ḡ‖⁴)/(b − 1), the sample variance of pᵢ = ⟨gᵢ, ḡ⟩.
+
+    V_ip = (1/(b−1)) Σᵢ (pᵢ − ‖ḡ‖²)², since the mean of the pᵢ is ‖ḡ‖². It estimates
+    v₁‖G‖² with v₁ = uᵀΣu the variance along the gradient direction, and drives the
+    inner-product test of Bollapragada, Byrd & Nocedal (2018) "Adaptive sampling strategies
+    for stochastic optimization" (T = V_ip/(θ²‖ḡ‖⁴)). For merged statistics of k groups it is
+    the pooled within-group variance Σ_c(P2_c − b_c‖ḡ_c‖⁴)/(b − k) (see `GradStats`).
+    NaN when b ≤ k.
+    """
+    p2, norm4, _ = _require_inner(stats, "inner_product_variance")
+    dof = stats.num_samples - stats.num_groups
+    if dof < 1:
+        return math.nan
+    return (p2 - norm4) / dof
+
+
+def orthogonal_variance(stats: GradStats) -> float:
+    """V_orth = (S2 − P2/‖ḡ‖²)/(b − 1), the variance orthogonal to the mean gradient.
+
+    With rᵢ = gᵢ − (pᵢ/‖ḡ‖²) ḡ (which average to 0), V_orth = (1/(b−1)) Σᵢ ‖rᵢ‖². It drives
+    the orthogonality test of Bollapragada, Byrd & Nocedal (2018) (T = V_orth/(ν²‖ḡ‖²)), and
+    satisfies V = V_ip/‖ḡ‖² + V_orth for one batch. For merged statistics of k groups it is
+    (S2 − Σ_c P2_c/‖ḡ_c‖²)/(b − k). NaN when b ≤ k.
+    """
+    _, _, ratio = _require_inner(stats, "orthogonal_variance")
+    dof = stats.num_samples - stats.num_groups
+    if dof < 1:
+        return math.nan
+    return (float(stats.sum_sq_norms) - ratio) / dof
+
+
+def gradient_diversity(stats: GradStats) -> float:
+    """Δ = Σᵢ ‖gᵢ‖² / ‖Σᵢ gᵢ‖² = S2/(b²‖ḡ‖²), the gradient diversity.
+
+    Yin et al. (AISTATS 2018) "Gradient diversity: a key ingredient for scalable distributed
+    learning"; DiveBatch (Chen, Wang & Sundaram, arXiv 2509.16173) grows the batch to
+    ⌊δ·N·Δ⌋. Lies in [1/b, ∞); returns inf when Σgᵢ = 0 and S2 > 0, NaN when both are 0.
+    """
+    s2 = float(stats.sum_sq_norms)
+    denom = float(sq_norm(stats.grad_sum))
+    if denom == 0.0:
+        return math.inf if s2 > 0 else math.nan
+    return s2 / denom
+
+
+def noise_scale(stats: GradStats) -> float:
+    """Unbiased simple noise scale B_simple = tr Σ / ‖G‖² from one batch.
+
+    McCandlish, Kaplan, Amodei et al. (2018) "An empirical model of large-batch training".
+    With V unbiased for tr Σ and E‖ḡ‖² = ‖G‖² + tr Σ / b, the ratio of unbiased estimates is
+    B_simple ≈ V / (‖ḡ‖² − V/b). When the estimate of ‖G‖² is ≤ 0 the noise dominates
+    the signal and the result is +inf. NaN for b < 2.
+    """
+    b = stats.num_samples
+    v = gradient_variance(stats)
+    if math.isnan(v):
+        return math.nan
+    signal = mean_sq_norm(stats) - v / b
+    if signal <= 0.0:
+        return math.inf
+    return v / signal
+
+
+def coordinate_variance(stats: GradStats) -> dict[str, Tensor]:
+    """Vⱼ = (Mⱼ − b ḡⱼ²)/(b − 1) per coordinate, as float64 tensors shaped like each parameter.
+
+    The per-coordinate sample variance used by the coordinate-wise test proposed for
+    AdAdaGrad (Lau, Liu & Kolar 2024); Σⱼ Vⱼ = V. NaN-filled for b < 2.
+    """
+    if stats.coord_sq_sum is None:
+        raise ValueError(
+            "coordinate_variance needs Σᵢ gᵢ⊙gᵢ, but these statistics were computed without "
+            "it; compute them with coordinates=True"
+        )
+    b = stats.num_samples
+    out: dict[str, Tensor] = {}
+    for name, m in stats.coord_sq_sum.items():
+        g = stats.grad_sum[name]
+        g = g.to_dense() if g.is_sparse else g
+        m = m.to_dense() if m.is_sparse else m
+        if b < 2:
+            out[name] = m.double() * math.nan
+        else:
+            out[name] = (m.double() - g.double().square() / b) / (b - 1)
+    return out

@@ -1,0 +1,82 @@
+"""Per-layer closed forms for the hooks engine: an explicit registry, module type → rule.
+
+A rule is looked up by the module's exact type, then along its MRO for subclasses that do
+not override ``forward`` (a subclass with its own forward may compute anything, so it gets the
+functorch fallback instead of a silently wrong closed form).
+
+=====================  ==================================================  =============
+module                 route                                               exact
+=====================  ==================================================  =============
+Linear (b × d)         ghost norm; P2 direct or Gram, whichever cheaper    yes
+Linear (b × T × d)     batched GEMM per-sample block (or Gram / chunks)    yes
+Conv1d/2d/3d           batch-as-groups conv weight gradient                yes
+Embedding              per (sample, token) rows via unique + index_add     yes
+LayerNorm, RMSNorm,    per-sample affine terms from recomputed x̂           yes
+GroupNorm,
+InstanceNorm
+BatchNorm (eval)       per-sample affine terms, running statistics         yes
+BatchNorm (train)      only with batchnorm="approximate"                   approximate
+anything else with     torch.func vmap(vjp) of that module (warns)         yes
+own parameters
+=====================  ==================================================  =============
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import LayerCall, LayerResult, LayerRule, MaterializingRule, Need, reduce_per_sample
+from .conv import ConvRule
+from .embedding import EmbeddingRule
+from .fallback import FunctorchFallbackRule
+from .linear import LinearRule
+from .norm import BatchNormRule, GroupNormRule, InstanceNormRule, LayerNormRule, RMSNormRule
+
+__all__ = [
+    "FALLBACK_RULE",
+    "RULES",
+    "LayerCall",
+    "LayerResult",
+    "LayerRule",
+    "MaterializingRule",
+    "Need",
+    "find_rule",
+    "reduce_per_sample",
+]
+
+_conv = ConvRule()
+_bn = BatchNormRule()
+_inorm = InstanceNormRule()
+
+RULES: dict[type[nn.Module], LayerRule] = {
+    nn.Linear: LinearRule(),
+    nn.Conv1d: _conv,
+    nn.Conv2d: _conv,
+    nn.Conv3d: _conv,
+    nn.Embedding: EmbeddingRule(),
+    nn.LayerNorm: LayerNormRule(),
+    nn.GroupNorm: GroupNormRule(),
+    nn.BatchNorm1d: _bn,
+    nn.BatchNorm2d: _bn,
+    nn.BatchNorm3d: _bn,
+    nn.SyncBatchNorm: _bn,
+    nn.InstanceNorm1d: _inorm,
+    nn.InstanceNorm2d: _inorm,
+    nn.InstanceNorm3d: _inorm,
+}
+if hasattr(nn, "RMSNorm"):  # torch >= 2.4
+    RULES[nn.RMSNorm] = RMSNormRule()
+
+FALLBACK_RULE: LayerRule = FunctorchFallbackRule()
+
+
+def find_rule(module: nn.Module) -> LayerRule | None:
+    """The registered rule for ``module``, or None if it has none (see the module docstring)."""
+    cls = type(module)
+    rule = RULES.get(cls)
+    if rule is not None:
+        return rule
+    for base in cls.__mro__[1:]:
+        if base in RULES:
+            return RULES[base] if cls.forward is base.forward else None
+    return None

@@ -1,0 +1,193 @@
+"""What a per-layer rule receives and returns, and the shared "materialise, then reduce" path.
+
+A rule turns one call of one module into (a) the summed gradient of each of the module's
+trainable parameters — which the hooks engine hands to autograd, so that ``p.grad`` is filled
+exactly as a plain backward would fill it — and (b) that call's contribution to the
+statistics. All quantities are in *hook scale*: the layer sees δ = ∂L/∂output of the batch
+loss L as the user reduced it, so with a mean loss every per-sample term is gᵢ/b. The engine
+rescales once per batch (``stats/engines/hooks.py``).
+
+Per-layer contributions (summed over layers by the engine):
+
+* ``sq_norm``  Σᵢ ‖g̃ᵢ‖² over this layer's parameters (a 0-dim tensor),
+* ``inner``    qᵢ = ⟨g̃ᵢ, Σⱼ g̃ⱼ⟩ over this layer's parameters (a length-b vector); the
+  global pᵢ = ⟨gᵢ, ḡ⟩ is the sum over layers, rescaled, *before* squaring,
+* ``coord_sq`` Σᵢ g̃ᵢ ⊙ g̃ᵢ per parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "LayerCall",
+    "LayerResult",
+    "LayerRule",
+    "MaterializingRule",
+    "Need",
+    "reduce_per_sample",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Need:
+    """Which optional statistics to compute, and how much memory materialisation may take."""
+
+    inner: bool = False
+    coords: bool = False
+    # Largest per-layer block of materialised per-sample gradients, in bytes; above it the
+    # samples are processed in chunks (P2 then needs a second pass over the chunks).
+    max_block_bytes: int = 256 * 2**20
+
+
+@dataclasses.dataclass
+class LayerCall:
+    """One call of a module during a forward pass, completed by its backward.
+
+    Attributes:
+        module: the module that ran.
+        inputs: its first positional input (the activation a, or token ids for Embedding).
+        grad_output: δ = ∂L/∂output, same shape as the output (None until backward).
+        names: local names of the trainable parameters used in this call (e.g. "weight").
+        params: the parameters themselves, aligned with ``names``.
+        args: all positional inputs (the functorch fallback needs them).
+        kwargs: keyword inputs (the functorch fallback needs them).
+    """
+
+    module: nn.Module
+    inputs: Any
+    grad_output: Tensor | None
+    names: tuple[str, ...]
+    params: tuple[Tensor, ...]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        """Number of samples in the call (the leading dimension of ``grad_output``)."""
+        assert self.grad_output is not None
+        return self.grad_output.shape[0]
+
+
+@dataclasses.dataclass
+class LayerResult:
+    """A rule's answer for one call: summed grads (aligned with ``call.names``) and stats."""
+
+    grads: list[Tensor]
+    sq_norm: Tensor
+    inner: Tensor | None = None
+    coord_sq: list[Tensor] | None = None
+
+
+class LayerRule(Protocol):
+    """A closed form for one module type. Instances are stateless."""
+
+    def check(self, module: nn.Module) -> None:
+        """Raise a clear error if this module instance cannot be handled (called at attach)."""
+
+    def compute(self, call: LayerCall, need: Need) -> LayerResult:
+        """Summed gradients and statistics of this call, in hook scale."""
+
+    def per_sample(self, call: LayerCall, rows: slice) -> list[Tensor]:
+        """Per-sample gradients for samples ``rows``, shape (m, *param.shape) each.
+
+        Used for parameters shared between several calls, where norms must be taken of the
+        summed contributions, and as the generic route of `MaterializingRule`.
+        """
+
+
+def reduce_per_sample(
+    per_sample,  # noqa: ANN001 - Callable[[slice], list[Tensor]]
+    batch_size: int,
+    params: tuple[Tensor, ...],
+    need: Need,
+    grads: list[Tensor] | None = None,
+) -> LayerResult:
+    """Summed grads and statistics from materialised per-sample gradients.
+
+    ``per_sample(rows)`` returns one (m, *shape) tensor per parameter. If all b rows fit in
+    ``need.max_block_bytes`` they are materialised once and every statistic is one BLAS-1/2
+    pass over that block: grad = Σᵢ Gᵢ, S2 = ‖G‖²_F, q = G·grad, M = Σᵢ Gᵢ⊙Gᵢ. Otherwise the
+    rows are processed in chunks; q needs the full grad first, so it takes a second pass.
+    ``grads`` may be given when the caller already has the summed gradient.
+    """
+    numel = sum(p.numel() for p in params)
+    itemsize = params[0].element_size() if params else 4
+    rows_per_block = max(1, need.max_block_bytes // max(1, numel * itemsize))
+
+    if rows_per_block >= batch_size:
+        blocks = per_sample(slice(0, batch_size))
+        flat = [g.reshape(batch_size, -1) for g in blocks]
+        if grads is None:
+            grads = [g.sum(0) for g in blocks]
+        sq = sum_of_dots(flat)
+        inner = None
+        if need.inner:
+            inner = sum_of(f @ g.reshape(-1) for f, g in zip(flat, grads))
+        coords = [torch.einsum("i...,i...->...", g, g) for g in blocks] if need.coords else None
+        return LayerResult(grads, sq, inner, coords)
+
+    chunks = [slice(s, min(s + rows_per_block, batch_size)) for s in range(0, batch_size, rows_per_block)]
+    have_grads = grads is not None
+    acc_grads: list[Tensor] | None = None if have_grads else []
+    sq_terms: list[Tensor] = []
+    coords_acc: list[Tensor] | None = None
+    for rows in chunks:
+        blocks = per_sample(rows)
+        m = rows.stop - rows.start
+        sq_terms.append(sum_of_dots([g.reshape(m, -1) for g in blocks]))
+        if not have_grads:
+            sums = [g.sum(0) for g in blocks]
+            acc_grads = sums if not acc_grads else [a + s for a, s in zip(acc_grads, sums)]
+        if need.coords:
+            sq = [torch.einsum("i...,i...->...", g, g) for g in blocks]
+            coords_acc = sq if coords_acc is None else [a + s for a, s in zip(coords_acc, sq)]
+    if grads is None:
+        assert acc_grads is not None
+        grads = acc_grads
+    inner = None
+    if need.inner:
+        parts = []
+        for rows in chunks:
+            m = rows.stop - rows.start
+            blocks = per_sample(rows)
+            parts.append(sum_of(g.reshape(m, -1) @ t.reshape(-1) for g, t in zip(blocks, grads)))
+        inner = torch.cat(parts)
+    return LayerResult(grads, torch.stack(sq_terms).sum(), inner, coords_acc)
+
+
+def sum_of_dots(flat: list[Tensor]) -> Tensor:
+    """Σ over tensors of ‖t‖²_F, each as one BLAS dot product."""
+    return sum_of(torch.dot(f.reshape(-1), f.reshape(-1)) for f in flat)
+
+
+def sum_of(terms) -> Tensor:  # noqa: ANN001 - Iterable[Tensor]
+    """Sum an iterable of tensors without the int 0 that builtin `sum` starts from."""
+    total: Tensor | None = None
+    for t in terms:
+        total = t if total is None else total + t
+    if total is None:
+        raise ValueError("sum_of() got no terms")
+    return total
+
+
+class MaterializingRule:
+    """Base for rules whose fast path *is* materialisation (conv, norm layers, sequences).
+
+    Subclasses implement `per_sample`; `compute` reduces the block in one pass.
+    """
+
+    def check(self, module: nn.Module) -> None:  # noqa: D102 - see LayerRule
+        return None
+
+    def per_sample(self, call: LayerCall, rows: slice) -> list[Tensor]:  # noqa: D102
+        raise NotImplementedError
+
+    def compute(self, call: LayerCall, need: Need) -> LayerResult:  # noqa: D102
+        return reduce_per_sample(
+            lambda rows: self.per_sample(call, rows), call.batch_size, call.params, need
+        )

@@ -1,0 +1,129 @@
+"""Per-sample gradient statistics of ``nn.Linear`` without materialising b × P.
+
+For an input aᵢ and output gradient δᵢ (hook scale), the weight gradient of sample i is
+g̃ᵢ = δᵢ aᵢᵀ without a sequence dimension and g̃ᵢ = Σₜ δᵢₜ aᵢₜᵀ with one.
+
+Without a sequence dimension (input b × d_in), the "ghost norm" (Goodfellow 2015; Li et al.
+2021) gives everything from two b-vectors:
+
+* ‖g̃ᵢ‖² = ‖δᵢ‖² (‖aᵢ‖² + 1)        (the +1 is the bias; drop it without one),
+* qᵢ = ⟨g̃ᵢ, Σⱼ g̃ⱼ⟩ = δᵢᵀ (G_W aᵢ + g_b)              cost b·d_in·d_out ("direct"),
+      = Σⱼ ⟨δᵢ, δⱼ⟩ (⟨aᵢ, aⱼ⟩ + 1)                    cost b²·(d_in + d_out) ("Gram"),
+  whichever is cheaper,
+* Σᵢ g̃ᵢ ⊙ g̃ᵢ = (δ⊙δ)ᵀ (a⊙a) for the weight, Σᵢ δᵢ⊙δᵢ for the bias.
+
+With a sequence dimension of length T, per-sample gradients are materialised with one batched
+GEMM (b × d_out × T times b × T × d_in): it costs what the plain weight-gradient GEMM costs and
+replaces it, since Σᵢ g̃ᵢ is the weight gradient. When the b × d_in × d_out block does not fit
+the memory budget, the weight gradient comes from the plain GEMM and the statistics from the
+cheaper of the Gram route (bT²(d_in + d_out), S2 only) and chunked materialisation.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .base import LayerCall, LayerResult, Need, reduce_per_sample
+
+__all__ = ["LinearRule"]
+
+
+def _as_sequence(t: Tensor) -> Tensor:
+    """View (b, *, d) as (b, T, d)."""
+    return t.reshape(t.shape[0], -1, t.shape[-1])
+
+
+class LinearRule:
+    """Rule for ``nn.Linear`` (and subclasses that keep its ``forward``)."""
+
+    def check(self, module: nn.Module) -> None:  # noqa: D102 - see LayerRule
+        return None
+
+    def per_sample(self, call: LayerCall, rows: slice) -> list[Tensor]:
+        """Materialised per-sample gradients of the trainable parameters of this call."""
+        assert call.grad_output is not None
+        a = _as_sequence(call.inputs[rows])
+        d = _as_sequence(call.grad_output[rows])
+        out = []
+        for name in call.names:
+            if name == "weight":
+                out.append(d.transpose(1, 2) @ a)  # (m, d_out, d_in)
+            else:
+                out.append(d.sum(1))
+        return out
+
+    def compute(self, call: LayerCall, need: Need) -> LayerResult:  # noqa: D102
+        assert call.grad_output is not None
+        a, d = call.inputs, call.grad_output
+        if a.dim() == 2:
+            return self._ghost(call, a, d, need)
+        a3, d3 = _as_sequence(a), _as_sequence(d)
+        if a3.shape[1] == 1:
+            return self._ghost(call, a3[:, 0], d3[:, 0], need)
+        b, t, d_in = a3.shape
+        d_out = d3.shape[2]
+        block = b * sum(p.numel() for p in call.params) * call.params[0].element_size()
+        if block <= need.max_block_bytes:
+            return reduce_per_sample(lambda rows: self.per_sample(call, rows), b, call.params, need)
+        grads = self._grads(call, a3.reshape(b * t, d_in), d3.reshape(b * t, d_out))
+        gram_cheaper = t * (d_in + d_out) < d_in * d_out
+        if gram_cheaper and not need.inner and not need.coords:
+            return LayerResult(grads, self._gram_sq_norm(call, a3, d3))
+        return reduce_per_sample(
+            lambda rows: self.per_sample(call, rows), b, call.params, need, grads=grads
+        )
+
+    @staticmethod
+    def _grads(call: LayerCall, a: Tensor, d: Tensor) -> list[Tensor]:
+        return [d.t() @ a if name == "weight" else d.sum(0) for name in call.names]
+
+    @staticmethod
+    def _gram_sq_norm(call: LayerCall, a: Tensor, d: Tensor) -> Tensor:
+        # ‖Σₜ δₜ aₜᵀ‖² = Σ_{t,s} ⟨δₜ, δₛ⟩⟨aₜ, aₛ⟩, and ‖Σₜ δₜ‖² = Σ_{t,s} ⟨δₜ, δₛ⟩.
+        kd = d @ d.transpose(1, 2)
+        total = kd.new_zeros(())
+        for name in call.names:
+            if name == "weight":
+                total = total + (kd * (a @ a.transpose(1, 2))).sum()
+            else:
+                total = total + kd.sum()
+        return total
+
+    def _ghost(self, call: LayerCall, a: Tensor, d: Tensor, need: Need) -> LayerResult:
+        has_w = "weight" in call.names
+        has_b = "bias" in call.names
+        grads = self._grads(call, a, d)
+        sq_d = (d * d).sum(1)
+        # Per-sample squared norm factor: ‖aᵢ‖² for the weight, 1 for the bias.
+        factor = (a * a).sum(1) if has_w else None
+        if has_b:
+            factor = factor + 1.0 if factor is not None else None
+        sq = (sq_d @ factor) if factor is not None else sq_d.sum()
+
+        inner = None
+        if need.inner:
+            b, d_in = a.shape
+            d_out = d.shape[1]
+            if has_w and d_in * d_out <= b * (d_in + d_out):
+                # Direct: qᵢ = δᵢᵀ(G_W aᵢ + g_b).
+                gw = grads[call.names.index("weight")]
+                z = a @ gw.t()
+                if has_b:
+                    z = z + grads[call.names.index("bias")]
+                inner = (z * d).sum(1)
+            else:
+                # Gram: qᵢ = Σⱼ ⟨δᵢ, δⱼ⟩ (⟨aᵢ, aⱼ⟩·[weight] + [bias]).
+                kd = d @ d.t()
+                if has_w:
+                    ka = a @ a.t()
+                    if has_b:
+                        ka = ka + 1.0
+                    inner = (kd * ka).sum(1)
+                else:
+                    inner = kd.sum(1)
+
+        coords = None
+        if need.coords:
+            d2 = d * d
+            coords = [d2.t() @ (a * a) if name == "weight" else d2.sum(0) for name in call.names]
+        return LayerResult(grads, sq, inner, coords)

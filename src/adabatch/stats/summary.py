@@ -1,0 +1,228 @@
+"""`GradStats`: the additive summary of a batch's per-sample gradients.
+
+For a batch of b samples let gᵢ be the gradient of sample i's own loss (the loss function
+applied to a batch holding only sample i, without weight decay) and ḡ = (1/b) Σᵢ gᵢ.
+
+======================  ==========================================  ======================
+field                   value                                       merges by
+======================  ==========================================  ======================
+``num_samples``         b                                           addition
+``grad_sum``            Σᵢ gᵢ, one tensor per trainable parameter   addition
+``sum_sq_norms``        S2 = Σᵢ ‖gᵢ‖²                               addition
+``coord_sq_sum``        M = Σᵢ gᵢ ⊙ gᵢ, per parameter (optional)    addition
+``sum_sq_inner``        P2 = Σᵢ ⟨gᵢ, ḡ⟩² (optional)                 see below
+======================  ==========================================  ======================
+
+NOTE [merged P2]: P2 is taken against the mean of the batch it was computed on. That mean is
+not known until every sample of the batch has been seen, so P2 cannot be added across
+micro-batches, epoch windows or ranks the way the other fields can. Adding two summaries
+therefore keeps P2 *per group*: ``sum_sq_inner`` becomes Σ_c P2_c over the k merged groups,
+and two more additive scalars are kept so that the estimators stay exact functions of the
+merged summary:
+
+* ``group_norm4_sum``   = Σ_c b_c ‖ḡ_c‖⁴
+* ``group_ratio_sum``   = Σ_c P2_c / ‖ḡ_c‖²    (a group with ḡ_c = 0 contributes 0)
+
+With them, `inner_product_variance` and `orthogonal_variance` of a merged summary are the
+*pooled within-group* variances, (Σ_c (P2_c − b_c‖ḡ_c‖⁴)) / (b − k) and
+(S2 − Σ_c P2_c/‖ḡ_c‖²) / (b − k): each group's projections are taken along its own mean
+direction. For a single batch (k = 1) they are exactly the textbook sample variances. The
+additive fields (b, Σgᵢ, S2, M) of a merged summary are exactly those of the union.
+
+Scalars are 0-dim float64 tensors on the device where they were computed, so that a training
+loop that only accumulates never synchronises with the device; estimators convert to Python
+floats when a decision is taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+__all__ = ["GradStats", "sq_norm"]
+
+
+def sq_norm(tensors: Mapping[str, Tensor] | list[Tensor]) -> Tensor:
+    """Return Σ ‖t‖² over the tensors as a 0-dim float64 tensor (sparse tensors allowed)."""
+    values = tensors.values() if isinstance(tensors, Mapping) else tensors
+    total: Tensor | None = None
+    for t in values:
+        if t.is_sparse:
+            t = t.coalesce().values()
+        term = torch.linalg.vector_norm(t, dtype=torch.float64).square()
+        total = term if total is None else total + term
+    if total is None:
+        return torch.zeros((), dtype=torch.float64)
+    return total
+
+
+def _add_maps(a: Mapping[str, Tensor], b: Mapping[str, Tensor], what: str) -> dict[str, Tensor]:
+    if a.keys() != b.keys():
+        missing = sorted(set(a) ^ set(b))
+        raise ValueError(
+            f"cannot add GradStats over different parameters: {what} keys differ in "
+            f"{missing[:5]}; merge only statistics of the same model's trainable parameters"
+        )
+    return {k: a[k] + b[k] for k in a}
+
+
+def _add_optional(a: Tensor | None, b: Tensor | None, what: str) -> Tensor | None:
+    if (a is None) != (b is None):
+        raise ValueError(
+            f"cannot add GradStats where only one side has {what}; compute both with the "
+            f"same options (inner_products=..., coordinates=...)"
+        )
+    return None if a is None or b is None else a + b
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GradStats:
+    """Additive per-sample gradient statistics of one batch, or of several merged batches.
+
+    Build one with `GradStats.from_batch` (which fills the P2 bookkeeping), merge with ``+``
+    or ``sum(list_of_stats)``. See the module docstring for the meaning of each field and of
+    a merged P2.
+
+    Attributes:
+        num_samples: b, the number of samples summarised.
+        grad_sum: Σᵢ gᵢ per trainable parameter name (un-averaged, no weight decay).
+        sum_sq_norms: S2 = Σᵢ ‖gᵢ‖², 0-dim float64.
+        sum_sq_inner: P2 = Σᵢ ⟨gᵢ, ḡ⟩² (per group, see module notes), or None.
+        coord_sq_sum: Σᵢ gᵢ ⊙ gᵢ per parameter name, or None.
+        num_groups: k, how many batches were merged into this summary.
+        group_norm4_sum: Σ_c b_c‖ḡ_c‖⁴ over the merged groups (None without P2).
+        group_ratio_sum: Σ_c P2_c/‖ḡ_c‖² over the merged groups (None without P2).
+    """
+
+    num_samples: int
+    grad_sum: Mapping[str, Tensor]
+    sum_sq_norms: Tensor
+    sum_sq_inner: Tensor | None = None
+    coord_sq_sum: Mapping[str, Tensor] | None = None
+    num_groups: int = 1
+    group_norm4_sum: Tensor | None = None
+    group_ratio_sum: Tensor | None = None
+
+    @classmethod
+    def from_batch(
+        cls,
+        num_samples: int,
+        grad_sum: Mapping[str, Tensor],
+        sum_sq_norms: Tensor,
+        sum_sq_inner: Tensor | None = None,
+        coord_sq_sum: Mapping[str, Tensor] | None = None,
+    ) -> GradStats:
+        """Summarise one batch whose P2 (if given) is taken against this batch's own mean."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        norm4 = ratio = p2 = None
+        if sum_sq_inner is not None:
+            p2 = sum_sq_inner.to(torch.float64)
+            mean_sq = sq_norm(grad_sum).to(p2.device) / float(num_samples) ** 2  # ‖ḡ‖²
+            norm4 = num_samples * mean_sq.square()
+            # P2/‖ḡ‖², defined as 0 when ḡ = 0 (then every ⟨gᵢ, ḡ⟩ = 0 and P2 = 0 too).
+            ratio = torch.where(mean_sq > 0, p2 / mean_sq.clamp_min(1e-300), 0.0)
+        return cls(
+            num_samples=int(num_samples),
+            grad_sum=dict(grad_sum),
+            sum_sq_norms=sum_sq_norms.to(torch.float64),
+            sum_sq_inner=p2,
+            coord_sq_sum=None if coord_sq_sum is None else dict(coord_sq_sum),
+            num_groups=1,
+            group_norm4_sum=norm4,
+            group_ratio_sum=ratio,
+        )
+
+    @property
+    def has_inner_products(self) -> bool:
+        """Whether P2 (``sum_sq_inner``) was computed."""
+        return self.sum_sq_inner is not None
+
+    @property
+    def has_coordinates(self) -> bool:
+        """Whether the per-coordinate second moments (``coord_sq_sum``) were computed."""
+        return self.coord_sq_sum is not None
+
+    def mean_grad(self) -> dict[str, Tensor]:
+        """ḡ = Σᵢ gᵢ / b per parameter."""
+        return {k: v / self.num_samples for k, v in self.grad_sum.items()}
+
+    def __add__(self, other: GradStats) -> GradStats:
+        if not isinstance(other, GradStats):
+            return NotImplemented
+        coords = None
+        if (self.coord_sq_sum is None) != (other.coord_sq_sum is None):
+            raise ValueError(
+                "cannot add GradStats where only one side has coord_sq_sum; compute both "
+                "with the same coordinates=... option"
+            )
+        if self.coord_sq_sum is not None and other.coord_sq_sum is not None:
+            coords = _add_maps(self.coord_sq_sum, other.coord_sq_sum, "coord_sq_sum")
+        return GradStats(
+            num_samples=self.num_samples + other.num_samples,
+            grad_sum=_add_maps(self.grad_sum, other.grad_sum, "grad_sum"),
+            sum_sq_norms=self.sum_sq_norms + other.sum_sq_norms,
+            sum_sq_inner=_add_optional(self.sum_sq_inner, other.sum_sq_inner, "sum_sq_inner"),
+            coord_sq_sum=coords,
+            num_groups=self.num_groups + other.num_groups,
+            group_norm4_sum=_add_optional(self.group_norm4_sum, other.group_norm4_sum, "P2"),
+            group_ratio_sum=_add_optional(self.group_ratio_sum, other.group_ratio_sum, "P2"),
+        )
+
+    def __radd__(self, other: object) -> GradStats:
+        # Lets `sum(list_of_stats)` start from the integer 0.
+        if other == 0:
+            return self
+        return NotImplemented  # type: ignore[return-value]
+
+    def detach_copy(self) -> GradStats:
+        """A copy that shares no storage with the tensors it was built from."""
+        return _map_tensors(self, lambda t: t.detach().clone())
+
+    def to(self, device: torch.device | str) -> GradStats:
+        """The same statistics with every tensor moved to ``device``."""
+        return _map_tensors(self, lambda t: t.to(device))
+
+    def state_dict(self) -> dict[str, object]:
+        """A plain dict for checkpoints (tensors are kept as they are)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, object]) -> GradStats:
+        """Inverse of `state_dict`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(state) - names)
+        if unknown:
+            raise ValueError(f"unknown GradStats fields {unknown}; expected a subset of {sorted(names)}")
+        return cls(**state)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        parts = [f"num_samples={self.num_samples}", f"params={len(self.grad_sum)}"]
+        parts.append(f"sum_sq_norms={float(self.sum_sq_norms):.6g}")
+        if self.sum_sq_inner is not None:
+            parts.append(f"sum_sq_inner={float(self.sum_sq_inner):.6g}")
+        if self.coord_sq_sum is not None:
+            parts.append("coord_sq_sum=...")
+        if self.num_groups != 1:
+            parts.append(f"num_groups={self.num_groups}")
+        return f"GradStats({', '.join(parts)})"
+
+
+def _map_tensors(stats: GradStats, fn) -> GradStats:  # noqa: ANN001 - internal helper
+    def opt(t: Tensor | None) -> Tensor | None:
+        return None if t is None else fn(t)
+
+    return dataclasses.replace(
+        stats,
+        grad_sum={k: fn(v) for k, v in stats.grad_sum.items()},
+        sum_sq_norms=fn(stats.sum_sq_norms),
+        sum_sq_inner=opt(stats.sum_sq_inner),
+        coord_sq_sum=None
+        if stats.coord_sq_sum is None
+        else {k: fn(v) for k, v in stats.coord_sq_sum.items()},
+        group_norm4_sum=opt(stats.group_norm4_sum),
+        group_ratio_sum=opt(stats.group_ratio_sum),
+    )

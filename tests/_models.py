@@ -1,0 +1,89 @@
+"""Small models covering every layer rule, for the engine contract tests (float64-friendly)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+class SeqClassifier(nn.Module):
+    """Embedding + LayerNorm + Linear over a sequence, mean-pooled, then a head."""
+
+    def __init__(self, vocab: int = 11, dim: int = 6, classes: int = 3, padding_idx: int | None = 0):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim, padding_idx=padding_idx)
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, 5)
+        self.head = nn.Linear(5, classes)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        h = torch.tanh(self.proj(self.norm(self.embed(tokens))))
+        return self.head(h.mean(1))
+
+
+class Conv1dNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(2, 4, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(4, 4, kernel_size=3, stride=2, dilation=2, groups=2, bias=False)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.head(h.mean(-1))
+
+
+class SmallCNN(nn.Module):
+    """Conv + GroupNorm + strided conv + Linear, in-place ReLU included."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.norm1 = nn.GroupNorm(2, 4)
+        self.conv2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.norm2 = nn.GroupNorm(3, 6)
+        self.fc = nn.Linear(6 * 3 * 3, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu_(self.norm1(self.conv1(x)))
+        h = torch.relu(self.norm2(self.conv2(h)))
+        return self.fc(h.flatten(1))
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 7), nn.ReLU(), nn.Linear(7, 3))
+
+
+def frozen_mlp() -> nn.Module:
+    model = mlp()
+    model[0].weight.requires_grad_(False)  # a frozen weight next to a trainable bias
+    for p in model[2].parameters():
+        p.requires_grad_(False)  # a fully frozen layer
+    return model
+
+
+Case = tuple[str, Callable[[], nn.Module], Callable[[int, torch.Generator], tuple[Tensor, Tensor]]]
+
+
+def _classes(n: int, k: int, g: torch.Generator) -> Tensor:
+    return torch.randint(0, k, (n,), generator=g)
+
+
+CASES: list[Case] = [
+    ("mlp", mlp, lambda b, g: (torch.randn(b, 5, generator=g), _classes(b, 3, g))),
+    ("cnn-groupnorm", SmallCNN, lambda b, g: (torch.randn(b, 3, 6, 6, generator=g), _classes(b, 4, g))),
+    ("conv1d", Conv1dNet, lambda b, g: (torch.randn(b, 2, 12, generator=g), _classes(b, 3, g))),
+    (
+        "embedding-layernorm-seq",
+        SeqClassifier,
+        # Tokens include the padding index 0 and repeats within a sample.
+        lambda b, g: (torch.randint(0, 11, (b, 7), generator=g), _classes(b, 3, g)),
+    ),
+    ("frozen", frozen_mlp, lambda b, g: (torch.randn(b, 5, generator=g), _classes(b, 3, g))),
+]
+
+
+def loss_for(reduction: str) -> nn.Module:
+    return nn.CrossEntropyLoss(reduction=reduction)
