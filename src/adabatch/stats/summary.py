@@ -52,7 +52,9 @@ def sq_norm(tensors: Mapping[str, Tensor] | list[Tensor]) -> Tensor:
     for t in values:
         if t.is_sparse:
             t = t.coalesce().values()
-        term = torch.linalg.vector_norm(t, dtype=torch.float64).square()
+        # Reduced in the tensor's own dtype (a float64 copy would cost a pass over P);
+        # torch sums float32 pairwise, so the relative error stays near float32 epsilon.
+        term = torch.linalg.vector_norm(t).double().square()
         total = term if total is None else total + term
     if total is None:
         return torch.zeros((), dtype=torch.float64)

@@ -91,16 +91,23 @@ class _Pass:
         self.backward_calls = 0
 
 
-@dataclasses.dataclass
 class _Site:
     """One call of one module in one pass, carried by the autograd graph to its backward."""
 
-    pass_: _Pass
-    module: nn.Module
-    rule: LayerRule
-    claims: tuple[_Claim, ...]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+    __slots__ = ("args", "kwargs", "module", "names", "params", "pass_", "qualnames", "rule")
+
+    def __init__(
+        self, pass_: _Pass, module: nn.Module, rule: LayerRule, claims: tuple[_Claim, ...],
+        args: tuple[Any, ...], kwargs: dict[str, Any],
+    ) -> None:
+        self.pass_ = pass_
+        self.module = module
+        self.rule = rule
+        self.names = tuple(c.local for c in claims)
+        self.params = tuple(c.param for c in claims)
+        self.qualnames = tuple(c.qualname for c in claims)
+        self.args = args
+        self.kwargs = kwargs
 
 
 class _Tap(torch.autograd.Function):
@@ -186,7 +193,8 @@ class GradStatsTracker:
         self._passes: list[_Pass] = []
         self._suspended = False
         self._tapped: set[int] = set()
-        self._names = {id(p): n for n, p in model.named_parameters()}
+        self._named_params = list(model.named_parameters())
+        self._names = {id(p): n for n, p in self._named_params}
         self._attach(fallback, check_coverage)
 
     # ------------------------------------------------------------------ attach / detach
@@ -347,36 +355,38 @@ class GradStatsTracker:
     def _on_backward(self, site: _Site, inputs: Tensor | None, grad_output: Tensor) -> list[Tensor]:
         pass_ = site.pass_
         pass_.backward_calls += 1
-        names = tuple(c.local for c in site.claims)
-        params = tuple(c.param for c in site.claims)
-        call = LayerCall(site.module, inputs, grad_output, names, params, site.args, site.kwargs)
-        qualnames = tuple(c.qualname for c in site.claims)
-        tied = any(pass_.uses[q] > 1 for q in qualnames)
+        call = LayerCall(
+            site.module, inputs, grad_output, site.names, site.params, site.args, site.kwargs
+        )
+        tied = any(pass_.uses[q] > 1 for q in site.qualnames)
         previous = self._suspended
-        self._suspended = True
+        self._suspended = True  # the functorch fallback re-runs forwards: no hooks inside
         try:
             if tied:
                 result = site.rule.compute(call, Need(max_block_bytes=self.need.max_block_bytes))
-                pass_.deferred.append((site.rule, call, qualnames))
+                pass_.deferred.append((site.rule, call, site.qualnames))
             else:
                 result = site.rule.compute(call, self.need)
         finally:
             self._suspended = previous
         scale = self._scale(pass_)
-        for q, g in zip(qualnames, result.grads):
-            if q in pass_.grad_sum:
-                pass_.grad_sum[q] = pass_.grad_sum[q] + g * scale
+        grad_sum = pass_.grad_sum
+        for q, g in zip(site.qualnames, result.grads):
+            # A copy: autograd may hand `g` itself to p.grad, which the user may then modify.
+            if q in grad_sum:
+                grad_sum[q] = torch.add(grad_sum[q], g, alpha=scale)
             else:
-                pass_.grad_sum[q] = g * scale if scale != 1.0 else g.clone()
+                grad_sum[q] = g * scale if scale != 1.0 else g.clone()
         if not tied:
             pass_.sq_terms.append(result.sq_norm)
             if result.inner is not None:
                 pass_.inner = result.inner if pass_.inner is None else pass_.inner + result.inner
             if result.coord_sq is not None:
-                for q, m in zip(qualnames, result.coord_sq):
+                for q, m in zip(site.qualnames, result.coord_sq):
                     pass_.coords[q] = pass_.coords[q] + m if q in pass_.coords else m
-        for c in site.claims:
-            self._tapped.add(id(c.param))
+        tapped = self._tapped
+        for p in site.params:
+            tapped.add(id(p))
         return result.grads
 
     def _scale(self, pass_: _Pass) -> float:
@@ -410,13 +420,14 @@ class GradStatsTracker:
         if pass_.deferred:
             self._finalize_tied(pass_, s)
         grad_sum: dict[str, Tensor] = {}
-        for name, p in self.model.named_parameters():
+        for name, p in self._named_params:
             if name in pass_.grad_sum:
                 grad_sum[name] = pass_.grad_sum[name]
             elif p.requires_grad:
                 grad_sum[name] = torch.zeros_like(p)
         if pass_.sq_terms:
-            sq = torch.stack([t.to(torch.float64) for t in pass_.sq_terms]).sum() * s**2
+            terms = pass_.sq_terms
+            sq = (terms[0] if len(terms) == 1 else torch.stack(terms).sum()).double() * s**2
         else:
             sq = torch.zeros((), dtype=torch.float64)
         p2 = None

