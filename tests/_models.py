@@ -11,7 +11,9 @@ from torch import Tensor, nn
 class SeqClassifier(nn.Module):
     """Embedding + LayerNorm + Linear over a sequence, mean-pooled, then a head."""
 
-    def __init__(self, vocab: int = 11, dim: int = 6, classes: int = 3, padding_idx: int | None = 0):
+    def __init__(
+        self, vocab: int = 11, dim: int = 6, classes: int = 3, padding_idx: int | None = 0
+    ):
         super().__init__()
         self.embed = nn.Embedding(vocab, dim, padding_idx=padding_idx)
         self.norm = nn.LayerNorm(dim)
@@ -73,7 +75,11 @@ def _classes(n: int, k: int, g: torch.Generator) -> Tensor:
 
 CASES: list[Case] = [
     ("mlp", mlp, lambda b, g: (torch.randn(b, 5, generator=g), _classes(b, 3, g))),
-    ("cnn-groupnorm", SmallCNN, lambda b, g: (torch.randn(b, 3, 6, 6, generator=g), _classes(b, 4, g))),
+    (
+        "cnn-groupnorm",
+        SmallCNN,
+        lambda b, g: (torch.randn(b, 3, 6, 6, generator=g), _classes(b, 4, g)),
+    ),
     ("conv1d", Conv1dNet, lambda b, g: (torch.randn(b, 2, 12, generator=g), _classes(b, 3, g))),
     (
         "embedding-layernorm-seq",

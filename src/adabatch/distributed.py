@@ -67,8 +67,12 @@ def all_reduce_stats(stats: GradStats, group: dist.ProcessGroup | None = None) -
     )
     reduced = _all_reduce_by_dtype([*tensors, scalars], group)
     scalars = reduced.pop()
-    grads = dict(zip(names, reduced[: len(names)]))
-    coords = dict(zip(coord_names, reduced[len(names) :])) if stats.coord_sq_sum is not None else None
+    grads = dict(zip(names, reduced[: len(names)], strict=True))
+    coords = (
+        dict(zip(coord_names, reduced[len(names) :], strict=True))
+        if stats.coord_sq_sum is not None
+        else None
+    )
     inner_fields = {}
     if stats.sum_sq_inner is not None:
         inner_fields = {

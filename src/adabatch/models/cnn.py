@@ -33,7 +33,10 @@ class SmallCNN(nn.Module):
         )
         side = image_size // 4
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(64 * side * side, 128), nn.ReLU(inplace=True), nn.Linear(128, num_classes)
+            nn.Flatten(),
+            nn.Linear(64 * side * side, 128),
+            nn.ReLU(inplace=True),
+            nn.Linear(128, num_classes),
         )
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102

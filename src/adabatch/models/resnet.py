@@ -37,7 +37,9 @@ class _BasicBlock(nn.Module):
 class ResNetCIFAR(nn.Module):
     """ResNet-(6n+2) for CIFAR-shaped inputs."""
 
-    def __init__(self, depth: int = 20, num_classes: int = 10, norm: str = "group", in_channels: int = 3):
+    def __init__(
+        self, depth: int = 20, num_classes: int = 10, norm: str = "group", in_channels: int = 3
+    ):
         super().__init__()
         if (depth - 2) % 6 != 0 or depth < 8:
             raise ValueError(f"depth must be 6n+2 with n >= 1 (20, 32, 44, 56, ...), got {depth}")

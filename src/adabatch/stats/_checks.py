@@ -30,9 +30,11 @@ def check_reduction(loss_reduction: str) -> None:
 
 
 def batch_size_of(inputs: Any, targets: Any) -> int:
-    """b = len(inputs), checked against the targets; raises for an empty or mismatched batch."""
+    """B = len(inputs), checked against the targets; raises for an empty or mismatched batch."""
     if not isinstance(inputs, Tensor):
-        raise TypeError(f"inputs must be a tensor with the batch first, got {type(inputs).__name__}")
+        raise TypeError(
+            f"inputs must be a tensor with the batch first, got {type(inputs).__name__}"
+        )
     if inputs.dim() == 0:
         raise ValueError("inputs must have a batch dimension first, got a 0-dim tensor")
     b = inputs.shape[0]
@@ -118,8 +120,9 @@ def check_reduction_matches(loss: Tensor, per_sample_losses: Tensor, loss_reduct
     expected = per_sample_losses.mean() if loss_reduction == "mean" else per_sample_losses.sum()
     tol = 1e-4 if loss.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-9
     if not torch.allclose(loss.detach(), expected.detach(), rtol=tol, atol=tol * 1e-3):
+        mean, total = float(per_sample_losses.mean()), float(per_sample_losses.sum())
         raise ValueError(
             f"loss_reduction={loss_reduction!r} but the batch loss {float(loss):.6g} is not the "
-            f"{loss_reduction} of the per-sample losses (mean {float(per_sample_losses.mean()):.6g}, "
-            f"sum {float(per_sample_losses.sum()):.6g}); declare the reduction your loss_fn uses"
+            f"{loss_reduction} of the per-sample losses (mean {mean:.6g}, sum {total:.6g}); "
+            f"declare the reduction your loss_fn uses"
         )

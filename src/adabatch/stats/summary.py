@@ -155,17 +155,18 @@ class GradStats:
     def __add__(self, other: GradStats) -> GradStats:
         if not isinstance(other, GradStats):
             return NotImplemented
-        coords = None
+        grad_sum = _add_maps(self.grad_sum, other.grad_sum, "grad_sum")
         if (self.coord_sq_sum is None) != (other.coord_sq_sum is None):
             raise ValueError(
                 "cannot add GradStats where only one side has coord_sq_sum; compute both "
                 "with the same coordinates=... option"
             )
+        coords = None
         if self.coord_sq_sum is not None and other.coord_sq_sum is not None:
             coords = _add_maps(self.coord_sq_sum, other.coord_sq_sum, "coord_sq_sum")
         return GradStats(
             num_samples=self.num_samples + other.num_samples,
-            grad_sum=_add_maps(self.grad_sum, other.grad_sum, "grad_sum"),
+            grad_sum=grad_sum,
             sum_sq_norms=self.sum_sq_norms + other.sum_sq_norms,
             sum_sq_inner=_add_optional(self.sum_sq_inner, other.sum_sq_inner, "sum_sq_inner"),
             coord_sq_sum=coords,
@@ -198,7 +199,9 @@ class GradStats:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(state) - names)
         if unknown:
-            raise ValueError(f"unknown GradStats fields {unknown}; expected a subset of {sorted(names)}")
+            raise ValueError(
+                f"unknown GradStats fields {unknown}; expected a subset of {sorted(names)}"
+            )
         return cls(**state)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
@@ -213,7 +216,7 @@ class GradStats:
         return f"GradStats({', '.join(parts)})"
 
 
-def _map_tensors(stats: GradStats, fn) -> GradStats:  # noqa: ANN001 - internal helper
+def _map_tensors(stats: GradStats, fn) -> GradStats:
     def opt(t: Tensor | None) -> Tensor | None:
         return None if t is None else fn(t)
 

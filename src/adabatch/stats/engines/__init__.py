@@ -24,7 +24,14 @@ from .functorch import functorch_stats
 from .hooks import GradStatsTracker
 from .reference import reference_stats
 
-__all__ = ["ENGINES", "Engine", "GradStatsTracker", "functorch_stats", "hooks_stats", "reference_stats"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "GradStatsTracker",
+    "functorch_stats",
+    "hooks_stats",
+    "reference_stats",
+]
 
 
 class Engine(Protocol):

@@ -51,10 +51,18 @@ def functorch_stats(
     has_targets = isinstance(targets, Tensor)
 
     def sample_loss(values: tuple[Tensor, ...], x: Tensor, y: Any) -> Tensor:
-        state = {**constants, **dict(zip(names, values))}
+        state = {**constants, **dict(zip(names, values, strict=True))}
         out = functional_call(model, state, (x.unsqueeze(0),))
         y1 = y.unsqueeze(0) if has_targets else targets
-        return check_loss(loss_fn(out, y1), require_grad=False)
+        loss = loss_fn(out, y1)
+        if isinstance(loss, Tensor) and loss.dim() != 0:
+            # A loss left unreduced still has one element for one sample: check the shape.
+            raise ValueError(
+                f"loss_fn must return the batch loss reduced to a scalar, got shape "
+                f"{tuple(loss.shape)} for a batch of one sample; reduce it over the batch "
+                f"(reduction='mean' or 'sum') and declare that reduction with loss_reduction=..."
+            )
+        return check_loss(loss, require_grad=False)
 
     per_sample_grad = vmap(
         grad(sample_loss),
@@ -64,10 +72,10 @@ def functorch_stats(
     )
     stacked = per_sample_grad(trainable, inputs, targets if has_targets else None)
     b = inputs.shape[0]
-    per_sample = dict(zip(names, stacked))
+    per_sample = dict(zip(names, stacked, strict=True))
     weight = 1.0 / b if loss_reduction == "mean" else 1.0
     with torch.no_grad():
-        for (_, p), g in zip(named, stacked):
+        for (_, p), g in zip(named, stacked, strict=True):
             contribution = g.sum(0) * weight
             p.grad = contribution if p.grad is None else p.grad + contribution
     return stats_from_per_sample(per_sample, b, inner_products, coordinates)

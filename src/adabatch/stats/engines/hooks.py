@@ -97,8 +97,13 @@ class _Site:
     __slots__ = ("args", "kwargs", "module", "names", "params", "pass_", "qualnames", "rule")
 
     def __init__(
-        self, pass_: _Pass, module: nn.Module, rule: LayerRule, claims: tuple[_Claim, ...],
-        args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        pass_: _Pass,
+        module: nn.Module,
+        rule: LayerRule,
+        claims: tuple[_Claim, ...],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> None:
         self.pass_ = pass_
         self.module = module
@@ -114,7 +119,7 @@ class _Tap(torch.autograd.Function):
     """Identity on the module output whose backward hands the parameter gradients to autograd."""
 
     @staticmethod
-    def forward(ctx, tracker, site, dirty, output, inputs, *params):  # noqa: ANN001, ANN205, D102
+    def forward(ctx, tracker, site, dirty, output, inputs, *params):
         ctx.tracker = tracker
         ctx.site = site
         ctx.has_inputs = inputs is not None
@@ -132,7 +137,7 @@ class _Tap(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output):  # noqa: ANN001, ANN205, D102
+    def backward(ctx, grad_output):
         inputs = ctx.saved_tensors[0] if ctx.has_inputs else None
         grads = ctx.tracker._on_backward(ctx.site, inputs, grad_output)
         return (None, None, None, grad_output, None, *grads)
@@ -236,10 +241,13 @@ class GradStatsTracker:
             self._handles.append(
                 module.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True)
             )
-        self._handles.append(self.model.register_forward_pre_hook(self._root_pre_hook, with_kwargs=True))
+        self._handles.append(
+            self.model.register_forward_pre_hook(self._root_pre_hook, with_kwargs=True)
+        )
         if fallbacks:
             warnings.warn(
-                "adabatch: no closed-form rule for " + ", ".join(fallbacks[:5])
+                "adabatch: no closed-form rule for "
+                + ", ".join(fallbacks[:5])
                 + "; their per-sample gradients use the slower torch.func fallback",
                 stacklevel=3,
             )
@@ -305,6 +313,18 @@ class GradStatsTracker:
         if self.batchnorm == "error" and is_batch_coupled(module):
             # The mode may have changed since attach (model.train()).
             raise batchnorm_error([type(module).__name__])
+        rest: tuple[Any, ...] | None = None
+        if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+            # e.g. MultiheadAttention's (output, None): tap the first element. Other tensors
+            # would carry parameter gradients past the tap, so they are refused.
+            rest = tuple(output[1:])
+            if any(isinstance(x, Tensor) for x in rest):
+                raise TypeError(
+                    f"adabatch hooks engine: {type(module).__name__} returns several tensors; "
+                    f"only the first can be tracked (for MultiheadAttention pass "
+                    f"need_weights=False), or use engine='functorch'"
+                )
+            output = output[0]
         if not isinstance(output, Tensor):
             raise TypeError(
                 f"adabatch hooks engine: {type(module).__name__} returned "
@@ -317,7 +337,9 @@ class GradStatsTracker:
         size = output.shape[0] if output.dim() > 0 else -1
         if pass_.batch_size is None:
             pass_.batch_size = size
-        if size != pass_.batch_size or (isinstance(inputs, Tensor) and inputs.shape[:1] != output.shape[:1]):
+        if size != pass_.batch_size or (
+            isinstance(inputs, Tensor) and inputs.shape[:1] != output.shape[:1]
+        ):
             raise ValueError(
                 f"{type(module).__name__} received a batch of {size} while the model's input "
                 f"has {pass_.batch_size} samples: the hooks engine needs every layer to keep "
@@ -327,14 +349,19 @@ class GradStatsTracker:
             pass_.uses[c.qualname] = pass_.uses.get(c.qualname, 0) + 1
         dirty = self._dirty[module]
         site = _Site(
-            pass_, module, self._rules[module], claims,
-            args if not dirty else (), kwargs if not dirty else {},
+            pass_,
+            module,
+            self._rules[module],
+            claims,
+            args if not dirty else (),
+            kwargs if not dirty else {},
         )
         saved = inputs if isinstance(inputs, Tensor) else None
-        return _Tap.apply(self, site, dirty, output, saved, *(c.param for c in claims))
+        tapped = _Tap.apply(self, site, dirty, output, saved, *(c.param for c in claims))
+        return tapped if rest is None else (tapped, *rest)
 
     # ------------------------------------------------------------------ backward side
-    def _make_coverage_hook(self, p: nn.Parameter):  # noqa: ANN202
+    def _make_coverage_hook(self, p: nn.Parameter):
         key = id(p)
 
         def hook(grad: Tensor) -> None:
@@ -371,7 +398,7 @@ class GradStatsTracker:
             self._suspended = previous
         scale = self._scale(pass_)
         grad_sum = pass_.grad_sum
-        for q, g in zip(site.qualnames, result.grads):
+        for q, g in zip(site.qualnames, result.grads, strict=True):
             # A copy: autograd may hand `g` itself to p.grad, which the user may then modify.
             if q in grad_sum:
                 grad_sum[q] = torch.add(grad_sum[q], g, alpha=scale)
@@ -382,7 +409,7 @@ class GradStatsTracker:
             if result.inner is not None:
                 pass_.inner = result.inner if pass_.inner is None else pass_.inner + result.inner
             if result.coord_sq is not None:
-                for q, m in zip(site.qualnames, result.coord_sq):
+                for q, m in zip(site.qualnames, result.coord_sq, strict=True):
                     pass_.coords[q] = pass_.coords[q] + m if q in pass_.coords else m
         tapped = self._tapped
         for p in site.params:
@@ -459,11 +486,13 @@ class GradStatsTracker:
             rows = slice(start, min(b, start + rows_per_block))
             blocks: dict[str, Tensor] = {}
             for rule, call, qs in pass_.deferred:
-                for q, g in zip(qs, rule.per_sample(call, rows)):
+                for q, g in zip(qs, rule.per_sample(call, rows), strict=True):
                     blocks[q] = blocks[q] + g if q in blocks else g
             m = rows.stop - rows.start
             flat = {q: g.reshape(m, -1) for q, g in blocks.items()}
-            pass_.sq_terms.append(sum_of(torch.dot(f.reshape(-1), f.reshape(-1)) for f in flat.values()))
+            pass_.sq_terms.append(
+                sum_of(torch.dot(f.reshape(-1), f.reshape(-1)) for f in flat.values())
+            )
             if self.need.inner:
                 inner_parts.append(sum_of(f @ totals[q].reshape(-1) for q, f in flat.items()))
             if self.need.coords:

@@ -54,7 +54,11 @@ def reference_stats(
 
 
 def _per_sample_backward(
-    model: nn.Module, loss_fn: Any, inputs: Tensor, targets: Any, loss_reduction: str,
+    model: nn.Module,
+    loss_fn: Any,
+    inputs: Tensor,
+    targets: Any,
+    loss_reduction: str,
     named: list[tuple[str, nn.Parameter]],
 ) -> dict[str, Tensor]:
     params = [p for _, p in named]
@@ -66,7 +70,9 @@ def _per_sample_backward(
         loss_i = check_loss(loss_fn(outputs[i : i + 1], index_targets(targets, slice(i, i + 1))))
         losses.append(loss_i.detach())
         grads = torch.autograd.grad(loss_i, params, retain_graph=True, allow_unused=True)
-        rows.append([torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)])
+        rows.append(
+            [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
+        )
     loss = check_loss(loss_fn(outputs, targets))
     check_reduction_matches(loss, torch.stack(losses), loss_reduction)
     loss.backward()
@@ -74,13 +80,21 @@ def _per_sample_backward(
 
 
 def _layer_level_terms(
-    model: nn.Module, loss_fn: Any, inputs: Tensor, targets: Any, loss_reduction: str,
+    model: nn.Module,
+    loss_fn: Any,
+    inputs: Tensor,
+    targets: Any,
+    loss_reduction: str,
     named: list[tuple[str, nn.Parameter]],
 ) -> dict[str, Tensor]:
     names = {id(p): n for n, p in named}
-    modules = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
+    modules = [
+        m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))
+    ]
     outputs: dict[nn.Module, list[Tensor]] = {m: [] for m in modules}
-    handles = [m.register_forward_hook(lambda mod, a, out: outputs[mod].append(out)) for m in modules]
+    handles = [
+        m.register_forward_hook(lambda mod, a, out: outputs[mod].append(out)) for m in modules
+    ]
     try:
         out = model(inputs)
     finally:
@@ -99,10 +113,10 @@ def _layer_level_terms(
     deltas = torch.autograd.grad(loss, ys, retain_graph=True)
     per_sample: dict[str, list[Tensor]] = {n: [] for n, _ in named}
     for i in range(b):
-        for m, y, delta in zip(modules, ys, deltas):
+        for m, y, delta in zip(modules, ys, deltas, strict=True):
             own = [p for p in m.parameters(recurse=False) if p.requires_grad]
             grads = torch.autograd.grad((y[i] * delta[i]).sum(), own, retain_graph=True)
-            for p, g in zip(own, grads):
+            for p, g in zip(own, grads, strict=True):
                 per_sample[names[id(p)]].append(g * scale)
     loss.backward()
     return {n: torch.stack(rows) for n, rows in per_sample.items()}

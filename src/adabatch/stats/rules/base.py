@@ -101,7 +101,7 @@ class LayerRule(Protocol):
 
 
 def reduce_per_sample(
-    per_sample,  # noqa: ANN001 - Callable[[slice], list[Tensor]]
+    per_sample,
     batch_size: int,
     params: tuple[Tensor, ...],
     need: Need,
@@ -125,15 +125,17 @@ def reduce_per_sample(
         if grads is None:
             # 1ᵀG as a GEMV reads the block once, faster than a reduction over dim 0.
             ones = flat[0].new_ones(batch_size)
-            grads = [(ones @ f).view(g.shape[1:]) for f, g in zip(flat, blocks)]
+            grads = [(ones @ f).view(g.shape[1:]) for f, g in zip(flat, blocks, strict=True)]
         sq = sum_of_dots(flat)
         inner = None
         if need.inner:
-            inner = sum_of(f @ g.reshape(-1) for f, g in zip(flat, grads))
+            inner = sum_of(f @ g.reshape(-1) for f, g in zip(flat, grads, strict=True))
         coords = [torch.einsum("i...,i...->...", g, g) for g in blocks] if need.coords else None
         return LayerResult(grads, sq, inner, coords)
 
-    chunks = [slice(s, min(s + rows_per_block, batch_size)) for s in range(0, batch_size, rows_per_block)]
+    chunks = [
+        slice(s, min(s + rows_per_block, batch_size)) for s in range(0, batch_size, rows_per_block)
+    ]
     have_grads = grads is not None
     acc_grads: list[Tensor] | None = None if have_grads else []
     sq_terms: list[Tensor] = []
@@ -144,10 +146,14 @@ def reduce_per_sample(
         sq_terms.append(sum_of_dots([g.reshape(m, -1) for g in blocks]))
         if not have_grads:
             sums = [g.sum(0) for g in blocks]
-            acc_grads = sums if not acc_grads else [a + s for a, s in zip(acc_grads, sums)]
+            acc_grads = (
+                sums if not acc_grads else [a + s for a, s in zip(acc_grads, sums, strict=True)]
+            )
         if need.coords:
             sq = [torch.einsum("i...,i...->...", g, g) for g in blocks]
-            coords_acc = sq if coords_acc is None else [a + s for a, s in zip(coords_acc, sq)]
+            coords_acc = (
+                sq if coords_acc is None else [a + s for a, s in zip(coords_acc, sq, strict=True)]
+            )
     if grads is None:
         assert acc_grads is not None
         grads = acc_grads
@@ -157,7 +163,9 @@ def reduce_per_sample(
         for rows in chunks:
             m = rows.stop - rows.start
             blocks = per_sample(rows)
-            parts.append(sum_of(g.reshape(m, -1) @ t.reshape(-1) for g, t in zip(blocks, grads)))
+            parts.append(
+                sum_of(g.reshape(m, -1) @ t.reshape(-1) for g, t in zip(blocks, grads, strict=True))
+            )
         inner = torch.cat(parts)
     return LayerResult(grads, torch.stack(sq_terms).sum(), inner, coords_acc)
 
@@ -167,7 +175,7 @@ def sum_of_dots(flat: list[Tensor]) -> Tensor:
     return sum_of(torch.dot(f.reshape(-1), f.reshape(-1)) for f in flat)
 
 
-def sum_of(terms) -> Tensor:  # noqa: ANN001 - Iterable[Tensor]
+def sum_of(terms) -> Tensor:
     """Sum an iterable of tensors without the int 0 that builtin `sum` starts from."""
     total: Tensor | None = None
     for t in terms:

@@ -37,7 +37,7 @@ def _padded_input(module: nn.modules.conv._ConvNd, a: Tensor) -> tuple[Tensor, l
             return a, [0] * n
         # "same" (stride 1): total padding d·(k−1), left half rounded down.
         pads: list[int] = []
-        for k, dil in zip(reversed(module.kernel_size), reversed(module.dilation)):
+        for k, dil in zip(reversed(module.kernel_size), reversed(module.dilation), strict=True):
             total = dil * (k - 1)
             pads += [total // 2, total - total // 2]
         return F.pad(a, pads), [0] * n
@@ -58,8 +58,17 @@ def conv_per_sample_weight(module: nn.modules.conv._ConvNd, a: Tensor, d: Tensor
     w_proxy = torch.empty(w_shape, dtype=x.dtype, device=x.device)
     n = x.dim() - 2
     _, gw, _ = torch.ops.aten.convolution_backward(
-        g, x, w_proxy, None, list(module.stride), padding, list(module.dilation),
-        False, [0] * n, groups, [False, True, False],
+        g,
+        x,
+        w_proxy,
+        None,
+        list(module.stride),
+        padding,
+        list(module.dilation),
+        False,
+        [0] * n,
+        groups,
+        [False, True, False],
     )
     return gw.view(m, c_out, c_in // module.groups, *module.kernel_size)
 

@@ -42,17 +42,26 @@ class FunctorchFallbackRule(MaterializingRule):
         args = tuple(x[rows] if batched(x) else x for x in call.args)
         kw_names = tuple(call.kwargs)
         kw_dims = tuple(0 if batched(call.kwargs[k]) else None for k in kw_names)
-        kwargs = tuple(call.kwargs[k][rows] if batched(call.kwargs[k]) else call.kwargs[k] for k in kw_names)
+        kwargs = tuple(
+            call.kwargs[k][rows] if batched(call.kwargs[k]) else call.kwargs[k] for k in kw_names
+        )
 
-        def forward_one(param_values: tuple[Tensor, ...], sample_args: tuple, sample_kwargs: tuple) -> Tensor:
+        def forward_one(
+            param_values: tuple[Tensor, ...], sample_args: tuple, sample_kwargs: tuple
+        ) -> Tensor:
             full_args = tuple(
-                x.unsqueeze(0) if dim == 0 else x for x, dim in zip(sample_args, arg_dims)
+                x.unsqueeze(0) if dim == 0 else x
+                for x, dim in zip(sample_args, arg_dims, strict=True)
             )
             full_kwargs = {
                 k: (x.unsqueeze(0) if dim == 0 else x)
-                for k, x, dim in zip(kw_names, sample_kwargs, kw_dims)
+                for k, x, dim in zip(kw_names, sample_kwargs, kw_dims, strict=True)
             }
-            out = functional_call(module, dict(zip(names, param_values)), full_args, full_kwargs)
+            out = functional_call(
+                module, dict(zip(names, param_values, strict=True)), full_args, full_kwargs
+            )
+            if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+                out = out[0]  # the engine tracks the first output only (see hooks.py)
             if not isinstance(out, Tensor):
                 raise TypeError(
                     f"the functorch fallback needs {type(module).__name__} to return one tensor, "

@@ -47,14 +47,23 @@ def channel_affine_per_sample(
     # The kernel's `weight` only scales the input gradient, which is not requested.
     ones = a.new_ones(()).expand(m * c)
     _, dgamma, dbeta = torch.ops.aten.native_group_norm_backward(
-        d.reshape(1, m * c, s), a.reshape(1, m * c, s),
-        mean.reshape(1, m * groups), rstd.reshape(1, m * groups), ones,
-        1, m * c, s, m * groups, [False, True, True],
+        d.reshape(1, m * c, s),
+        a.reshape(1, m * c, s),
+        mean.reshape(1, m * groups),
+        rstd.reshape(1, m * groups),
+        ones,
+        1,
+        m * c,
+        s,
+        m * groups,
+        [False, True, True],
     )
     return [(dgamma if name == "weight" else dbeta).view(m, c) for name in names]
 
 
-def _trailing_affine_per_sample(names: tuple[str, ...], xhat: Tensor, d: Tensor, keep: int) -> list[Tensor]:
+def _trailing_affine_per_sample(
+    names: tuple[str, ...], xhat: Tensor, d: Tensor, keep: int
+) -> list[Tensor]:
     """Per-sample (γ, β) gradients of a norm over the trailing ``keep`` axes."""
     dims = tuple(range(1, d.dim() - keep))
     out = []
@@ -108,7 +117,9 @@ class GroupNormRule(MaterializingRule):
         assert isinstance(module, nn.GroupNorm) and call.grad_output is not None
         a = call.inputs[rows]
         mean, rstd = _per_sample_stats(a, module.num_groups, module.eps)
-        return channel_affine_per_sample(call.names, a, call.grad_output[rows], mean, rstd, module.num_groups)
+        return channel_affine_per_sample(
+            call.names, a, call.grad_output[rows], mean, rstd, module.num_groups
+        )
 
 
 class InstanceNormRule(MaterializingRule):

@@ -1,0 +1,84 @@
+"""Comparison helpers: every field of two GradStats, p.grad of two models."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from adabatch.stats import GradStats
+
+
+def _dense(t: Tensor) -> Tensor:
+    return t.to_dense() if t.is_sparse else t
+
+
+def close(
+    actual: Tensor | float, expected: Tensor | float, rtol: float, what: str, floor: float = 0.0
+) -> None:
+    """max|a − e| ≤ rtol · max(max|e|, floor).
+
+    ``floor`` is the scale of the whole quantity (e.g. the largest gradient entry of any
+    parameter): a parameter whose gradient is zero by construction (a bias before a norm
+    layer) then compares at round-off level instead of relative to its own round-off.
+    """
+    a = torch.as_tensor(actual, dtype=torch.float64)
+    e = torch.as_tensor(expected, dtype=torch.float64)
+    scale = float(e.abs().max()) if e.numel() else 0.0
+    err = float((a - e).abs().max()) if e.numel() else 0.0
+    bound = rtol * max(scale, floor, 1e-300)
+    assert err <= bound, f"{what}: max error {err:.3g} vs scale {scale:.3g} (bound {bound:.3g})"
+
+
+def _floor(tensors) -> float:
+    """A round-off floor for a family of tensors: 1e-6 of the largest entry of any of them."""
+    return 1e-6 * max((float(_dense(t).abs().max()) for t in tensors if t.numel()), default=0.0)
+
+
+def assert_stats_close(actual: GradStats, expected: GradStats, rtol: float = 1e-9) -> None:
+    assert actual.num_samples == expected.num_samples
+    assert actual.num_groups == expected.num_groups
+    assert list(actual.grad_sum) == list(expected.grad_sum), "grad_sum keys differ"
+    floor = _floor(expected.grad_sum.values())
+    for name in expected.grad_sum:
+        close(
+            _dense(actual.grad_sum[name]),
+            _dense(expected.grad_sum[name]),
+            rtol,
+            f"grad_sum[{name}]",
+            floor,
+        )
+    close(actual.sum_sq_norms, expected.sum_sq_norms, rtol, "sum_sq_norms")
+    assert (actual.sum_sq_inner is None) == (expected.sum_sq_inner is None)
+    if expected.sum_sq_inner is not None:
+        close(actual.sum_sq_inner, expected.sum_sq_inner, rtol, "sum_sq_inner")
+        close(actual.group_norm4_sum, expected.group_norm4_sum, rtol, "group_norm4_sum")
+        close(actual.group_ratio_sum, expected.group_ratio_sum, rtol, "group_ratio_sum")
+    assert (actual.coord_sq_sum is None) == (expected.coord_sq_sum is None)
+    if expected.coord_sq_sum is not None:
+        assert actual.coord_sq_sum is not None
+        floor = _floor(expected.coord_sq_sum.values())
+        for name in expected.coord_sq_sum:
+            close(
+                _dense(actual.coord_sq_sum[name]),
+                _dense(expected.coord_sq_sum[name]),
+                rtol,
+                f"coord_sq_sum[{name}]",
+                floor,
+            )
+
+
+def grads_of(model: nn.Module) -> dict[str, Tensor | None]:
+    return {
+        n: None if p.grad is None else _dense(p.grad).clone() for n, p in model.named_parameters()
+    }
+
+
+def assert_grads_close(actual: nn.Module, expected: nn.Module, rtol: float = 1e-9) -> None:
+    ga, ge = grads_of(actual), grads_of(expected)
+    assert ga.keys() == ge.keys()
+    floor = _floor([e for e in ge.values() if e is not None])
+    for name, e in ge.items():
+        a = ga[name]
+        assert (a is None) == (e is None), f"p.grad of {name}: one is None"
+        if e is not None:
+            close(a, e, rtol, f"p.grad[{name}]", floor)

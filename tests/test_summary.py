@@ -1,0 +1,62 @@
+"""GradStats: construction, merging rules and round trips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adabatch.stats import GradStats
+
+
+def make(b: int = 3, inner: bool = True, coords: bool = True, names=("w", "b")) -> GradStats:
+    g = torch.arange(1.0, 1.0 + 2 * b, dtype=torch.float64).view(b, 2)
+    return GradStats.from_batch(
+        b,
+        {n: g.sum(0) for n in names},
+        torch.tensor(5.0),
+        torch.tensor(7.0) if inner else None,
+        {n: (g * g).sum(0) for n in names} if coords else None,
+    )
+
+
+def test_from_batch_rejects_empty_batches() -> None:
+    with pytest.raises(ValueError, match="num_samples must be >= 1, got 0"):
+        GradStats.from_batch(0, {}, torch.tensor(0.0))
+
+
+def test_scalars_are_float64() -> None:
+    s = GradStats.from_batch(
+        2, {"w": torch.ones(3)}, torch.tensor(1.0, dtype=torch.float32), torch.tensor(2.0)
+    )
+    assert s.sum_sq_norms.dtype == torch.float64 and s.sum_sq_inner.dtype == torch.float64
+
+
+def test_addition_and_sum() -> None:
+    a, b = make(3), make(2)
+    c = a + b
+    assert c.num_samples == 5 and c.num_groups == 2
+    assert float(c.sum_sq_norms) == 10.0 and float(c.sum_sq_inner) == 14.0
+    torch.testing.assert_close(c.grad_sum["w"], a.grad_sum["w"] + b.grad_sum["w"])
+    d = sum([a, b, make(1)])
+    assert isinstance(d, GradStats) and d.num_samples == 6 and d.num_groups == 3
+
+
+def test_cannot_add_mismatched_statistics() -> None:
+    with pytest.raises(ValueError, match="grad_sum keys differ"):
+        make(names=("w",)) + make(names=("v",))
+    with pytest.raises(ValueError, match="inner_products"):
+        make(inner=True) + make(inner=False)
+    with pytest.raises(ValueError, match="coordinates"):
+        make(coords=True) + make(coords=False)
+
+
+def test_state_dict_round_trip_and_copies() -> None:
+    s = make()
+    t = GradStats.from_state_dict(s.state_dict())
+    assert t.num_samples == s.num_samples and torch.equal(t.grad_sum["w"], s.grad_sum["w"])
+    with pytest.raises(ValueError, match="unknown GradStats fields"):
+        GradStats.from_state_dict({**s.state_dict(), "bogus": 1})
+    c = s.detach_copy()
+    c.grad_sum["w"].zero_()
+    assert s.grad_sum["w"].abs().sum() > 0
+    assert "num_samples=3" in repr(s)
