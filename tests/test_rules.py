@@ -73,6 +73,7 @@ class Head(nn.Module):
         "1x1",
     ],
 )
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 def test_conv2d_variants(conv: nn.Conv2d) -> None:
     c_in = conv.in_channels
     check(Head(conv, conv.out_channels), torch.randn(5, c_in, 7, 8))

@@ -24,18 +24,18 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3, padding=1),
             make_norm(norm, 32),
-            nn.ReLU(inplace=True),
+            nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1),
             make_norm(norm, 64),
-            nn.ReLU(inplace=True),
+            nn.ReLU(),
             nn.MaxPool2d(2),
         )
         side = image_size // 4
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(64 * side * side, 128),
-            nn.ReLU(inplace=True),
+            nn.ReLU(),
             nn.Linear(128, num_classes),
         )
 

@@ -24,14 +24,14 @@ class _BasicBlock(nn.Module):
         self.pad = c_out - c_in
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         shortcut = x
         if self.stride != 1 or self.pad:
             # Option A: subsample, then zero-pad the new channels (half on each side).
             shortcut = x[:, :, :: self.stride, :: self.stride]
             shortcut = F.pad(shortcut, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-        return F.relu(out + shortcut, inplace=True)
+        return F.relu(out + shortcut)
 
 
 class ResNetCIFAR(nn.Module):
@@ -59,7 +59,7 @@ class ResNetCIFAR(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
-        out = F.relu(self.bn(self.conv(x)), inplace=True)
+        out = F.relu(self.bn(self.conv(x)))
         out = self.blocks(out)
         return self.fc(out.mean(dim=(2, 3)))
 

@@ -121,8 +121,9 @@ def check_reduction_matches(loss: Tensor, per_sample_losses: Tensor, loss_reduct
     tol = 1e-4 if loss.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-9
     if not torch.allclose(loss.detach(), expected.detach(), rtol=tol, atol=tol * 1e-3):
         mean, total = float(per_sample_losses.mean()), float(per_sample_losses.sum())
+        batch = float(loss.detach())
         raise ValueError(
-            f"loss_reduction={loss_reduction!r} but the batch loss {float(loss):.6g} is not the "
+            f"loss_reduction={loss_reduction!r} but the batch loss {batch:.6g} is not the "
             f"{loss_reduction} of the per-sample losses (mean {mean:.6g}, sum {total:.6g}); "
             f"declare the reduction your loss_fn uses"
         )

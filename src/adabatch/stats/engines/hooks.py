@@ -94,7 +94,17 @@ class _Pass:
 class _Site:
     """One call of one module in one pass, carried by the autograd graph to its backward."""
 
-    __slots__ = ("args", "kwargs", "module", "names", "params", "pass_", "qualnames", "rule")
+    __slots__ = (
+        "args",
+        "input_grad",
+        "kwargs",
+        "module",
+        "names",
+        "params",
+        "pass_",
+        "qualnames",
+        "rule",
+    )
 
     def __init__(
         self,
@@ -104,6 +114,7 @@ class _Site:
         claims: tuple[_Claim, ...],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        input_grad: bool,
     ) -> None:
         self.pass_ = pass_
         self.module = module
@@ -113,6 +124,7 @@ class _Site:
         self.qualnames = tuple(c.qualname for c in claims)
         self.args = args
         self.kwargs = kwargs
+        self.input_grad = input_grad
 
 
 class _Tap(torch.autograd.Function):
@@ -139,8 +151,8 @@ class _Tap(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         inputs = ctx.saved_tensors[0] if ctx.has_inputs else None
-        grads = ctx.tracker._on_backward(ctx.site, inputs, grad_output)
-        return (None, None, None, grad_output, None, *grads)
+        grad_input, grads = ctx.tracker._on_backward(ctx.site, inputs, grad_output)
+        return (None, None, None, grad_output, grad_input, *grads)
 
 
 def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
@@ -194,7 +206,9 @@ class GradStatsTracker:
         self._claims: dict[nn.Module, tuple[_Claim, ...]] = {}
         self._rules: dict[nn.Module, LayerRule] = {}
         self._dirty: dict[nn.Module, bool] = {}
-        self._in_flight: dict[nn.Module, list[tuple[_Claim, ...]]] = {}
+        # Per module, the calls whose forward is running: (claims, original input if the
+        # rule owns the input gradient and the module runs on a detached copy).
+        self._in_flight: dict[nn.Module, list[tuple[tuple[_Claim, ...], Tensor | None]]] = {}
         self._passes: list[_Pass] = []
         self._suspended = False
         self._tapped: set[int] = set()
@@ -262,7 +276,7 @@ class GradStatsTracker:
             h.remove()
         self._handles.clear()
         for stack in self._in_flight.values():
-            for claims in stack:
+            for claims, _ in stack:
                 for c in claims:
                     c.param.requires_grad_(True)
             stack.clear()
@@ -291,21 +305,28 @@ class GradStatsTracker:
         size = first.shape[0] if first is not None and first.dim() > 0 else None
         self._passes.append(_Pass(size))
 
-    def _pre_hook(self, module: nn.Module, args: tuple) -> None:
+    def _pre_hook(self, module: nn.Module, args: tuple) -> tuple | None:
         if self._suspended or not torch.is_grad_enabled():
-            return
+            return None
         claims = tuple(c for c in self._claims[module] if c.param.requires_grad)
         if not claims:
-            return
+            return None
         for c in claims:
             c.param.requires_grad_(False)
-        self._in_flight[module].append(claims)
+        original = None
+        if args and isinstance(args[0], Tensor) and self._rules[module].owns_input_grad(module):
+            # The rule computes this layer's input gradient itself (one fused kernel), so the
+            # module runs on a detached input and autograd skips the layer's backward.
+            original = args[0]
+            args = (original.detach(), *args[1:])
+        self._in_flight[module].append((claims, original))
+        return args if original is not None else None
 
     def _post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         stack = self._in_flight[module]
         if not stack:
             return None
-        claims = stack.pop()
+        claims, original = stack.pop()
         for c in claims:
             c.param.requires_grad_(True)
         if output is None:  # the module raised; always_call brought us here to restore
@@ -348,15 +369,19 @@ class GradStatsTracker:
         for c in claims:
             pass_.uses[c.qualname] = pass_.uses.get(c.qualname, 0) + 1
         dirty = self._dirty[module]
+        rule = self._rules[module]
+        if original is not None:
+            inputs = original
+        saved = inputs if isinstance(inputs, Tensor) else None
         site = _Site(
             pass_,
             module,
-            self._rules[module],
+            rule,
             claims,
             args if not dirty else (),
             kwargs if not dirty else {},
+            original is not None and original.requires_grad,
         )
-        saved = inputs if isinstance(inputs, Tensor) else None
         tapped = _Tap.apply(self, site, dirty, output, saved, *(c.param for c in claims))
         return tapped if rest is None else (tapped, *rest)
 
@@ -379,11 +404,20 @@ class GradStatsTracker:
 
         return hook
 
-    def _on_backward(self, site: _Site, inputs: Tensor | None, grad_output: Tensor) -> list[Tensor]:
+    def _on_backward(
+        self, site: _Site, inputs: Tensor | None, grad_output: Tensor
+    ) -> tuple[Tensor | None, list[Tensor]]:
         pass_ = site.pass_
         pass_.backward_calls += 1
         call = LayerCall(
-            site.module, inputs, grad_output, site.names, site.params, site.args, site.kwargs
+            site.module,
+            inputs,
+            grad_output,
+            site.names,
+            site.params,
+            site.args,
+            site.kwargs,
+            input_grad=site.input_grad,
         )
         tied = any(pass_.uses[q] > 1 for q in site.qualnames)
         previous = self._suspended
@@ -414,7 +448,7 @@ class GradStatsTracker:
         tapped = self._tapped
         for p in site.params:
             tapped.add(id(p))
-        return result.grads
+        return result.grad_input, result.grads
 
     def _scale(self, pass_: _Pass) -> float:
         assert pass_.batch_size is not None
@@ -434,7 +468,10 @@ class GradStatsTracker:
                 "GradStatsTracker.pop(): no backward pass through the model since the last "
                 "pop(); call loss.backward() first"
             )
-        return sum_of(self._finalize(p) for p in passes)
+        # Tied-parameter statistics are computed here, outside autograd's backward, from
+        # saved activations that require grad: build no graph.
+        with torch.no_grad():
+            return sum_of(self._finalize(p) for p in passes)
 
     def reset(self) -> None:
         """Forget every pass since the last `pop`."""

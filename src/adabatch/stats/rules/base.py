@@ -29,6 +29,7 @@ __all__ = [
     "LayerRule",
     "MaterializingRule",
     "Need",
+    "RuleBase",
     "reduce_per_sample",
 ]
 
@@ -56,6 +57,7 @@ class LayerCall:
         params: the parameters themselves, aligned with ``names``.
         args: all positional inputs (the functorch fallback needs them).
         kwargs: keyword inputs (the functorch fallback needs them).
+        input_grad: the rule owns the input gradient of this call and must return it.
     """
 
     module: nn.Module
@@ -65,6 +67,7 @@ class LayerCall:
     params: tuple[Tensor, ...]
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    input_grad: bool = False
 
     @property
     def batch_size(self) -> int:
@@ -81,6 +84,7 @@ class LayerResult:
     sq_norm: Tensor
     inner: Tensor | None = None
     coord_sq: list[Tensor] | None = None
+    grad_input: Tensor | None = None  # only when the call asked for it (``call.input_grad``)
 
 
 class LayerRule(Protocol):
@@ -88,6 +92,14 @@ class LayerRule(Protocol):
 
     def check(self, module: nn.Module) -> None:
         """Raise a clear error if this module instance cannot be handled (called at attach)."""
+
+    def owns_input_grad(self, module: nn.Module) -> bool:
+        """Whether this call's input gradient comes from the rule instead of autograd.
+
+        A rule whose backend kernel yields the input gradient and the per-sample parameter
+        gradients in one pass (GroupNorm) takes over both: the engine runs the module on a
+        detached input and the rule returns ``grad_input``.
+        """
 
     def compute(self, call: LayerCall, need: Need) -> LayerResult:
         """Summed gradients and statistics of this call, in hook scale."""
@@ -185,14 +197,21 @@ def sum_of(terms) -> Tensor:
     return total
 
 
-class MaterializingRule:
+class RuleBase:
+    """Defaults of the optional parts of `LayerRule`."""
+
+    def check(self, module: nn.Module) -> None:  # noqa: D102 - see LayerRule
+        return None
+
+    def owns_input_grad(self, module: nn.Module) -> bool:  # noqa: D102
+        return False
+
+
+class MaterializingRule(RuleBase):
     """Base for rules whose fast path *is* materialisation (conv, norm layers, sequences).
 
     Subclasses implement `per_sample`; `compute` reduces the block in one pass.
     """
-
-    def check(self, module: nn.Module) -> None:  # noqa: D102 - see LayerRule
-        return None
 
     def per_sample(self, call: LayerCall, rows: slice) -> list[Tensor]:  # noqa: D102
         raise NotImplementedError

@@ -17,12 +17,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import LayerCall, LayerResult, Need
+from .base import LayerCall, LayerResult, Need, RuleBase
 
 __all__ = ["EmbeddingRule"]
 
 
-class EmbeddingRule:
+class EmbeddingRule(RuleBase):
     """Rule for ``nn.Embedding``."""
 
     def check(self, module: nn.Module) -> None:  # noqa: D102 - see LayerRule
@@ -56,7 +56,7 @@ class EmbeddingRule:
     def _grad(self, module: nn.Embedding, r: Tensor, tokens: Tensor) -> Tensor:
         shape = (module.num_embeddings, module.embedding_dim)
         if module.sparse:
-            return torch.sparse_coo_tensor(tokens.unsqueeze(0), r, shape)
+            return torch.sparse_coo_tensor(tokens.unsqueeze(0), r, shape, check_invariants=False)
         return r.new_zeros(shape).index_add_(0, tokens, r)
 
     def compute(self, call: LayerCall, need: Need) -> LayerResult:  # noqa: D102

@@ -22,9 +22,9 @@ cheaper of the Gram route (bT²(d_in + d_out), S2 only) and chunked materialisat
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .base import LayerCall, LayerResult, Need, reduce_per_sample
+from .base import LayerCall, LayerResult, Need, RuleBase, reduce_per_sample
 
 __all__ = ["GRAM_FACTOR", "LinearRule"]
 
@@ -40,11 +40,8 @@ def _as_sequence(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1, t.shape[-1])
 
 
-class LinearRule:
+class LinearRule(RuleBase):
     """Rule for ``nn.Linear`` (and subclasses that keep its ``forward``)."""
-
-    def check(self, module: nn.Module) -> None:  # noqa: D102 - see LayerRule
-        return None
 
     def per_sample(self, call: LayerCall, rows: slice) -> list[Tensor]:
         """Materialised per-sample gradients of the trainable parameters of this call."""
@@ -103,10 +100,11 @@ class LinearRule:
         has_w = "weight" in call.names
         has_b = "bias" in call.names
         grads = self._grads(call, a, d)
-        sq_d = torch.linalg.vecdot(d, d)  # ‖δᵢ‖²
+        # Row norms by a fused reduction (vecdot would materialise a ⊙ a first).
+        sq_d = torch.linalg.vector_norm(d, dim=1).square_()  # ‖δᵢ‖²
         if has_w:
             # ‖g̃ᵢ‖² summed over weight and bias = ‖δᵢ‖² (‖aᵢ‖² + [bias]).
-            factor = torch.linalg.vecdot(a, a)
+            factor = torch.linalg.vector_norm(a, dim=1).square_()
             if has_b:
                 factor += 1.0
             sq = torch.dot(sq_d, factor)
