@@ -97,6 +97,7 @@ class _Site:
     __slots__ = (
         "args",
         "input_grad",
+        "out_shape",
         "kwargs",
         "module",
         "names",
@@ -125,6 +126,7 @@ class _Site:
         self.args = args
         self.kwargs = kwargs
         self.input_grad = input_grad
+        self.out_shape: torch.Size | None = None  # set when the tap holds the output's base
 
 
 class _Tap(torch.autograd.Function):
@@ -142,7 +144,7 @@ class _Tap(torch.autograd.Function):
         if dirty:
             # An in-place identity keeps the module's output object, so in-place ops after it
             # (ReLU(inplace=True)) keep working. Safe for the registered layer types, whose
-            # backward never saves their own output.
+            # backward never saves their own output. Never a view: see `_untapped_base`.
             ctx.mark_dirty(output)
             return output
         return output.clone()
@@ -153,6 +155,25 @@ class _Tap(torch.autograd.Function):
         inputs = ctx.saved_tensors[0] if ctx.has_inputs else None
         grad_input, grads = ctx.tracker._on_backward(ctx.site, inputs, grad_output)
         return (None, None, None, grad_output, grad_input, *grads)
+
+
+def _whole_base(view: Tensor) -> Tensor | None:
+    """The base of ``view`` if ``view`` is a contiguous reshape of all of it, else None.
+
+    Linear on (b, T, d) and Embedding return such reshapes of a 2-D result. Marking the view
+    dirty would make autograd rebuild the base in the backward (CopySlices: two extra copies of
+    the gradient); tapping the base and reshaping after the tap costs nothing.
+    """
+    base = view._base
+    if (
+        base is not None
+        and view.is_contiguous()
+        and base.is_contiguous()
+        and base.numel() == view.numel()
+        and base.data_ptr() == view.data_ptr()
+    ):
+        return base
+    return None
 
 
 def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
@@ -373,6 +394,13 @@ class GradStatsTracker:
         if original is not None:
             inputs = original
         saved = inputs if isinstance(inputs, Tensor) else None
+        shape = None
+        if dirty and output._is_view():
+            base = _whole_base(output)
+            if base is None:
+                dirty = False  # a partial view: tap a copy instead
+            else:
+                output, shape = base, output.shape
         site = _Site(
             pass_,
             module,
@@ -382,7 +410,10 @@ class GradStatsTracker:
             kwargs if not dirty else {},
             original is not None and original.requires_grad,
         )
+        site.out_shape = shape
         tapped = _Tap.apply(self, site, dirty, output, saved, *(c.param for c in claims))
+        if shape is not None:
+            tapped = tapped.view(shape)
         return tapped if rest is None else (tapped, *rest)
 
     # ------------------------------------------------------------------ backward side
@@ -409,6 +440,8 @@ class GradStatsTracker:
     ) -> tuple[Tensor | None, list[Tensor]]:
         pass_ = site.pass_
         pass_.backward_calls += 1
+        if site.out_shape is not None:
+            grad_output = grad_output.reshape(site.out_shape)
         call = LayerCall(
             site.module,
             inputs,
