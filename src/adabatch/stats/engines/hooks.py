@@ -13,9 +13,9 @@ reads the statistics of every batch since the last read with `GradStatsTracker.p
 How it works (and why it costs almost nothing). For every module with a rule (see
 ``stats/rules``), a forward pre-hook switches ``requires_grad`` off on the module's own
 trainable parameters for the duration of its forward, and a forward hook switches it back on
-and routes the output through `_Tap`, an identity autograd function that takes those
+and routes the output through `Tap` (``_tap.py``), an identity autograd function that takes those
 parameters as inputs. Autograd therefore does *not* compute the weight gradient of that
-module; instead `_Tap.backward` receives δ = ∂L/∂output, asks the rule for the summed weight
+module; instead `Tap.backward` receives δ = ∂L/∂output, asks the rule for the summed weight
 gradient *and* the per-sample statistics from the same (input, δ) pair — for convolutions the
 per-sample block is computed by the backend's weight-gradient kernel and its sum *is* the
 weight gradient — and returns the summed gradient to autograd, which accumulates it into
@@ -35,6 +35,14 @@ statistics are finalised when read, so P2 is taken against each pass's own mean 
 `GradStats`). A parameter used by several calls in one pass (tied weights) has its per-sample
 gradients materialised per call and summed before any norm is taken.
 
+NOTE [fused layers]: a rule may also own its layer's *input* gradient (GroupNorm, whose backend
+kernel yields the input gradient and the per-sample parameter gradients in one pass). The
+module then runs on a detached input and autograd never runs the layer's own backward.
+
+Limits: every layer must keep the batch as its first dimension (checked); double backward
+(``create_graph=True``) through a tracked model and activation checkpointing inside it are not
+supported.
+
 Safety: a trainable parameter that receives a gradient through no rule — for example a child
 module's weight used functionally by its parent — raises an error naming the parameter during
 ``backward()``, never a silently wrong statistic.
@@ -43,7 +51,6 @@ module's weight used functionally by its parent — raises an error naming the p
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -60,6 +67,8 @@ from .._checks import (
 from ..rules import FALLBACK_RULE, LayerCall, LayerRule, Need, find_rule
 from ..rules.base import sum_of
 from ..summary import GradStats
+from ._pass import PassRecord
+from ._tap import Claim, Site, Tap, whole_base
 
 __all__ = ["BatchNormMode", "FallbackMode", "GradStatsTracker", "LossReduction"]
 
@@ -68,112 +77,6 @@ BatchNormMode = Literal["error", "approximate"]
 FallbackMode = Literal["functorch", "error"]
 
 _FALLBACKS = ("functorch", "error")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Claim:
-    local: str  # name inside its module ("weight")
-    qualname: str  # name in the model ("layer1.0.conv1.weight")
-    param: nn.Parameter
-
-
-class _Pass:
-    """Statistics of one forward/backward pass (one micro-batch), in hook scale until read."""
-
-    def __init__(self, batch_size: int | None) -> None:
-        self.batch_size = batch_size
-        self.grad_sum: dict[str, Tensor] = {}  # true scale (Σgᵢ)
-        self.sq_terms: list[Tensor] = []
-        self.inner: Tensor | None = None
-        self.coords: dict[str, Tensor] = {}
-        self.uses: dict[str, int] = {}
-        self.deferred: list[tuple[LayerRule, LayerCall, tuple[str, ...]]] = []
-        self.backward_calls = 0
-
-
-class _Site:
-    """One call of one module in one pass, carried by the autograd graph to its backward."""
-
-    __slots__ = (
-        "args",
-        "input_grad",
-        "out_shape",
-        "kwargs",
-        "module",
-        "names",
-        "params",
-        "pass_",
-        "qualnames",
-        "rule",
-    )
-
-    def __init__(
-        self,
-        pass_: _Pass,
-        module: nn.Module,
-        rule: LayerRule,
-        claims: tuple[_Claim, ...],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        input_grad: bool,
-    ) -> None:
-        self.pass_ = pass_
-        self.module = module
-        self.rule = rule
-        self.names = tuple(c.local for c in claims)
-        self.params = tuple(c.param for c in claims)
-        self.qualnames = tuple(c.qualname for c in claims)
-        self.args = args
-        self.kwargs = kwargs
-        self.input_grad = input_grad
-        self.out_shape: torch.Size | None = None  # set when the tap holds the output's base
-
-
-class _Tap(torch.autograd.Function):
-    """Identity on the module output whose backward hands the parameter gradients to autograd."""
-
-    @staticmethod
-    def forward(ctx, tracker, site, dirty, output, inputs, *params):
-        ctx.tracker = tracker
-        ctx.site = site
-        ctx.has_inputs = inputs is not None
-        if ctx.has_inputs:
-            # Saved through autograd so that an in-place change of the input after the forward
-            # raises autograd's usual version error instead of corrupting the statistics.
-            ctx.save_for_backward(inputs)
-        if dirty:
-            # An in-place identity keeps the module's output object, so in-place ops after it
-            # (ReLU(inplace=True)) keep working. Safe for the registered layer types, whose
-            # backward never saves their own output. Never a view: see `_untapped_base`.
-            ctx.mark_dirty(output)
-            return output
-        return output.clone()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output):
-        inputs = ctx.saved_tensors[0] if ctx.has_inputs else None
-        grad_input, grads = ctx.tracker._on_backward(ctx.site, inputs, grad_output)
-        return (None, None, None, grad_output, grad_input, *grads)
-
-
-def _whole_base(view: Tensor) -> Tensor | None:
-    """The base of ``view`` if ``view`` is a contiguous reshape of all of it, else None.
-
-    Linear on (b, T, d) and Embedding return such reshapes of a 2-D result. Marking the view
-    dirty would make autograd rebuild the base in the backward (CopySlices: two extra copies of
-    the gradient); tapping the base and reshaping after the tap costs nothing.
-    """
-    base = view._base
-    if (
-        base is not None
-        and view.is_contiguous()
-        and base.is_contiguous()
-        and base.numel() == view.numel()
-        and base.data_ptr() == view.data_ptr()
-    ):
-        return base
-    return None
 
 
 def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
@@ -224,15 +127,15 @@ class GradStatsTracker:
         self.batchnorm = batchnorm
         self.need = Need(inner=inner_products, coords=coordinates, max_block_bytes=max_block_bytes)
         self._handles: list[Any] = []
-        self._claims: dict[nn.Module, tuple[_Claim, ...]] = {}
+        self._claims: dict[nn.Module, tuple[Claim, ...]] = {}
         self._rules: dict[nn.Module, LayerRule] = {}
         self._dirty: dict[nn.Module, bool] = {}
         # Per module, the calls whose forward is running: (claims, original input if the
         # rule owns the input gradient and the module runs on a detached copy).
-        self._in_flight: dict[nn.Module, list[tuple[tuple[_Claim, ...], Tensor | None]]] = {}
-        self._passes: list[_Pass] = []
+        self._in_flight: dict[nn.Module, list[tuple[tuple[Claim, ...], Tensor | None]]] = {}
+        self._passes: list[PassRecord] = []
         self._suspended = False
-        self._tapped: set[int] = set()
+        self._tapped: set[int] = set()  # params whose gradient came through a tap
         self._named_params = list(model.named_parameters())
         self._names = {id(p): n for n, p in self._named_params}
         self._attach(fallback, check_coverage)
@@ -268,7 +171,7 @@ class GradStatsTracker:
                 self._dirty[module] = True
             if not direct:
                 continue
-            claims = tuple(_Claim(n, self._names[id(p)], p) for n, p in direct)
+            claims = tuple(Claim(n, self._names[id(p)], p) for n, p in direct)
             self._claims[module] = claims
             self._rules[module] = rule
             self._in_flight[module] = []
@@ -324,7 +227,7 @@ class GradStatsTracker:
             return
         first = _first_tensor(args, kwargs)
         size = first.shape[0] if first is not None and first.dim() > 0 else None
-        self._passes.append(_Pass(size))
+        self._passes.append(PassRecord(size, self.loss_reduction == "mean"))
 
     def _pre_hook(self, module: nn.Module, args: tuple) -> tuple | None:
         if self._suspended or not torch.is_grad_enabled():
@@ -373,7 +276,7 @@ class GradStatsTracker:
                 f"{type(output).__name__}, expected a tensor"
             )
         if not self._passes:
-            self._passes.append(_Pass(None))
+            self._passes.append(PassRecord(None, self.loss_reduction == "mean"))
         pass_ = self._passes[-1]
         inputs = args[0] if args else None
         size = output.shape[0] if output.dim() > 0 else -1
@@ -390,28 +293,27 @@ class GradStatsTracker:
         for c in claims:
             pass_.uses[c.qualname] = pass_.uses.get(c.qualname, 0) + 1
         dirty = self._dirty[module]
-        rule = self._rules[module]
         if original is not None:
             inputs = original
         saved = inputs if isinstance(inputs, Tensor) else None
         shape = None
         if dirty and output._is_view():
-            base = _whole_base(output)
+            base = whole_base(output)
             if base is None:
                 dirty = False  # a partial view: tap a copy instead
             else:
                 output, shape = base, output.shape
-        site = _Site(
+        site = Site(
             pass_,
             module,
-            rule,
+            self._rules[module],
             claims,
             args if not dirty else (),
             kwargs if not dirty else {},
             original is not None and original.requires_grad,
+            shape,
         )
-        site.out_shape = shape
-        tapped = _Tap.apply(self, site, dirty, output, saved, *(c.param for c in claims))
+        tapped = Tap.apply(self, site, dirty, output, saved, *(c.param for c in claims))
         if shape is not None:
             tapped = tapped.view(shape)
         return tapped if rest is None else (tapped, *rest)
@@ -436,8 +338,9 @@ class GradStatsTracker:
         return hook
 
     def _on_backward(
-        self, site: _Site, inputs: Tensor | None, grad_output: Tensor
+        self, site: Site, inputs: Tensor | None, grad_output: Tensor
     ) -> tuple[Tensor | None, list[Tensor]]:
+        """Called by `Tap.backward`: run the rule, record the pass, return the gradients."""
         pass_ = site.pass_
         pass_.backward_calls += 1
         if site.out_shape is not None:
@@ -452,40 +355,22 @@ class GradStatsTracker:
             site.kwargs,
             input_grad=site.input_grad,
         )
-        tied = any(pass_.uses[q] > 1 for q in site.qualnames)
+        tied = pass_.is_tied(site.qualnames)
         previous = self._suspended
         self._suspended = True  # the functorch fallback re-runs forwards: no hooks inside
         try:
             if tied:
                 result = site.rule.compute(call, Need(max_block_bytes=self.need.max_block_bytes))
-                pass_.deferred.append((site.rule, call, site.qualnames))
+                pass_.add_tied(site.rule, call, result, site.qualnames)
             else:
                 result = site.rule.compute(call, self.need)
+                pass_.add(result, site.qualnames)
         finally:
             self._suspended = previous
-        scale = self._scale(pass_)
-        grad_sum = pass_.grad_sum
-        for q, g in zip(site.qualnames, result.grads, strict=True):
-            # A copy: autograd may hand `g` itself to p.grad, which the user may then modify.
-            if q in grad_sum:
-                grad_sum[q] = torch.add(grad_sum[q], g, alpha=scale)
-            else:
-                grad_sum[q] = g * scale if scale != 1.0 else g.clone()
-        if not tied:
-            pass_.sq_terms.append(result.sq_norm)
-            if result.inner is not None:
-                pass_.inner = result.inner if pass_.inner is None else pass_.inner + result.inner
-            if result.coord_sq is not None:
-                for q, m in zip(site.qualnames, result.coord_sq, strict=True):
-                    pass_.coords[q] = pass_.coords[q] + m if q in pass_.coords else m
         tapped = self._tapped
         for p in site.params:
             tapped.add(id(p))
         return result.grad_input, result.grads
-
-    def _scale(self, pass_: _Pass) -> float:
-        assert pass_.batch_size is not None
-        return float(pass_.batch_size) if self.loss_reduction == "mean" else 1.0
 
     # ------------------------------------------------------------------ reading
     def pop(self) -> GradStats:
@@ -504,72 +389,8 @@ class GradStatsTracker:
         # Tied-parameter statistics are computed here, outside autograd's backward, from
         # saved activations that require grad: build no graph.
         with torch.no_grad():
-            return sum_of(self._finalize(p) for p in passes)
+            return sum_of(p.finalize(self._named_params, self.need) for p in passes)
 
     def reset(self) -> None:
         """Forget every pass since the last `pop`."""
         self._passes = []
-
-    def _finalize(self, pass_: _Pass) -> GradStats:
-        b = pass_.batch_size
-        assert b is not None
-        s = self._scale(pass_)
-        if pass_.deferred:
-            self._finalize_tied(pass_, s)
-        grad_sum: dict[str, Tensor] = {}
-        for name, p in self._named_params:
-            if name in pass_.grad_sum:
-                grad_sum[name] = pass_.grad_sum[name]
-            elif p.requires_grad:
-                grad_sum[name] = torch.zeros_like(p)
-        if pass_.sq_terms:
-            terms = pass_.sq_terms
-            sq = (terms[0] if len(terms) == 1 else torch.stack(terms).sum()).double() * s**2
-        else:
-            sq = torch.zeros((), dtype=torch.float64)
-        p2 = None
-        if self.need.inner:
-            if pass_.inner is None:
-                p2 = torch.zeros((), dtype=torch.float64)
-            else:
-                p = pass_.inner.to(torch.float64) * (s**2 / b)
-                p2 = torch.dot(p, p)
-        coords = None
-        if self.need.coords:
-            coords = {}
-            for name in grad_sum:
-                m = pass_.coords.get(name)
-                coords[name] = m * s**2 if m is not None else torch.zeros_like(grad_sum[name])
-        return GradStats.from_batch(b, grad_sum, sq, p2, coords)
-
-    def _finalize_tied(self, pass_: _Pass, s: float) -> None:
-        """Statistics of calls sharing parameters: per-sample blocks summed across calls."""
-        b = pass_.batch_size
-        assert b is not None
-        # Hook-scale total gradient of every parameter touched by a deferred call.
-        totals = {q: pass_.grad_sum[q] / s for _, _, qs in pass_.deferred for q in qs}
-        numel = sum(t.numel() for t in totals.values())
-        itemsize = next(iter(totals.values())).element_size()
-        rows_per_block = max(1, self.need.max_block_bytes // max(1, numel * itemsize))
-        inner_parts: list[Tensor] = []
-        for start in range(0, b, rows_per_block):
-            rows = slice(start, min(b, start + rows_per_block))
-            blocks: dict[str, Tensor] = {}
-            for rule, call, qs in pass_.deferred:
-                for q, g in zip(qs, rule.per_sample(call, rows), strict=True):
-                    blocks[q] = blocks[q] + g if q in blocks else g
-            m = rows.stop - rows.start
-            flat = {q: g.reshape(m, -1) for q, g in blocks.items()}
-            pass_.sq_terms.append(
-                sum_of(torch.dot(f.reshape(-1), f.reshape(-1)) for f in flat.values())
-            )
-            if self.need.inner:
-                inner_parts.append(sum_of(f @ totals[q].reshape(-1) for q, f in flat.items()))
-            if self.need.coords:
-                for q, g in blocks.items():
-                    sq = (g * g).sum(0)
-                    pass_.coords[q] = pass_.coords[q] + sq if q in pass_.coords else sq
-        if inner_parts:
-            inner = torch.cat(inner_parts)
-            pass_.inner = inner if pass_.inner is None else pass_.inner + inner
-        pass_.deferred.clear()
