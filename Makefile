@@ -36,7 +36,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed-test
 	$(PIP) install $(PIPFLAGS) einops unfoldNd
 	@touch $@
 
-demo: $(VENV)/.installed-test
+demo: $(VENV)/.installed-bench
 	$(PY) benchmarks/stats_overhead.py --quick
 
 test: $(VENV)/.installed-test

@@ -231,6 +231,39 @@ def test_rmsnorm() -> None:
     check(model, torch.randn(5, 4))
 
 
+def test_instancenorm_with_running_statistics_in_eval_mode() -> None:
+    norm = nn.InstanceNorm2d(4, affine=True, track_running_stats=True)
+    norm.running_mean.uniform_(-1, 1)
+    norm.running_var.uniform_(0.5, 2)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    model = Head(nn.Sequential(nn.Conv2d(3, 4, 3), norm), 4).eval()
+    check(model, torch.randn(5, 3, 5, 5))
+
+
+def test_groupnorm_inside_the_network_owns_its_input_gradient() -> None:
+    """GroupNorm's rule returns the input gradient: the layers before it must still be exact."""
+    model = Head(
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3),
+            nn.GroupNorm(2, 4),
+            nn.Tanh(),
+            nn.Conv2d(4, 6, 1),
+            nn.GroupNorm(3, 6),
+        ),
+        6,
+    )
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.GroupNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    check(model, torch.randn(5, 3, 6, 6))
+    frozen = copy.deepcopy(model)
+    frozen.body[1].weight.requires_grad_(False)  # γ frozen: β alone is tracked, γ still scales
+    check(frozen, torch.randn(5, 3, 6, 6))
+
+
 def test_batchnorm_eval_mode_is_exact() -> None:
     bn = nn.BatchNorm2d(4)
     bn.running_mean.uniform_(-1, 1)
