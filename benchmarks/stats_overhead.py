@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         workloads = [
             w for w in workloads if any(k in f"{w.name} b={w.batch}".lower() for k in keys)
         ]
-    rounds = args.rounds or (3 if args.quick else 5)
+    rounds = args.rounds or (3 if args.quick else 8)
     per_round = args.per_round or (3 if args.quick else 4)
 
     info = machine()
