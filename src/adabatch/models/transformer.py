@@ -63,6 +63,7 @@ class TransformerClassifier(nn.Module):
         self.head = nn.Linear(dim, num_classes)
 
     def forward(self, tokens: Tensor) -> Tensor:  # noqa: D102
-        positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+        # Contiguous (not an expanded view): some per-sample tools (Opacus) view the indices.
+        positions = torch.arange(tokens.shape[1], device=tokens.device).repeat(tokens.shape[0], 1)
         x = self.tokens(tokens) + self.positions(positions)
         return self.head(self.ln(self.blocks(x)).mean(1))
