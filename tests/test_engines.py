@@ -120,14 +120,17 @@ def test_micro_batches_add_up(engine: str, case) -> None:
     assert sum([part_a, part_b]).num_samples == 7
 
 
-def test_float32_hooks_close_to_float64_reference() -> None:
+@pytest.mark.parametrize("engine", sorted(ENGINES))
+def test_float32_close_to_float64_reference(engine: str) -> None:
     _, make, data = CASES[1]
     model64, x, y = _setup(make, data, 8)
     model32 = copy.deepcopy(model64).float()
     expected = compute_stats(
         model64, loss_for("mean"), x, y, engine="reference", inner_products=True
     )
-    actual = compute_stats(model32, loss_for("mean"), x.float(), y, inner_products=True)
+    actual = compute_stats(
+        model32, loss_for("mean"), x.float(), y, engine=engine, inner_products=True
+    )
     assert actual.grad_sum["conv1.weight"].dtype == torch.float32
     assert actual.sum_sq_norms.dtype == torch.float64
     assert_stats_close(actual, expected, rtol=1e-4)

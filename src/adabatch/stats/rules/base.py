@@ -129,57 +129,42 @@ def reduce_per_sample(
     """
     numel = sum(p.numel() for p in params)
     itemsize = params[0].element_size() if params else 4
-    rows_per_block = max(1, need.max_block_bytes // max(1, numel * itemsize))
+    step = max(1, need.max_block_bytes // max(1, numel * itemsize))
+    chunks = [slice(s, min(s + step, batch_size)) for s in range(0, batch_size, step)]
 
-    if rows_per_block >= batch_size:
-        blocks = per_sample(slice(0, batch_size))
-        flat = [g.reshape(batch_size, -1) for g in blocks]
-        if grads is None:
-            # 1ᵀG as a GEMV reads the block once, faster than a reduction over dim 0.
-            ones = flat[0].new_ones(batch_size)
-            grads = [(ones @ f).view(g.shape[1:]) for f, g in zip(flat, blocks, strict=True)]
-        sq = sum_of_dots(flat)
-        inner = None
-        if need.inner:
-            inner = sum_of(f @ g.reshape(-1) for f, g in zip(flat, grads, strict=True))
-        coords = [torch.einsum("i...,i...->...", g, g) for g in blocks] if need.coords else None
-        return LayerResult(grads, sq, inner, coords)
-
-    chunks = [
-        slice(s, min(s + rows_per_block, batch_size)) for s in range(0, batch_size, rows_per_block)
-    ]
-    have_grads = grads is not None
-    acc_grads: list[Tensor] | None = None if have_grads else []
+    sums: list[Tensor] | None = None
     sq_terms: list[Tensor] = []
-    coords_acc: list[Tensor] | None = None
+    coords: list[Tensor] | None = None
+    kept: list[Tensor] | None = None  # the one block, when everything fits
     for rows in chunks:
         blocks = per_sample(rows)
         m = rows.stop - rows.start
-        sq_terms.append(sum_of_dots([g.reshape(m, -1) for g in blocks]))
-        if not have_grads:
-            sums = [g.sum(0) for g in blocks]
-            acc_grads = (
-                sums if not acc_grads else [a + s for a, s in zip(acc_grads, sums, strict=True)]
-            )
+        flat = [g.reshape(m, -1) for g in blocks]
+        sq_terms.append(sum_of_dots(flat))
+        if grads is None:
+            # 1ᵀG as a GEMV reads the block once, faster than a reduction over dim 0.
+            ones = flat[0].new_ones(m)
+            part = [(ones @ f).view(g.shape[1:]) for f, g in zip(flat, blocks, strict=True)]
+            sums = part if sums is None else [a + b for a, b in zip(sums, part, strict=True)]
         if need.coords:
-            sq = [torch.einsum("i...,i...->...", g, g) for g in blocks]
-            coords_acc = (
-                sq if coords_acc is None else [a + s for a, s in zip(coords_acc, sq, strict=True)]
-            )
+            part = [(g * g).sum(0) for g in blocks]
+            coords = part if coords is None else [a + b for a, b in zip(coords, part, strict=True)]
+        if len(chunks) == 1:
+            kept = flat
     if grads is None:
-        assert acc_grads is not None
-        grads = acc_grads
+        assert sums is not None
+        grads = sums
     inner = None
     if need.inner:
+        # qᵢ = ⟨Gᵢ, grad⟩ needs the full grad: reuse the block, or revisit the chunks.
         parts = []
         for rows in chunks:
             m = rows.stop - rows.start
-            blocks = per_sample(rows)
-            parts.append(
-                sum_of(g.reshape(m, -1) @ t.reshape(-1) for g, t in zip(blocks, grads, strict=True))
-            )
-        inner = torch.cat(parts)
-    return LayerResult(grads, torch.stack(sq_terms).sum(), inner, coords_acc)
+            flat = kept if kept is not None else [g.reshape(m, -1) for g in per_sample(rows)]
+            parts.append(sum_of(f @ t.reshape(-1) for f, t in zip(flat, grads, strict=True)))
+        inner = parts[0] if len(parts) == 1 else torch.cat(parts)
+    sq = sq_terms[0] if len(sq_terms) == 1 else torch.stack(sq_terms).sum()
+    return LayerResult(grads, sq, inner, coords)
 
 
 def sum_of_dots(flat: list[Tensor]) -> Tensor:

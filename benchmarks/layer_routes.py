@@ -1,0 +1,116 @@
+"""Per-layer routes to per-sample gradients: the measurements behind the rules' choices.
+
+    python benchmarks/layer_routes.py [--batch 128] [--out benchmarks/results/layer_routes.json]
+
+For the convolution and GroupNorm shapes of ResNet-20 and the small CNN it times, side by side,
+the summed weight gradient that a plain backward computes and the candidate ways of computing
+the per-sample gradients, and prints one table per layer kind (median milliseconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from adabatch.stats.rules.norm import channel_norm_backward
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def conv_routes(b: int, c_in: int, c_out: int, side: int, repeats: int) -> dict[str, float]:
+    x = torch.randn(b, c_in, side, side)
+    w = torch.randn(c_out, c_in, 3, 3)
+    d = torch.randn(b, c_out, side, side)
+    args = ([1, 1], [1, 1], [1, 1], False, [0, 0])
+
+    def summed() -> Tensor:
+        return torch.ops.aten.convolution_backward(d, x, w, None, *args, 1, [False, True, False])[1]
+
+    xx, dd = x.reshape(1, b * c_in, side, side), d.reshape(1, b * c_out, side, side)
+
+    def grouped() -> Tensor:
+        proxy = torch.empty(b * c_out, c_in, 3, 3)
+        return torch.ops.aten.convolution_backward(
+            dd, xx, proxy, None, *args, b, [False, True, False]
+        )[1]
+
+    def unfold_bmm() -> Tensor:
+        u = F.unfold(x, 3, padding=1)
+        return torch.bmm(d.view(b, c_out, -1), u.transpose(1, 2))
+
+    return {
+        "summed weight grad": median_ms(summed, repeats),
+        "per-sample: batch-as-groups": median_ms(grouped, repeats),
+        "per-sample: unfold + bmm": median_ms(unfold_bmm, repeats),
+    }
+
+
+def groupnorm_routes(b: int, channels: int, side: int, repeats: int) -> dict[str, float]:
+    groups = 8
+    a = torch.randn(b, channels, side, side)
+    d = torch.randn(b, channels, side, side)
+    _, mean, rstd = torch.native_group_norm(a, None, None, b, channels, side * side, groups, 1e-5)
+
+    def xhat_route() -> tuple[Tensor, Tensor]:
+        xhat = F.group_norm(a, groups, None, None, 1e-5)
+        return (d * xhat).sum((2, 3)), d.sum((2, 3))
+
+    def kernel_route() -> tuple[Tensor | None, Tensor, Tensor]:
+        return channel_norm_backward(a, d, mean, rstd, groups)
+
+    return {
+        "x̂ then Σ δ⊙x̂": median_ms(xhat_route, repeats),
+        "GroupNorm backward kernel": median_ms(kernel_route, repeats),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", default="benchmarks/results/layer_routes.json")
+    args = parser.parse_args(argv)
+    b = args.batch
+    results: dict[str, dict[str, float]] = {}
+    threads = torch.get_num_threads()
+    print(f"per-sample gradient routes, b={b}, torch {torch.__version__}, {threads} threads (ms)\n")
+    for c_in, c_out, side in ((3, 32, 32), (16, 16, 32), (32, 32, 16), (32, 64, 16), (64, 64, 8)):
+        key = f"conv {c_in}->{c_out}, {side}x{side}"
+        results[key] = conv_routes(b, c_in, c_out, side, args.repeats)
+        print(f"{key:<24}" + "  ".join(f"{k}: {v:6.2f}" for k, v in results[key].items()))
+    print()
+    for channels, side in ((16, 32), (32, 16), (64, 8)):
+        key = f"GroupNorm {channels} ch, {side}x{side}"
+        results[key] = groupnorm_routes(b, channels, side, args.repeats)
+        print(f"{key:<24}" + "  ".join(f"{k}: {v:6.2f}" for k, v in results[key].items()))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps({"batch": b, "torch": torch.__version__, "results": results}, indent=2)
+    )
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
