@@ -2,9 +2,10 @@
 
     python benchmarks/layer_routes.py [--batch 128] [--out benchmarks/results/layer_routes.json]
 
-For the convolution and GroupNorm shapes of ResNet-20 and the small CNN it times, side by side,
-the summed weight gradient that a plain backward computes and the candidate ways of computing
-the per-sample gradients, and prints one table per layer kind (median milliseconds).
+For the convolution and GroupNorm shapes of ResNet-20 and the small CNN, and the sequence
+Linear shapes of the benchmark Transformer, it times the summed weight gradient that a plain
+backward computes and the candidate ways of computing the per-sample gradients (or their
+squared norms), and prints one table per layer kind (median milliseconds).
 """
 
 from __future__ import annotations
@@ -82,6 +83,29 @@ def groupnorm_routes(b: int, channels: int, side: int, repeats: int) -> dict[str
     }
 
 
+def sequence_linear_routes(b: int, t: int, d_in: int, d_out: int, repeats: int) -> dict[str, float]:
+    a = torch.randn(b, t, d_in)
+    d = torch.randn(b, t, d_out)
+
+    def summed() -> Tensor:
+        return d.reshape(-1, d_out).t() @ a.reshape(-1, d_in)
+
+    def materialise() -> tuple[Tensor, Tensor]:
+        g = torch.bmm(d.transpose(1, 2), a).reshape(b, -1)
+        return torch.ones(b) @ g, torch.dot(g.reshape(-1), g.reshape(-1))
+
+    def gram() -> tuple[Tensor, Tensor]:
+        kd = torch.bmm(d, d.transpose(1, 2))
+        ka = torch.bmm(a, a.transpose(1, 2))
+        return summed(), (kd * ka).sum()
+
+    return {
+        "summed weight grad": median_ms(summed, repeats),
+        "S2 by block (grad + norms)": median_ms(materialise, repeats),
+        "S2 by Gram (grad + norms)": median_ms(gram, repeats),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -97,12 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     for c_in, c_out, side in ((3, 32, 32), (16, 16, 32), (32, 32, 16), (32, 64, 16), (64, 64, 8)):
         key = f"conv {c_in}->{c_out}, {side}x{side}"
         results[key] = conv_routes(b, c_in, c_out, side, args.repeats)
-        print(f"{key:<24}" + "  ".join(f"{k}: {v:6.2f}" for k, v in results[key].items()))
+        print(f"{key:<30}" + "  ".join(f"{k}: {v:6.2f}" for k, v in results[key].items()))
     print()
     for channels, side in ((16, 32), (32, 16), (64, 8)):
         key = f"GroupNorm {channels} ch, {side}x{side}"
         results[key] = groupnorm_routes(b, channels, side, args.repeats)
-        print(f"{key:<24}" + "  ".join(f"{k}: {v:6.2f}" for k, v in results[key].items()))
+        print(f"{key:<30}" + "  ".join(f"{k}: {v:6.2f}" for k, v in results[key].items()))
+    print()
+    for d_in, d_out in ((128, 384), (128, 128), (128, 512), (512, 128)):
+        key = f"Linear {d_in}->{d_out}, b=32 T=64"
+        results[key] = sequence_linear_routes(32, 64, d_in, d_out, args.repeats)
+        print(f"{key:<30}" + "  ".join(f"{k}: {v:6.2f}" for k, v in results[key].items()))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(

@@ -30,8 +30,9 @@ __all__ = ["GRAM_FACTOR", "LinearRule"]
 
 # For S2 alone, take the Gram route when its extra flops bT²(d_in + d_out) are below this
 # fraction of one weight-gradient GEMM (bT·d_in·d_out). On a 2-core CPU, for the benchmark's
-# Transformer (T = 64, d = 128..512), materialising was faster even where the Gram route had
-# half the GEMM's flops (backward 28.4 vs 31.6 ms), because the Gram route pays that GEMM too.
+# Transformer shapes (T = 64, d = 128..512), materialising won by 1.4–2× even where the Gram
+# route had half the GEMM's flops, because the Gram route pays that GEMM too
+# (benchmarks/layer_routes.py, BENCHMARKS.md).
 GRAM_FACTOR = 0.25
 
 
