@@ -18,10 +18,9 @@ from typing import Any, Protocol
 
 from torch import Tensor, nn
 
-from .._checks import check_loss
 from ..summary import GradStats
 from .functorch import functorch_stats
-from .hooks import GradStatsTracker
+from .hooks import GradStatsTracker, hooks_stats
 from .reference import reference_stats
 
 __all__ = [
@@ -50,34 +49,6 @@ class Engine(Protocol):
         batchnorm: str = ...,
     ) -> GradStats:
         """Run forward and backward; return the batch's statistics."""
-
-
-def hooks_stats(
-    model: nn.Module,
-    loss_fn: Any,
-    inputs: Tensor,
-    targets: Any,
-    *,
-    loss_reduction: str = "mean",
-    inner_products: bool = False,
-    coordinates: bool = False,
-    batchnorm: str = "error",
-) -> GradStats:
-    """One batch through a temporary `GradStatsTracker` (attach, forward, backward, detach).
-
-    In a training loop, attach a `GradStatsTracker` once instead: it saves re-registering the
-    hooks every step.
-    """
-    with GradStatsTracker(
-        model,
-        loss_reduction=loss_reduction,  # type: ignore[arg-type]
-        inner_products=inner_products,
-        coordinates=coordinates,
-        batchnorm=batchnorm,  # type: ignore[arg-type]
-    ) as tracker:
-        loss = check_loss(loss_fn(model(inputs), targets))
-        loss.backward()
-        return tracker.pop()
 
 
 ENGINES: dict[str, Engine] = {

@@ -61,6 +61,7 @@ from torch import Tensor, nn
 from .._checks import (
     batchnorm_error,
     check_batchnorm_mode,
+    check_loss,
     check_reduction,
     is_batch_coupled,
 )
@@ -70,7 +71,7 @@ from ..summary import GradStats
 from ._pass import PassRecord
 from ._tap import Claim, Site, Tap, whole_base
 
-__all__ = ["BatchNormMode", "FallbackMode", "GradStatsTracker", "LossReduction"]
+__all__ = ["BatchNormMode", "FallbackMode", "GradStatsTracker", "LossReduction", "hooks_stats"]
 
 LossReduction = Literal["mean", "sum"]
 BatchNormMode = Literal["error", "approximate"]
@@ -394,3 +395,31 @@ class GradStatsTracker:
     def reset(self) -> None:
         """Forget every pass since the last `pop`."""
         self._passes = []
+
+
+def hooks_stats(
+    model: nn.Module,
+    loss_fn: Any,
+    inputs: Tensor,
+    targets: Any,
+    *,
+    loss_reduction: str = "mean",
+    inner_products: bool = False,
+    coordinates: bool = False,
+    batchnorm: str = "error",
+) -> GradStats:
+    """One batch through a temporary `GradStatsTracker` (attach, forward, backward, detach).
+
+    In a training loop, attach a `GradStatsTracker` once instead: it saves re-registering the
+    hooks every step.
+    """
+    with GradStatsTracker(
+        model,
+        loss_reduction=loss_reduction,  # type: ignore[arg-type]
+        inner_products=inner_products,
+        coordinates=coordinates,
+        batchnorm=batchnorm,  # type: ignore[arg-type]
+    ) as tracker:
+        loss = check_loss(loss_fn(model(inputs), targets))
+        loss.backward()
+        return tracker.pop()
