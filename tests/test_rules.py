@@ -8,6 +8,8 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from _compare import assert_grads_close, assert_stats_close
@@ -414,3 +416,41 @@ def test_inplace_ops_after_layers_and_in_place_input_changes() -> None:
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         model(torch.randn(2, 3, requires_grad=True)).sum().backward()
     tracker.remove()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    groups=st.sampled_from([1, 2]),
+    c_in_per_group=st.integers(1, 3),
+    c_out_per_group=st.integers(1, 3),
+    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    bias=st.booleans(),
+    b=st.integers(1, 4),
+)
+def test_random_conv2d_configurations(
+    groups: int,
+    c_in_per_group: int,
+    c_out_per_group: int,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    bias: bool,
+    b: int,
+) -> None:
+    """Both per-sample conv routes (unfold for small fan-in, grouped kernel) on random shapes."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(
+        c_in_per_group * groups,
+        c_out_per_group * groups,
+        kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=bias,
+    )
+    check(Head(conv, conv.out_channels), torch.randn(b, conv.in_channels, 7, 6))
