@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from adabatch.distributed import all_reduce_stats, is_distributed, rank, world_size
-from adabatch.stats import GradStatsTracker, compute_stats
+from adabatch.stats import GradStats, GradStatsTracker, compute_stats
 
 pytestmark = pytest.mark.distributed
 
@@ -52,6 +52,16 @@ def _worker(rank_: int, init_file: str) -> None:
             for sx, sy in shards
         )
         assert_stats_close(merged, pooled)
+
+        # A rank with an empty shard joins the collective with GradStats.empty.
+        if rank_ == 0:
+            mine = compute_stats(copy.deepcopy(model), loss_sum, x, y, **opts)
+        else:
+            params = dict(model.named_parameters())
+            mine = GradStats.empty(params, inner_products=True, coordinates=True)
+        total = all_reduce_stats(mine)
+        assert total.num_groups == 1
+        assert_stats_close(total, whole)
 
         # Under DDP the tracker still reports local statistics while p.grad is the global mean.
         ddp = DistributedDataParallel(copy.deepcopy(model))

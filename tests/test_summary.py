@@ -60,3 +60,19 @@ def test_state_dict_round_trip_and_copies() -> None:
     c.grad_sum["w"].zero_()
     assert s.grad_sum["w"].abs().sum() > 0
     assert "num_samples=3" in repr(s)
+
+
+def test_empty_is_the_neutral_element() -> None:
+    from adabatch.stats import gradient_diversity, gradient_variance, mean_sq_norm
+
+    s = make()
+    params = {n: torch.empty_like(t) for n, t in s.grad_sum.items()}
+    e = GradStats.empty(params, inner_products=True, coordinates=True)
+    assert e.num_samples == 0 and e.num_groups == 0
+    t = e + s
+    assert t.num_samples == s.num_samples and t.num_groups == s.num_groups
+    assert torch.equal(t.grad_sum["w"], s.grad_sum["w"])
+    assert float(t.sum_sq_inner) == float(s.sum_sq_inner)
+    assert gradient_variance(t) == gradient_variance(s)
+    assert mean_sq_norm(e) != mean_sq_norm(e)  # NaN
+    assert gradient_diversity(e) != gradient_diversity(e)

@@ -41,7 +41,9 @@ def _require_inner(stats: GradStats, who: str) -> tuple[float, float, float]:
 
 
 def mean_sq_norm(stats: GradStats) -> float:
-    """‖ḡ‖² = ‖Σᵢ gᵢ‖² / b², the squared norm of the mean gradient."""
+    """‖ḡ‖² = ‖Σᵢ gᵢ‖² / b², the squared norm of the mean gradient (NaN for b = 0)."""
+    if stats.num_samples == 0:
+        return math.nan
     return float(sq_norm(stats.grad_sum)) / float(stats.num_samples) ** 2
 
 

@@ -138,6 +138,37 @@ class GradStats:
             group_ratio_sum=ratio,
         )
 
+    @classmethod
+    def empty(
+        cls,
+        params: Mapping[str, Tensor],
+        *,
+        inner_products: bool = False,
+        coordinates: bool = False,
+    ) -> GradStats:
+        """The statistics of no sample: zeros shaped like ``params`` (name → tensor).
+
+        The neutral element of ``+``: a rank whose shard of the batch is empty contributes
+        this to `adabatch.distributed.all_reduce_stats`, so that every rank still joins the
+        collective. Example: ``GradStats.empty(dict(model.named_parameters()))``.
+        """
+        zeros = {
+            n: torch.zeros_like(t, memory_format=torch.contiguous_format).detach()
+            for n, t in params.items()
+        }
+        device = next(iter(zeros.values())).device if zeros else None
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        return cls(
+            num_samples=0,
+            grad_sum=zeros,
+            sum_sq_norms=zero,
+            sum_sq_inner=zero.clone() if inner_products else None,
+            coord_sq_sum={n: z.clone() for n, z in zeros.items()} if coordinates else None,
+            num_groups=0,
+            group_norm4_sum=zero.clone() if inner_products else None,
+            group_ratio_sum=zero.clone() if inner_products else None,
+        )
+
     @property
     def has_inner_products(self) -> bool:
         """Whether P2 (``sum_sq_inner``) was computed."""
