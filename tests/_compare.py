@@ -38,15 +38,7 @@ def assert_stats_close(actual: GradStats, expected: GradStats, rtol: float = 1e-
     assert actual.num_samples == expected.num_samples
     assert actual.num_groups == expected.num_groups
     assert list(actual.grad_sum) == list(expected.grad_sum), "grad_sum keys differ"
-    floor = _floor(expected.grad_sum.values())
-    for name in expected.grad_sum:
-        close(
-            _dense(actual.grad_sum[name]),
-            _dense(expected.grad_sum[name]),
-            rtol,
-            f"grad_sum[{name}]",
-            floor,
-        )
+    _maps_close(actual.grad_sum, expected.grad_sum, rtol, "grad_sum")
     close(actual.sum_sq_norms, expected.sum_sq_norms, rtol, "sum_sq_norms")
     assert (actual.sum_sq_inner is None) == (expected.sum_sq_inner is None)
     if expected.sum_sq_inner is not None:
@@ -56,15 +48,13 @@ def assert_stats_close(actual: GradStats, expected: GradStats, rtol: float = 1e-
     assert (actual.coord_sq_sum is None) == (expected.coord_sq_sum is None)
     if expected.coord_sq_sum is not None:
         assert actual.coord_sq_sum is not None
-        floor = _floor(expected.coord_sq_sum.values())
-        for name in expected.coord_sq_sum:
-            close(
-                _dense(actual.coord_sq_sum[name]),
-                _dense(expected.coord_sq_sum[name]),
-                rtol,
-                f"coord_sq_sum[{name}]",
-                floor,
-            )
+        _maps_close(actual.coord_sq_sum, expected.coord_sq_sum, rtol, "coord_sq_sum")
+
+
+def _maps_close(actual, expected, rtol: float, what: str) -> None:
+    floor = _floor(expected.values())
+    for name in expected:
+        close(_dense(actual[name]), _dense(expected[name]), rtol, f"{what}[{name}]", floor)
 
 
 def grads_of(model: nn.Module) -> dict[str, Tensor | None]:

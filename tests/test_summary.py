@@ -56,6 +56,9 @@ def test_state_dict_round_trip_and_copies() -> None:
     assert t.num_samples == s.num_samples and torch.equal(t.grad_sum["w"], s.grad_sum["w"])
     with pytest.raises(ValueError, match="unknown GradStats fields"):
         GradStats.from_state_dict({**s.state_dict(), "bogus": 1})
+    moved = s.to("cpu")
+    assert moved.sum_sq_inner is not None and moved.coord_sq_sum is not None
+    assert torch.equal(moved.coord_sq_sum["b"], s.coord_sq_sum["b"])
     c = s.detach_copy()
     c.grad_sum["w"].zero_()
     assert s.grad_sum["w"].abs().sum() > 0

@@ -169,16 +169,6 @@ class GradStats:
             group_ratio_sum=zero.clone() if inner_products else None,
         )
 
-    @property
-    def has_inner_products(self) -> bool:
-        """Whether P2 (``sum_sq_inner``) was computed."""
-        return self.sum_sq_inner is not None
-
-    @property
-    def has_coordinates(self) -> bool:
-        """Whether the per-coordinate second moments (``coord_sq_sum``) were computed."""
-        return self.coord_sq_sum is not None
-
     def mean_grad(self) -> dict[str, Tensor]:
         """ḡ = Σᵢ gᵢ / b per parameter."""
         return {k: v / self.num_samples for k, v in self.grad_sum.items()}

@@ -104,8 +104,8 @@ def whole_base(view: Tensor) -> Tensor | None:
 
     Linear on (b, T, d) and Embedding return such reshapes of a 2-D result. Marking the view
     dirty would make autograd rebuild the base in the backward (CopySlices: two extra copies of
-    the gradient, +40% on a small Transformer step); tapping the base and reshaping after the
-    tap costs nothing.
+    the gradient; the benchmark Transformer went from 1.44× to about 1.3× a plain step when
+    this was fixed); tapping the base and reshaping after the tap costs nothing.
     """
     base = view._base
     if (

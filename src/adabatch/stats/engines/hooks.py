@@ -130,7 +130,6 @@ class GradStatsTracker:
         self._handles: list[Any] = []
         self._claims: dict[nn.Module, tuple[Claim, ...]] = {}
         self._rules: dict[nn.Module, LayerRule] = {}
-        self._dirty: dict[nn.Module, bool] = {}
         # Per module, the calls whose forward is running: (claims, original input if the
         # rule owns the input gradient and the module runs on a detached copy).
         self._in_flight: dict[nn.Module, list[tuple[tuple[Claim, ...], Tensor | None]]] = {}
@@ -166,10 +165,8 @@ class GradStatsTracker:
                     # MHA uses its out_proj's parameters functionally: claim the subtree.
                     direct = list(module.named_parameters())
                     covered.update(module.modules())
-                self._dirty[module] = False
             else:
                 rule.check(module)
-                self._dirty[module] = True
             if not direct:
                 continue
             claims = tuple(Claim(n, self._names[id(p)], p) for n, p in direct)
@@ -227,8 +224,12 @@ class GradStatsTracker:
         if self._suspended or not torch.is_grad_enabled():
             return
         first = _first_tensor(args, kwargs)
-        size = first.shape[0] if first is not None and first.dim() > 0 else None
-        self._passes.append(PassRecord(size, self.loss_reduction == "mean"))
+        self._new_pass(first.shape[0] if first is not None and first.dim() > 0 else None)
+
+    def _new_pass(self, batch_size: int | None) -> PassRecord:
+        pass_ = PassRecord(batch_size, mean_loss=self.loss_reduction == "mean")
+        self._passes.append(pass_)
+        return pass_
 
     def _pre_hook(self, module: nn.Module, args: tuple) -> tuple | None:
         if self._suspended or not torch.is_grad_enabled():
@@ -276,9 +277,8 @@ class GradStatsTracker:
                 f"adabatch hooks engine: {type(module).__name__} returned "
                 f"{type(output).__name__}, expected a tensor"
             )
-        if not self._passes:
-            self._passes.append(PassRecord(None, self.loss_reduction == "mean"))
-        pass_ = self._passes[-1]
+        # A submodule called directly (no root forward) opens its own pass.
+        pass_ = self._passes[-1] if self._passes else self._new_pass(None)
         inputs = args[0] if args else None
         size = output.shape[0] if output.dim() > 0 else -1
         if pass_.batch_size is None:
@@ -293,7 +293,10 @@ class GradStatsTracker:
             )
         for c in claims:
             pass_.uses[c.qualname] = pass_.uses.get(c.qualname, 0) + 1
-        dirty = self._dirty[module]
+        rule = self._rules[module]
+        # Registered rules tap the output in place; the fallback (arbitrary forwards, which may
+        # save their own output) taps a copy and keeps the inputs for its re-run.
+        dirty = rule is not FALLBACK_RULE
         if original is not None:
             inputs = original
         saved = inputs if isinstance(inputs, Tensor) else None
@@ -307,7 +310,7 @@ class GradStatsTracker:
         site = Site(
             pass_,
             module,
-            self._rules[module],
+            rule,
             claims,
             args if not dirty else (),
             kwargs if not dirty else {},

@@ -9,11 +9,12 @@ module                 route                                               exact
 =====================  ==================================================  =============
 Linear (b × d)         ghost norm; P2 direct or Gram, whichever cheaper    yes
 Linear (b × T × d)     batched GEMM per-sample block (or Gram / chunks)    yes
-Conv1d/2d/3d           batch-as-groups conv weight gradient                yes
+Conv1d/2d/3d           batch-as-groups conv weight gradient; unfold +      yes
+                       batched GEMM when C_in·k² ≤ 32
 Embedding              per (sample, token) rows via unique + index_add     yes
-LayerNorm, RMSNorm,    per-sample affine terms from recomputed x̂           yes
-GroupNorm,
-InstanceNorm
+LayerNorm, RMSNorm     per-sample affine terms from recomputed x̂           yes
+GroupNorm,             one fused backward kernel: input gradient and       yes
+InstanceNorm           per-sample γ, β
 BatchNorm (eval)       per-sample affine terms, running statistics         yes
 BatchNorm (train)      only with batchnorm="approximate"                   approximate
 anything else with     torch.func vmap(vjp) of that module (warns)         yes

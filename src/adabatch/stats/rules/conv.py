@@ -48,7 +48,7 @@ def _padded_input(module: nn.modules.conv._ConvNd, a: Tensor) -> tuple[Tensor, l
 
 # With at most this many inputs per output position (C_in·k_h·k_w, e.g. 27 for the first layer
 # of an RGB network), unfold + one batched GEMM beats the grouped kernel, whose groups are then
-# too small to vectorise: 3.9 vs 4.9 ms for 3→32 channels at 32×32, b = 128 (BENCHMARKS.md).
+# too small to vectorise (3→32 channels at 32×32: see benchmarks/layer_routes.py, BENCHMARKS.md).
 SMALL_FAN_IN = 32
 
 
