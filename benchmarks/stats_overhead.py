@@ -26,10 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import datetime
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -40,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from _machine import machine
 from adabatch.models import MLP, SmallCNN, TransformerClassifier, resnet20
 from adabatch.stats import GradStatsTracker, compute_stats
 
@@ -246,26 +244,6 @@ def measure(
         {"workload": workload.name, "batch": workload.batch, "method": m, **rows[m]}
         for m in methods
     ]
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", ""),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
 
 
 def print_table(rows: list[dict]) -> None:

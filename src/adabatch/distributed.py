@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .stats.summary import GradStats
 
-__all__ = ["all_reduce_stats", "is_distributed", "rank", "world_size"]
+__all__ = ["all_reduce_int", "all_reduce_stats", "is_distributed", "rank", "world_size"]
 
 
 def is_distributed() -> bool:
@@ -39,6 +39,25 @@ def world_size() -> int:
 def rank() -> int:
     """This process's rank (0 without a process group)."""
     return dist.get_rank() if is_distributed() else 0
+
+
+def all_reduce_int(value: int, op: str = "min", group: dist.ProcessGroup | None = None) -> int:
+    """``value`` reduced over the ranks with ``op`` ("min", "max" or "sum"); itself alone.
+
+    For decisions every rank must share (the physical batch that fits everywhere, a check
+    that all ranks requested the same batch size).
+    """
+    ops = {"min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX, "sum": dist.ReduceOp.SUM}
+    if op not in ops:
+        raise ValueError(f"op must be one of {sorted(ops)}, got {op!r}")
+    if not is_distributed():
+        return int(value)
+    # NCCL reduces only accelerator tensors; gloo and the others take CPU tensors.
+    nccl = dist.get_backend(group) == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    tensor = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=ops[op], group=group)
+    return int(tensor.item())
 
 
 def all_reduce_stats(stats: GradStats, group: dist.ProcessGroup | None = None) -> GradStats:

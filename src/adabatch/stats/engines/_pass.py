@@ -23,15 +23,18 @@ class PassRecord:
 
     Attributes:
         batch_size: b of the pass (from the model's input, else from the first layer).
-        scale: s, the factor from hook scale to per-sample gradients: b for a mean loss, 1
-            for a sum (set when the batch size is known).
+        loss_weight: w, a factor the caller multiplied the loss by (micro-batching weighs a
+            chunk's mean loss by its share of the logical batch).
+        scale: s, the factor from hook scale to per-sample gradients: b/w for a mean loss,
+            1/w for a sum (set when the batch size is known).
         uses: how many calls used each parameter in the forward (> 1: tied).
         backward_calls: how many layer backwards have run (0: the pass never ran backward).
     """
 
-    def __init__(self, batch_size: int | None, mean_loss: bool) -> None:
+    def __init__(self, batch_size: int | None, mean_loss: bool, loss_weight: float = 1.0) -> None:
         self.batch_size = batch_size
         self.mean_loss = mean_loss
+        self.loss_weight = loss_weight
         self.uses: dict[str, int] = {}
         self.backward_calls = 0
         self._grad_sum: dict[str, Tensor] = {}  # true scale (Σgᵢ)
@@ -43,7 +46,7 @@ class PassRecord:
     @property
     def scale(self) -> float:
         assert self.batch_size is not None
-        return float(self.batch_size) if self.mean_loss else 1.0
+        return (float(self.batch_size) if self.mean_loss else 1.0) / self.loss_weight
 
     def is_tied(self, qualnames: Iterable[str]) -> bool:
         """Whether any of these parameters is used by more than one call in this pass."""

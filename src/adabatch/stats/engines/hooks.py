@@ -51,6 +51,7 @@ module's weight used functionally by its parent — raises an error naming the p
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -135,6 +136,7 @@ class GradStatsTracker:
         self._in_flight: dict[nn.Module, list[tuple[tuple[Claim, ...], Tensor | None]]] = {}
         self._passes: list[PassRecord] = []
         self._suspended = False
+        self._loss_weight = 1.0
         self._tapped: set[int] = set()  # params whose gradient came through a tap
         self._named_params = list(model.named_parameters())
         self._names = {id(p): n for n, p in self._named_params}
@@ -219,6 +221,30 @@ class GradStatsTracker:
         finally:
             self._suspended = previous
 
+    @contextlib.contextmanager
+    def loss_weight(self, weight: float) -> Iterator[None]:
+        """Declare that the loss of forwards inside the block is multiplied by ``weight``.
+
+        Gradient accumulation over micro-batches weighs each chunk's mean loss by its share
+        nₖ/N of the logical batch, so that ``p.grad`` is the logical batch's mean gradient;
+        the hooks then see gᵢ·w/nₖ instead of gᵢ/nₖ, and the tracker divides w out again.
+        The weight is bound when the forward starts (when the pass opens)::
+
+            for chunk in split_batch(batch, 128):
+                with tracker.loss_weight(chunk.weight):
+                    loss = loss_fn(model(chunk.inputs), chunk.targets) * chunk.weight
+                loss.backward()
+        """
+        weight = float(weight)
+        if not (weight > 0 and math.isfinite(weight)):
+            raise ValueError(f"loss weight must be a positive finite number, got {weight}")
+        previous = self._loss_weight
+        self._loss_weight = weight
+        try:
+            yield
+        finally:
+            self._loss_weight = previous
+
     # ------------------------------------------------------------------ forward side
     def _root_pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self._suspended or not torch.is_grad_enabled():
@@ -227,7 +253,9 @@ class GradStatsTracker:
         self._new_pass(first.shape[0] if first is not None and first.dim() > 0 else None)
 
     def _new_pass(self, batch_size: int | None) -> PassRecord:
-        pass_ = PassRecord(batch_size, mean_loss=self.loss_reduction == "mean")
+        pass_ = PassRecord(
+            batch_size, mean_loss=self.loss_reduction == "mean", loss_weight=self._loss_weight
+        )
         self._passes.append(pass_)
         return pass_
 

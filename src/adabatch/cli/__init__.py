@@ -1,0 +1,80 @@
+"""The ``adabatch`` command line: ``adabatch COMMAND ...`` (also ``python -m adabatch``).
+
+Each command lives in its own module, listed once in `COMMANDS`. A command module provides
+
+- ``HELP``: one line for ``adabatch --help``;
+- ``add_arguments(parser)``: its options and sub-commands on the given argparse parser;
+- ``run(args) -> int``: do the work and return the exit status.
+
+Exit statuses: 0 success, 1 failure (the message on stderr, without a traceback for the expected
+errors: missing or corrupted data, failed downloads, file system errors), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from adabatch import __version__
+from adabatch.datasets.errors import DatasetFormatError
+
+__all__ = ["COMMANDS", "EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "CommandError", "main"]
+
+#: Command name → module. Adding a command is one line here plus its module.
+COMMANDS: dict[str, str] = {
+    "data": "adabatch.cli.data",
+}
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """An expected failure of a command: its message is shown as is, without a traceback."""
+
+
+def _command(name: str) -> ModuleType:
+    return importlib.import_module(COMMANDS[name])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser, with one sub-parser per entry of `COMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="adabatch",
+        description="Adaptive batch sizes for PyTorch: data sets and experiments.",
+    )
+    parser.add_argument("--version", action="version", version=f"adabatch {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = _command(name)
+        sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit status.
+
+    Usage errors return 2 after argparse's message; expected failures print
+    ``adabatch: error: ...`` on stderr and return 1; unexpected exceptions propagate (a bug
+    deserves its traceback).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return int(args._run(args))
+    # The errors a user can cause or fix; anything else is a bug and keeps its traceback.
+    except (CommandError, DatasetFormatError, OSError) as exc:
+        print(f"adabatch: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("adabatch: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,33 @@
+"""The data side of adaptive batch sizes: resizable sampling, loading and micro-batching.
+
+* `ResizableBatchSampler` — batches of indices; the size may change before any batch; every
+  sample exactly once per epoch; exact mid-epoch resume; distributed slices.
+* `AdaptiveLoader` — the loader built on it: a tensor fast path for in-memory data, a
+  ``DataLoader`` path with workers, resizes that are never applied late.
+* `split_batch`, `accumulate_gradients`, `MicroBatcher` — a logical batch as physical chunks
+  with the exact one-big-batch gradient; `probe_max_batch_size` finds what fits in memory.
+"""
+
+from .loader import AdaptiveLoader, ResizeAt, ResizeEvent, has_fast_path
+from .memory import free_memory, is_out_of_memory, probe_max_batch_size
+from .micro import Chunk, MicroBatcher, accumulate_gradients, batch_length, split_batch
+from .sampler import ResizableBatchSampler, epoch_order, epoch_seed, rank_span
+
+__all__ = [
+    "AdaptiveLoader",
+    "Chunk",
+    "MicroBatcher",
+    "ResizableBatchSampler",
+    "ResizeAt",
+    "ResizeEvent",
+    "accumulate_gradients",
+    "batch_length",
+    "epoch_order",
+    "epoch_seed",
+    "free_memory",
+    "has_fast_path",
+    "is_out_of_memory",
+    "probe_max_batch_size",
+    "rank_span",
+    "split_batch",
+]

@@ -1,0 +1,412 @@
+"""`AdaptiveLoader`: a data loader whose batch size changes while training runs.
+
+It drives a `ResizableBatchSampler` on one of two paths:
+
+* **Tensor fast path** — for in-memory data sets that can gather a whole batch from one index
+  tensor (``torch.utils.data.TensorDataset`` and anything with a ``gather(indices)`` method,
+  such as `adabatch.datasets.ArrayDataset`): one indexing operation per batch instead of
+  ``len(batch)`` calls to ``__getitem__`` and a collate. Used automatically when there are no
+  workers and no custom collate function.
+* **DataLoader path** — everything else: a ``torch.utils.data.DataLoader`` with the sampler as
+  its ``batch_sampler`` (workers, ``pin_memory``, custom collate).
+
+When does a resize take effect? ``resize_at="batch"`` (default): the very next batch the
+caller receives has the new size. On the DataLoader path with workers, the DataLoader has
+already sent up to ``prefetch_factor × num_workers`` batches of the old size to the workers;
+those are dropped and the sampler is rewound to the first sample not yet delivered, then the
+worker iterator is restarted (cheap with ``persistent_workers=True``, the default here with
+workers). Nothing is skipped or repeated: the epoch still visits every sample once.
+``resize_at="epoch"`` defers every resize to the start of the next epoch (no refetch ever).
+
+Each delivered batch's real size is recorded (`last_batch_size`, `last_global_batch_size`)
+and the first batch of every new size is logged on the ``adabatch.data`` logger and appended
+to `resizes` — feed the policy the real size, not the requested one.
+
+`state_dict` records the position of the last batch *delivered*, not the sampler's
+read-ahead position, so a checkpoint taken between two batches resumes exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data._utils.collate import default_collate
+
+from ..datasets.base import take_rows
+from .sampler import ResizableBatchSampler, _as_int
+
+__all__ = ["AdaptiveLoader", "ResizeAt", "ResizeEvent", "has_fast_path"]
+
+log = logging.getLogger("adabatch.data")
+
+ResizeAt = Literal["batch", "epoch"]
+_RESIZE_AT = ("batch", "epoch")
+_STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ResizeEvent:
+    """The first batch delivered with a new size: where it started and the sizes."""
+
+    epoch: int
+    position: int  # position in the epoch's order where that batch starts
+    old_size: int
+    new_size: int
+
+
+def has_fast_path(dataset: Any) -> bool:
+    """Whether ``dataset`` can gather a batch from one index tensor (see module docstring)."""
+    return callable(getattr(dataset, "gather", None)) or isinstance(dataset, TensorDataset)
+
+
+def _gather(dataset: Any, indices: Tensor) -> Any:
+    if callable(getattr(dataset, "gather", None)):
+        return dataset.gather(indices)
+    return tuple(take_rows(t, indices) for t in dataset.tensors)
+
+
+def _map_tensors(batch: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    if isinstance(batch, Tensor):
+        return fn(batch)
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(_map_tensors(b, fn) for b in batch))
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_map_tensors(b, fn) for b in batch)
+    if isinstance(batch, Mapping):
+        return {k: _map_tensors(v, fn) for k, v in batch.items()}
+    return batch
+
+
+class _EmptySafeCollate:
+    """A collate function that also handles an empty batch (a rank's share of a short batch).
+
+    The default collate cannot build an empty batch (it takes shapes from the first sample),
+    so an empty batch is the collate of sample 0 cut to length zero: same structure, dtypes
+    and trailing shapes as every other batch.
+    """
+
+    def __init__(self, dataset: Dataset, collate_fn: Callable[[list[Any]], Any]) -> None:
+        self.dataset = dataset
+        self.collate_fn = collate_fn
+
+    def __call__(self, samples: list[Any]) -> Any:
+        if samples:
+            return self.collate_fn(samples)
+        return _map_tensors(self.collate_fn([self.dataset[0]]), lambda t: t[:0])
+
+
+class _SpanRecorder:
+    """The DataLoader's ``batch_sampler``: the sampler's batches, with a record of each span.
+
+    The DataLoader delivers batches in the order it requested them, so the oldest record
+    describes the next batch to arrive; the loader pops it on delivery.
+    """
+
+    def __init__(self, sampler: ResizableBatchSampler) -> None:
+        self.sampler = sampler
+        # (epoch, global start, global end, local length, requested size) per batch sent
+        self.in_flight: deque[tuple[int, int, int, int, int]] = deque()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        self.in_flight.clear()  # a new iteration: whatever was in flight was discarded
+        sampler = self.sampler
+        for epoch, start, end, lo, hi in sampler._spans():
+            self.in_flight.append((epoch, start, end, hi - lo, sampler.batch_size))
+            yield sampler._order(epoch)[1][lo:hi]
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class AdaptiveLoader:
+    """Iterate over a data set in batches whose size may change between any two batches.
+
+    Args:
+        dataset: a map-style data set.
+        batch_size: initial global batch size (see `ResizableBatchSampler`).
+        shuffle, seed, drop_last: as for `ResizableBatchSampler`.
+        rank, world_size: this process's place; default: from ``torch.distributed`` when it is
+            initialised, else 0 and 1. ``batch_size`` is global; each rank gets its slice.
+        num_workers, pin_memory, collate_fn, prefetch_factor, persistent_workers,
+            worker_init_fn, timeout, multiprocessing_context: passed to the DataLoader
+            (``persistent_workers`` defaults to True when there are workers, which makes the
+            rewind after a resize cheap).
+        fast_path: None (auto: on when the data set can gather and there are no workers and
+            no collate function), True (require it) or False (always use a DataLoader).
+        device: move each batch there (non-blocking when ``pin_memory``).
+        batch_transform: applied to every batch after it reached ``device`` (batched,
+            on-device augmentation: see `adabatch.data.transforms`).
+        resize_at: "batch" (next batch delivered) or "epoch" (next epoch start).
+
+    Iterating yields the rest of the current epoch; the next iteration continues with the next
+    epoch. `set_epoch` follows the ``DistributedSampler`` convention.
+
+    Example::
+
+        loader = AdaptiveLoader(ArrayDataset(x, y), batch_size=32)
+        for epoch in range(10):
+            for inputs, targets in loader:
+                ...
+                loader.set_batch_size(new_size)   # applies to the next batch
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool | None = None,
+        worker_init_fn: Callable[[int], None] | None = None,
+        timeout: float = 0,
+        multiprocessing_context: Any = None,
+        fast_path: bool | None = None,
+        device: torch.device | str | None = None,
+        batch_transform: Callable[[Any], Any] | None = None,
+        resize_at: ResizeAt = "batch",
+    ) -> None:
+        if resize_at not in _RESIZE_AT:
+            raise ValueError(f"resize_at must be one of {_RESIZE_AT}, got {resize_at!r}")
+        try:
+            size = len(dataset)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(
+                f"AdaptiveLoader needs a map-style data set with __len__, got "
+                f"{type(dataset).__name__}"
+            ) from None
+        if rank is None or world_size is None:
+            from ..distributed import is_distributed
+            from ..distributed import rank as dist_rank
+            from ..distributed import world_size as dist_world_size
+
+            dist = is_distributed()
+            rank = (dist_rank() if dist else 0) if rank is None else rank
+            world_size = (dist_world_size() if dist else 1) if world_size is None else world_size
+        self.dataset = dataset
+        self.sampler = ResizableBatchSampler(
+            size,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+            rank=rank,
+            world_size=world_size,
+        )
+        can_gather = has_fast_path(dataset)
+        auto = can_gather and num_workers == 0 and collate_fn is None
+        if fast_path is None:
+            fast_path = auto
+        elif fast_path and not auto:
+            why = (
+                f"{type(dataset).__name__} has no gather(indices) method and is not a TensorDataset"
+                if not can_gather
+                else "it runs in the main process: use num_workers=0 and no collate_fn"
+            )
+            raise ValueError(f"fast_path=True is not possible: {why}")
+        self.fast_path = bool(fast_path)
+        self.device = torch.device(device) if device is not None else None
+        self.pin_memory = pin_memory
+        self.batch_transform = batch_transform
+        self.resize_at: ResizeAt = resize_at
+        self._recorder = _SpanRecorder(self.sampler)
+        self._dataloader: DataLoader | None = None
+        if not self.fast_path:
+            if persistent_workers is None:
+                persistent_workers = num_workers > 0
+            self._dataloader = DataLoader(
+                dataset,
+                batch_sampler=self._recorder,
+                num_workers=num_workers,
+                collate_fn=_EmptySafeCollate(dataset, collate_fn or default_collate),
+                pin_memory=pin_memory,
+                timeout=timeout,
+                worker_init_fn=worker_init_fn,
+                multiprocessing_context=multiprocessing_context,
+                prefetch_factor=prefetch_factor,
+                persistent_workers=persistent_workers,
+            )
+        # Position of the last batch *delivered* (the sampler itself may be ahead of it when
+        # DataLoader workers prefetch).
+        self._epoch = 0
+        self._cursor = 0
+        self._pending: int | None = None  # resize_at="epoch": size for the next epoch
+        self._rewind = False  # resize_at="batch": drop prefetched batches before the next one
+        self._delivered_size: int | None = None  # global size of the last batch delivered
+        self.last_batch_size = 0
+        self.last_global_batch_size = 0
+        self.resizes: list[ResizeEvent] = []
+
+    # ------------------------------------------------------------------ size and epoch
+    @property
+    def batch_size(self) -> int:
+        """The requested global batch size (pending resizes included)."""
+        return self._pending if self._pending is not None else self.sampler.batch_size
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the next batch to be delivered."""
+        return self._epoch
+
+    @property
+    def world_size(self) -> int:
+        """Number of processes sharing each global batch."""
+        return self.sampler.world_size
+
+    @property
+    def loss_weight(self) -> float:
+        """Factor for this rank's mean loss so that DDP's gradient average is the global mean.
+
+        DDP averages the ranks' gradients; with local batches of unequal size nᵣ that is not
+        the mean over the global batch L. Multiplying rank r's mean loss by nᵣ·W/L makes it
+        exactly the global mean. 1.0 when the global batch divides evenly.
+        """
+        if self.last_global_batch_size == 0:
+            return 1.0
+        return self.last_batch_size * self.world_size / self.last_global_batch_size
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Request global batch size ``batch_size`` (applied per ``resize_at``)."""
+        if self.resize_at == "epoch":
+            self._pending = self.sampler._checked_size(batch_size)
+            if self._pending == self.sampler.batch_size:
+                self._pending = None
+            return
+        old = self.sampler.batch_size
+        self.sampler.set_batch_size(batch_size)
+        if self.sampler.batch_size != old and self._recorder.in_flight:
+            self._rewind = True
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` from its beginning, unless it is the epoch in progress."""
+        epoch = _as_int(epoch, "epoch")
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        if epoch != self._epoch:
+            self._epoch, self._cursor = epoch, 0
+            self._rewind = bool(self._recorder.in_flight)
+
+    def __len__(self) -> int:
+        """Batches in a whole epoch at the current batch size."""
+        return len(self.sampler)
+
+    # ------------------------------------------------------------------ iteration
+    def _sync_sampler(self) -> None:
+        """Point the sampler at the first sample not yet delivered."""
+        if self._pending is not None and self._cursor == 0:
+            self.sampler.set_batch_size(self._pending)
+            self._pending = None
+        self.sampler._epoch, self.sampler._cursor = self._epoch, self._cursor
+
+    def _batch_left(self) -> bool:
+        remaining = self.sampler.dataset_size - self._cursor
+        return remaining >= (self.sampler.batch_size if self.sampler.drop_last else 1)
+
+    def _deliver(self, span: tuple[int, int, int, int, int], batch: Any) -> Any:
+        epoch, start, end, local, requested = span
+        if self._delivered_size is not None and requested != self._delivered_size:
+            event = ResizeEvent(epoch, start, self._delivered_size, requested)
+            self.resizes.append(event)
+            log.info(
+                "batch size %d -> %d from epoch %d, position %d",
+                event.old_size,
+                event.new_size,
+                epoch,
+                start,
+            )
+        self._delivered_size = requested
+        self._epoch, self._cursor = epoch, end
+        self.last_batch_size = local
+        self.last_global_batch_size = end - start
+        log.debug("epoch %d position %d: batch of %d (%d here)", epoch, start, end - start, local)
+        if self.device is not None:
+            device, non_blocking = self.device, self.pin_memory
+            batch = _map_tensors(batch, lambda t: t.to(device, non_blocking=non_blocking))
+        if self.batch_transform is not None:
+            batch = self.batch_transform(batch)
+        return batch
+
+    def __iter__(self) -> Iterator[Any]:
+        if not self._batch_left():  # the last epoch was used up: this is the next one
+            self._epoch, self._cursor = self._epoch + 1, 0
+        self._sync_sampler()
+        if self.fast_path:
+            yield from self._iter_fast()
+        else:
+            yield from self._iter_dataloader()
+        if not self._batch_left():
+            self._epoch, self._cursor = self._epoch + 1, 0
+
+    def _iter_fast(self) -> Iterator[Any]:
+        sampler = self.sampler
+        pin = self.pin_memory and torch.cuda.is_available()
+        for epoch, start, end, lo, hi in sampler._spans():
+            batch = _gather(self.dataset, sampler._order(epoch)[0][lo:hi])
+            if pin:
+                batch = _map_tensors(batch, lambda t: t.pin_memory())
+            yield self._deliver((epoch, start, end, hi - lo, sampler.batch_size), batch)
+
+    def _iter_dataloader(self) -> Iterator[Any]:
+        assert self._dataloader is not None
+        in_flight = self._recorder.in_flight
+        iterator = iter(self._dataloader)
+        while True:
+            if self._rewind:
+                # Batches of the old size were prefetched: drop them, resume at the first
+                # sample not delivered. (With persistent workers the DataLoader's reset
+                # drains the outstanding tasks; otherwise new workers start.)
+                self._rewind = False
+                self._sync_sampler()
+                del iterator
+                iterator = iter(self._dataloader)
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            yield self._deliver(in_flight.popleft(), batch)
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """The position after the last batch delivered, the batch size, and the settings."""
+        sampler = self.sampler.state_dict()
+        sampler["epoch"], sampler["cursor"] = self._epoch, self._cursor
+        return {
+            "version": _STATE_VERSION,
+            "sampler": sampler,
+            "pending_batch_size": self._pending,
+            "delivered_batch_size": self._delivered_size,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict` output (call it before iterating)."""
+        for key in ("sampler", "pending_batch_size"):
+            if key not in state:
+                raise KeyError(f"loader state is missing {key!r}; got keys {sorted(state)}")
+        self.sampler.load_state_dict(state["sampler"])
+        self._epoch, self._cursor = self.sampler.epoch, self.sampler.cursor
+        pending = state["pending_batch_size"]
+        self._pending = None if pending is None else self.sampler._checked_size(pending)
+        self._delivered_size = state.get("delivered_batch_size")
+        self._rewind = bool(self._recorder.in_flight)
+
+    def __repr__(self) -> str:
+        path = "tensor fast path" if self.fast_path else "DataLoader"
+        return (
+            f"AdaptiveLoader({type(self.dataset).__name__} of {self.sampler.dataset_size}, "
+            f"batch_size={self.batch_size}, epoch={self._epoch}, position={self._cursor}, "
+            f"{path}, resize_at={self.resize_at!r})"
+        )
