@@ -17,7 +17,8 @@ Loaders:
   adaptive fast        AdaptiveLoader's tensor fast path: one index gather per batch
 
 In every round each loader runs once per batch size, in turn, so that slow drifts of the
-machine hit all of them alike; the table reports medians. Targets (issue 3): adaptive
+machine hit all of them alike (the order alternates between rounds); the table reports
+median samples/s and the median over rounds of the paired ratios. Targets (issue 3): adaptive
 per-sample ≥ 0.98× torch per-sample; adaptive fast ≥ 5× adaptive per-sample at b ≥ 256.
 """
 
@@ -74,22 +75,31 @@ def measure(
         for kind in LOADERS:
             samples_per_second(make_loader(kind, dataset, b), min(2048, samples(kind, b)))
     for r in range(rounds):
+        # Alternate the order within a round, so that no loader always runs right after the
+        # same other one (allocator and cache state carry over from one run to the next).
+        order = LOADERS if r % 2 == 0 else LOADERS[::-1]
         for b in sizes:
-            for kind in LOADERS:
+            for kind in order:
                 loader = make_loader(kind, dataset, b)
                 results[kind, b].append(samples_per_second(loader, samples(kind, b)))
         print(f"  round {r + 1}/{rounds} done", file=sys.stderr)
     rows = []
     for b in sizes:
         med = {k: statistics.median(results[k, b]) for k in LOADERS}
+
+        def paired(num: str, den: str, b: int = b) -> float:
+            # The median of per-round ratios: both loaders of a round saw the same machine.
+            pairs = zip(results[num, b], results[den, b], strict=True)
+            return statistics.median(x / y for x, y in pairs)
+
         rows.append(
             {
                 "batch": b,
                 **{f"{k} samples/s": med[k] for k in LOADERS},
                 **{f"{k} all": results[k, b] for k in LOADERS},
-                "per-sample ratio": med["adaptive per-sample"] / med["torch per-sample"],
-                "fast / per-sample": med["adaptive fast"] / med["adaptive per-sample"],
-                "fast / torch batched": med["adaptive fast"] / med["torch batched"],
+                "per-sample ratio": paired("adaptive per-sample", "torch per-sample"),
+                "fast / per-sample": paired("adaptive fast", "adaptive per-sample"),
+                "fast / torch batched": paired("adaptive fast", "torch batched"),
             }
         )
     return rows
@@ -145,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [32, 256, 4096]
     if args.sizes:
         sizes = [int(s) for s in args.sizes.split(",")]
-    rounds = args.rounds or (3 if args.quick else 5)
+    rounds = args.rounds or (3 if args.quick else 7)
     base = args.samples or (12_000 if args.quick else 30_000)
 
     def samples(kind: str, b: int) -> int:

@@ -9,14 +9,27 @@ from pathlib import Path
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-def test_minimal_loop() -> None:
-    spec = importlib.util.spec_from_file_location("minimal_loop", EXAMPLES / "minimal_loop.py")
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    log = module.main(steps=3, batch_size=16)
+    return module
+
+
+def test_minimal_loop() -> None:
+    log = load("minimal_loop").main(steps=3, batch_size=16)
     assert [row["batch"] for row in log] == [16, 16, 16]
     for row in log:
         assert all(math.isfinite(v) for k, v in row.items() if k != "noise_scale")
         assert row["noise_scale"] > 0  # +inf when the unbiased ‖G‖² estimate is <= 0
         assert row["variance"] > 0 and row["diversity"] >= 1 / 16
+
+
+def test_resizing_loader() -> None:
+    """Every epoch sees all 2048 samples once, in half as many steps as the one before."""
+    log = load("resizing_loader").main(epochs=4, batch_size=32)
+    assert [row["batch"] for row in log] == [32, 64, 128, 256]
+    assert [row["steps"] for row in log] == [64, 32, 16, 8]
+    assert all(row["samples"] == 2048 for row in log)
+    assert all(1 / row["batch"] <= row["diversity"] <= 1 for row in log)

@@ -30,26 +30,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._seeds import derive_seed
+
 __all__ = ["ResizableBatchSampler", "epoch_order", "epoch_seed", "rank_span"]
 
-_MASK64 = (1 << 64) - 1
 _STATE_VERSION = 1
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    """A 63-bit generator seed for ``(seed, epoch)``; distinct pairs give unrelated seeds.
+    """The generator seed of epoch ``epoch`` of a run seeded ``seed`` (`derive_seed`).
 
-    Two rounds of the splitmix64 finaliser over ``seed`` and then ``epoch``. A plain
-    ``seed + epoch`` (what ``DistributedSampler`` does) would give run ``seed=1`` the
+    A plain ``seed + epoch`` (what ``DistributedSampler`` does) would give run ``seed=1`` the
     permutations of run ``seed=0`` shifted by one epoch.
     """
-    z = (seed * 0x9E3779B97F4A7C15) & _MASK64
-    for part in (epoch, 0x632BE59BD9B4E019):
-        z = (z ^ (part & _MASK64)) & _MASK64
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        z ^= z >> 31
-    return z >> 1  # torch.Generator.manual_seed takes any int, but keep it non-negative
+    return derive_seed(seed, epoch)
 
 
 def epoch_order(dataset_size: int, seed: int, epoch: int, shuffle: bool = True) -> Tensor:

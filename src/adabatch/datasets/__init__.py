@@ -15,6 +15,7 @@ from .idx import read_idx
 from .libsvm import libsvm_label_values, load_libsvm, load_libsvm_named
 from .mnist import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_mnist
 from .paths import ENV_VAR, default_root, search_roots
+from .synthetic import synthetic_images, synthetic_logistic, synthetic_sparse
 from .tiny_imagenet import load_tiny_imagenet
 
 __all__ = [
@@ -40,5 +41,8 @@ __all__ = [
     "locate",
     "read_idx",
     "search_roots",
+    "synthetic_images",
+    "synthetic_logistic",
+    "synthetic_sparse",
     "take_rows",
 ]

@@ -22,9 +22,8 @@ def take_rows(tensor: Tensor, indices: Tensor) -> Tensor:
     """``tensor[indices]`` along the first dimension, by ``index_select``.
 
     Same result as advanced indexing, but on CPU ``tensor[indices]`` of an ``N × C × H × W``
-    tensor goes through the general N-d indexing kernel and is two to three orders of
-    magnitude slower for small batches (3.5 ms against 5 µs for 32 MNIST images on the
-    reference machine).
+    tensor goes through the general N-d indexing kernel, orders of magnitude slower for small
+    batches (see BENCHMARKS.md, loader throughput).
     """
     return tensor.index_select(0, indices)
 
