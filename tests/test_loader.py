@@ -67,7 +67,7 @@ def test_resize_applies_to_the_next_batch_on_every_path(opts):
     assert got == run(ResizableBatchSampler(40, 4, seed=5), plan, epochs=2)
     for e, epoch in enumerate(got):
         assert [i for b in epoch for i in b] == epoch_order(40, 5, e).tolist()
-    assert loader.resizes[0] == ResizeEvent(0, 8, 4, 7)
+    assert loader.resizes[0] == ResizeEvent(0, 8, 4, 7, 7)
     assert [(r.old_size, r.new_size) for r in loader.resizes] == [(4, 7), (7, 3), (3, 11)]
 
 
@@ -190,16 +190,16 @@ def test_gather_protocol_device_and_batch_transform():
     assert loader.last_batch_size == 2
 
 
-def test_resizes_are_logged_with_the_real_size(caplog):
+def test_resizes_are_logged_with_the_requested_and_the_real_size(caplog):
     loader = AdaptiveLoader(data(20), 4, shuffle=False)
     with caplog.at_level(logging.INFO, logger="adabatch.data"):
         for k, _ in enumerate(loader):
             if k == 0:
                 with pytest.warns(UserWarning, match="clamped to 20"):
                     loader.set_batch_size(50)  # only 16 are left
-    assert loader.resizes == [ResizeEvent(0, 4, 4, 20)]
+    assert loader.resizes == [ResizeEvent(0, 4, 4, 20, 16)]
     assert loader.last_global_batch_size == 16
-    assert "batch size 4 -> 20 from epoch 0, position 4" in caplog.text
+    assert "batch size 4 -> 20 from epoch 0, position 4 (this batch: 16 samples)" in caplog.text
 
 
 def test_set_epoch_and_len():
@@ -229,3 +229,76 @@ def test_bad_arguments():
         AdaptiveLoader(iter(range(3)), 2)
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         AdaptiveLoader(data(4), 2).set_batch_size(0)
+
+
+@pytest.mark.parametrize("opts", PATHS[1:], ids=PATH_IDS[1:])
+@pytest.mark.parametrize(
+    ("n", "b0", "plan"),
+    [
+        (12, 2, {3: 8}),  # the rest (6) is shorter than the new size: the epoch ends
+        (10, 4, {2: 2}),  # the dropped rest (2) fits the new size: it is served
+        (23, 3, {1: 5, 3: 2, 6: 7, 9: 1}),
+    ],
+)
+def test_drop_last_on_every_path_matches_the_fast_path(opts, n, b0, plan):
+    fast = consume(AdaptiveLoader(data(n), b0, seed=1, drop_last=True), plan, epochs=3)
+    other = consume(AdaptiveLoader(data(n), b0, seed=1, drop_last=True, **opts), plan, epochs=3)
+    assert other == fast
+    assert fast == run(ResizableBatchSampler(n, b0, seed=1, drop_last=True), plan, epochs=3)
+
+
+@pytest.mark.parametrize("opts", PATHS, ids=PATH_IDS)
+def test_set_epoch_inside_the_loop_ends_the_iteration_on_every_path(opts):
+    loader = AdaptiveLoader(data(20), 4, seed=3, **opts)
+    first = []
+    for _, y in loader:
+        first.append(y.tolist())
+        loader.set_epoch(5)
+    assert len(first) == 1  # the batch in hand, then the iteration ends
+    assert loader.epoch == 5
+    rest = [i for _, y in loader for i in y.tolist()]
+    assert rest == epoch_order(20, 3, 5).tolist() and loader.epoch == 6
+
+
+@pytest.mark.parametrize("opts", PATHS[:3], ids=PATH_IDS[:3])
+def test_a_second_concurrent_iteration_makes_the_first_one_stale(opts):
+    loader = AdaptiveLoader(data(20), 4, **opts)
+    a = iter(loader)
+    next(a)
+    b = iter(loader)
+    next(b)
+    with pytest.raises(RuntimeError, match="another iteration of this AdaptiveLoader started"):
+        next(a)
+
+
+def test_empty_share_of_dict_samples_with_strings():
+    class Named(Dataset):
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return {"x": torch.full((2,), float(i)), "name": f"s{i}", "w": torch.tensor(1.0)}
+
+    # 5 samples, global batch 4, 4 ranks: the last batch (1 sample) leaves ranks 1-3 empty
+    last = list(AdaptiveLoader(Named(), 4, shuffle=False, rank=3, world_size=4))[-1]
+    assert last["x"].shape == (0, 2) and last["name"] == [] and last["w"].shape == (0,)
+
+
+def test_len_follows_a_pending_resize():
+    loader = AdaptiveLoader(data(20), 4, resize_at="epoch")
+    loader.set_batch_size(10)
+    assert len(loader) == 2
+    assert [len(y) for _, y in loader] == [10, 10]  # at an epoch boundary: applies now
+
+
+def test_load_state_dict_checks_the_version():
+    loader = AdaptiveLoader(data(8), 2)
+    with pytest.raises(ValueError, match="loader state version 99 is not supported"):
+        loader.load_state_dict({**loader.state_dict(), "version": 99})
+
+
+def test_too_small_a_data_set_for_the_world():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 8 is first clamped to 3
+        with pytest.raises(ValueError, match="the data set has 3 samples, fewer than world_size"):
+            ResizableBatchSampler(3, 8, world_size=4)

@@ -176,8 +176,6 @@ def test_probe_finds_the_exact_threshold(threshold, start, limit):
         if b > threshold:
             raise OOM("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
 
-    if threshold < 1:
-        return
     found = probe_max_batch_size(try_batch, start=start, limit=limit)
     assert found == min(threshold, limit)
     assert len(tried) <= 2 * (limit.bit_length() + 1) + 2  # logarithmic, not linear
@@ -196,8 +194,10 @@ def test_probe_errors():
 
     with pytest.raises(ValueError, match="shape mismatch"):  # not an OOM: propagates
         probe_max_batch_size(broken, start=4, limit=8)
-    with pytest.raises(ValueError, match="start and limit must be >= 1"):
+    with pytest.raises(ValueError, match="need start >= 1"):
         probe_max_batch_size(lambda b: None, start=0, limit=8)
+    with pytest.raises(TypeError, match=r"limit must be an int, got float 7\.5"):
+        probe_max_batch_size(lambda b: None, start=1, limit=7.5)
 
 
 def test_is_out_of_memory():
@@ -264,3 +264,67 @@ def test_micro_batcher_passes_other_errors_and_validates():
     micro = MicroBatcher(model, probe_on_oom=False)
     with pytest.raises(OOM):
         micro.backward(Budget(model, 4), (x, y))
+
+
+def test_oom_while_growing_keeps_existing_gradients_and_earlier_statistics():
+    """The normal growth case: a size ran before, a larger one fails, gradients pre-exist."""
+    model, x, y = model_and_batch(64)
+    reference = copy.deepcopy(model)
+    loss_fn = nn.CrossEntropyLoss()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # zero_grad(set_to_none=False)
+    with GradStatsTracker(model) as tracker:
+        micro = MicroBatcher(model, tracker=tracker)
+        budget = Budget(model, limit=20)
+        micro.backward(budget, (x[:16], y[:16]))  # fits: 16 becomes the known size
+        micro.backward(budget, (x[16:56], y[16:56]))  # 40 fails; the probe starts at 32
+        stats = tracker.pop()
+    assert micro.max_physical_batch_size == 20 and micro.probes == 1
+    assert stats.num_samples == 56  # the first batch's statistics survived the failure
+    for chunk in ((x[:16], y[:16]), (x[16:56], y[16:56])):
+        loss_fn(reference(chunk[0]), chunk[1]).backward()
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        close(p.grad, q.grad, 1e-12, "grad after recovery")
+
+
+def test_tracker_with_an_empty_batch_and_nested_weights():
+    model, x, y = model_and_batch(12)
+    loss_fn = nn.CrossEntropyLoss()
+    with GradStatsTracker(model) as tracker:
+        accumulate_gradients(lambda b: loss_fn(model(b[0]), b[1]), (x[:0], y[:0]), tracker=tracker)
+        empty = tracker.pop()  # an empty share: the neutral element, not an error
+        assert empty.num_samples == 0 and float(empty.sum_sq_norms) == 0.0
+        # An outer weight (e.g. the loader's DDP loss_weight) times each chunk's weight.
+        expected = compute_stats(copy.deepcopy(model), loss_fn, x, y, engine="reference")
+        with tracker.loss_weight(0.75):
+            accumulate_gradients(
+                lambda b: loss_fn(model(b[0]), b[1]) * 0.75,
+                (x, y),
+                max_physical_batch_size=5,
+                tracker=tracker,
+            )
+        stats = tracker.pop()
+    close(stats.sum_sq_norms, expected.sum_sq_norms, 1e-10, "S2 under nested weights")
+
+
+def test_reduction_must_match_the_tracker():
+    model, x, y = model_and_batch(4)
+    with GradStatsTracker(model, loss_reduction="mean") as tracker:
+        with pytest.raises(ValueError, match="loss_reduction='mean' but the loss is declared"):
+            accumulate_gradients(
+                lambda b: b[0].sum(), (x, y), loss_reduction="sum", tracker=tracker
+            )
+        with pytest.raises(ValueError, match="declared 'sum'"):
+            MicroBatcher(model, loss_reduction="sum", tracker=tracker)
+    with pytest.raises(ValueError, match="loss_reduction must be 'mean' or 'sum', got 'avg'"):
+        MicroBatcher(model, loss_reduction="avg")
+
+
+def test_split_batch_splits_per_sample_lists():
+    names = [f"s{i}" for i in range(5)]
+    chunks = split_batch({"x": torch.arange(5), "name": names}, 2)
+    assert [c.batch["name"] for c in chunks] == [["s0", "s1"], ["s2", "s3"], ["s4"]]
+    np = pytest.importorskip("numpy")
+    assert len(split_batch(torch.zeros(6), np.int64(4))) == 2
+    with pytest.raises(ValueError, match="max_size must be a positive integer or None, got 0"):
+        split_batch(torch.zeros(3), 0)  # checked even when the batch would fit

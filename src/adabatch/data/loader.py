@@ -53,12 +53,19 @@ _STATE_VERSION = 1
 
 @dataclass(frozen=True)
 class ResizeEvent:
-    """The first batch delivered with a new size: where it started and the sizes."""
+    """The first batch delivered at a new requested size: where, the sizes, its real length.
+
+    ``first_batch`` can be below ``new_size`` when fewer samples were left in the epoch.
+    """
 
     epoch: int
     position: int  # position in the epoch's order where that batch starts
     old_size: int
     new_size: int
+    first_batch: int  # global number of samples the batch really had
+
+
+_ENDED = object()  # marks an iteration ended by set_epoch / load_state_dict
 
 
 def has_fast_path(dataset: Any) -> bool:
@@ -84,12 +91,36 @@ def _map_tensors(batch: Any, fn: Callable[[Tensor], Tensor]) -> Any:
     return batch
 
 
+def _empty_like(batch: Any) -> Any:
+    """``batch`` cut to zero samples: tensors to zero rows, per-sample lists to []."""
+    if isinstance(batch, Tensor):
+        if batch.dim() == 0:
+            return batch
+        return batch.index_select(0, torch.zeros(0, dtype=torch.long, device=batch.device))
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(_empty_like(b) for b in batch))
+    if isinstance(batch, list) and not any(
+        isinstance(b, (Tensor, list, tuple, Mapping)) for b in batch
+    ):
+        return []  # one plain value per sample (the default collate's strings)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_empty_like(b) for b in batch)
+    if isinstance(batch, Mapping):
+        items = {k: _empty_like(v) for k, v in batch.items()}
+        try:
+            return type(batch)(items)
+        except TypeError:
+            return items
+    return batch
+
+
 class _EmptySafeCollate:
     """A collate function that also handles an empty batch (a rank's share of a short batch).
 
     The default collate cannot build an empty batch (it takes shapes from the first sample),
-    so an empty batch is the collate of sample 0 cut to length zero: same structure, dtypes
-    and trailing shapes as every other batch.
+    so an empty batch is the collate of sample 0 cut to zero samples (`_empty_like`): same
+    structure, dtypes and trailing shapes as every other batch. This assumes the collate puts
+    the sample dimension first.
     """
 
     def __init__(self, dataset: Dataset, collate_fn: Callable[[list[Any]], Any]) -> None:
@@ -99,7 +130,7 @@ class _EmptySafeCollate:
     def __call__(self, samples: list[Any]) -> Any:
         if samples:
             return self.collate_fn(samples)
-        return _map_tensors(self.collate_fn([self.dataset[0]]), lambda t: t[:0])
+        return _empty_like(self.collate_fn([self.dataset[0]]))
 
 
 class _SpanRecorder:
@@ -117,9 +148,9 @@ class _SpanRecorder:
     def __iter__(self) -> Iterator[list[int]]:
         self.in_flight.clear()  # a new iteration: whatever was in flight was discarded
         sampler = self.sampler
-        for epoch, start, end, lo, hi in sampler._spans():
+        for epoch, start, end, lo, hi in sampler._spans(advance=False):
             self.in_flight.append((epoch, start, end, hi - lo, sampler.batch_size))
-            yield sampler._order(epoch)[1][lo:hi]
+            yield sampler._order_list(epoch)[lo:hi]
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -246,6 +277,7 @@ class AdaptiveLoader:
         self._cursor = 0
         self._pending: int | None = None  # resize_at="epoch": size for the next epoch
         self._rewind = False  # resize_at="batch": drop prefetched batches before the next one
+        self._active: object | None = None  # token of the running iteration
         self._delivered_size: int | None = None  # global size of the last batch delivered
         self.last_batch_size = 0
         self.last_global_batch_size = 0
@@ -292,17 +324,22 @@ class AdaptiveLoader:
             self._rewind = True
 
     def set_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` from its beginning, unless it is the epoch in progress."""
+        """Start epoch ``epoch`` from its beginning, unless it is the epoch in progress.
+
+        Called during an iteration with another epoch, it ends that iteration after the batch
+        in hand: the next ``for`` loop starts epoch ``epoch``.
+        """
         epoch = _as_int(epoch, "epoch")
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         if epoch != self._epoch:
             self._epoch, self._cursor = epoch, 0
-            self._rewind = bool(self._recorder.in_flight)
+            self._active = _ENDED
 
     def __len__(self) -> int:
-        """Batches in a whole epoch at the current batch size."""
-        return len(self.sampler)
+        """Batches in a whole epoch at the requested batch size (pending resizes included)."""
+        full, rest = divmod(self.sampler.dataset_size, self.batch_size)
+        return full + (1 if rest and not self.sampler.drop_last else 0)
 
     # ------------------------------------------------------------------ iteration
     def _sync_sampler(self) -> None:
@@ -319,14 +356,15 @@ class AdaptiveLoader:
     def _deliver(self, span: tuple[int, int, int, int, int], batch: Any) -> Any:
         epoch, start, end, local, requested = span
         if self._delivered_size is not None and requested != self._delivered_size:
-            event = ResizeEvent(epoch, start, self._delivered_size, requested)
+            event = ResizeEvent(epoch, start, self._delivered_size, requested, end - start)
             self.resizes.append(event)
             log.info(
-                "batch size %d -> %d from epoch %d, position %d",
+                "batch size %d -> %d from epoch %d, position %d (this batch: %d samples)",
                 event.old_size,
                 event.new_size,
                 epoch,
                 start,
+                event.first_batch,
             )
         self._delivered_size = requested
         self._epoch, self._cursor = epoch, end
@@ -340,27 +378,42 @@ class AdaptiveLoader:
             batch = self.batch_transform(batch)
         return batch
 
+    def _still_active(self, token: object) -> bool:
+        """After each batch: go on (True), stop quietly (False), or refuse a stale iterator."""
+        if self._active is token:
+            return True
+        if self._active is _ENDED:
+            return False
+        raise RuntimeError(
+            "another iteration of this AdaptiveLoader started while this one was running; "
+            "one loader serves one iteration at a time (both would share one position)"
+        )
+
     def __iter__(self) -> Iterator[Any]:
+        token = self._active = object()
         if not self._batch_left():  # the last epoch was used up: this is the next one
             self._epoch, self._cursor = self._epoch + 1, 0
         self._sync_sampler()
+        self._rewind = False
         if self.fast_path:
-            yield from self._iter_fast()
+            yield from self._iter_fast(token)
         else:
-            yield from self._iter_dataloader()
-        if not self._batch_left():
+            yield from self._iter_dataloader(token)
+        if self._active is token and not self._batch_left():
             self._epoch, self._cursor = self._epoch + 1, 0
 
-    def _iter_fast(self) -> Iterator[Any]:
+    def _iter_fast(self, token: object) -> Iterator[Any]:
         sampler = self.sampler
         pin = self.pin_memory and torch.cuda.is_available()
-        for epoch, start, end, lo, hi in sampler._spans():
-            batch = _gather(self.dataset, sampler._order(epoch)[0][lo:hi])
+        for epoch, start, end, lo, hi in sampler._spans(advance=False):
+            batch = _gather(self.dataset, sampler._order(epoch)[lo:hi])
             if pin:
                 batch = _map_tensors(batch, lambda t: t.pin_memory())
             yield self._deliver((epoch, start, end, hi - lo, sampler.batch_size), batch)
+            if not self._still_active(token):
+                return
 
-    def _iter_dataloader(self) -> Iterator[Any]:
+    def _iter_dataloader(self, token: object) -> Iterator[Any]:
         assert self._dataloader is not None
         in_flight = self._recorder.in_flight
         iterator = iter(self._dataloader)
@@ -376,8 +429,15 @@ class AdaptiveLoader:
             try:
                 batch = next(iterator)
             except StopIteration:
-                return
+                if not self._batch_left():
+                    return
+                # The workers ended the epoch under the old size (drop_last dropped a rest
+                # that the new size now serves): go on from the delivered position.
+                self._rewind = True
+                continue
             yield self._deliver(in_flight.popleft(), batch)
+            if not self._still_active(token):
+                return
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
@@ -392,16 +452,22 @@ class AdaptiveLoader:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore `state_dict` output (call it before iterating)."""
+        """Restore `state_dict` output; a running iteration ends after the batch in hand."""
         for key in ("sampler", "pending_batch_size"):
             if key not in state:
                 raise KeyError(f"loader state is missing {key!r}; got keys {sorted(state)}")
+        if state.get("version", _STATE_VERSION) != _STATE_VERSION:
+            raise ValueError(
+                f"loader state version {state['version']} is not supported "
+                f"(this adabatch reads version {_STATE_VERSION})"
+            )
         self.sampler.load_state_dict(state["sampler"])
         self._epoch, self._cursor = self.sampler.epoch, self.sampler.cursor
         pending = state["pending_batch_size"]
         self._pending = None if pending is None else self.sampler._checked_size(pending)
         self._delivered_size = state.get("delivered_batch_size")
-        self._rewind = bool(self._recorder.in_flight)
+        self.last_batch_size = self.last_global_batch_size = 0
+        self._active = _ENDED
 
     def __repr__(self) -> str:
         path = "tensor fast path" if self.fast_path else "DataLoader"

@@ -48,6 +48,7 @@ def probe_max_batch_size(
     *,
     start: int,
     limit: int,
+    known_fit: int = 0,
     reduce_across_ranks: bool = True,
 ) -> int:
     """The largest b ≤ ``limit`` for which ``try_batch(b)`` raises no out-of-memory error.
@@ -58,6 +59,7 @@ def probe_max_batch_size(
             other processes: ranks probe independently and may try different sizes.
         start: first size tried; the probe doubles from there, then bisects.
         limit: the largest size worth knowing about (typically the logical batch).
+        known_fit: a size already known to fit (not tried again), 0 if none.
         reduce_across_ranks: under ``torch.distributed``, return the minimum over ranks.
 
     Returns:
@@ -68,18 +70,28 @@ def probe_max_batch_size(
         RuntimeError: a batch of 1 does not fit.
         Any error of ``try_batch`` that is not an out-of-memory error.
     """
-    if limit < 1 or start < 1:
-        raise ValueError(f"start and limit must be >= 1, got start={start}, limit={limit}")
-    fits, fails = 0, limit + 1  # largest size known to fit, smallest known to fail
-    size = min(start, limit)
+    for name, value in (("start", start), ("limit", limit), ("known_fit", known_fit)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if limit < 1 or start < 1 or not 0 <= known_fit <= limit:
+        raise ValueError(
+            "need start >= 1, limit >= 1 and 0 <= known_fit <= limit, got "
+            f"start={start}, limit={limit}, known_fit={known_fit}"
+        )
+    fits, fails = known_fit, limit + 1  # largest size known to fit, smallest known to fail
+    size = min(max(start, fits + 1), limit)
     while fails - fits > 1:
+        failed = False
         try:
             try_batch(size)
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
+            failed = True
+        # Outside the handler: the exception and its traceback (which holds the failed
+        # step's tensors) are gone before the cache is emptied.
+        if failed:
             fails = size
-            del error  # the traceback holds the failed step's tensors
             free_memory()
         else:
             fits = size

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -72,15 +73,26 @@ def _rows(t: Tensor, start: int, stop: int) -> Tensor:
     return t[start:stop]  # a view: no copy
 
 
-def _slice(batch: Any, start: int, stop: int) -> Any:
+def _is_per_sample_list(batch: Any, n: int) -> bool:
+    """A list of n plain values (what the default collate makes of strings): one per sample."""
+    return (
+        isinstance(batch, list)
+        and len(batch) == n
+        and not any(isinstance(b, (Tensor, tuple, list, Mapping)) for b in batch)
+    )
+
+
+def _slice(batch: Any, start: int, stop: int, n: int) -> Any:
     if isinstance(batch, Tensor):
         return _rows(batch, start, stop) if batch.dim() > 0 else batch
+    if _is_per_sample_list(batch, n):
+        return batch[start:stop]
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(_slice(b, start, stop) for b in batch))
+        return type(batch)(*(_slice(b, start, stop, n) for b in batch))
     if isinstance(batch, (tuple, list)):
-        return type(batch)(_slice(b, start, stop) for b in batch)
+        return type(batch)(_slice(b, start, stop, n) for b in batch)
     if isinstance(batch, Mapping):
-        return {k: _slice(v, start, stop) for k, v in batch.items()}
+        return {k: _slice(v, start, stop, n) for k, v in batch.items()}
     return batch
 
 
@@ -116,20 +128,46 @@ def split_batch(batch: Any, max_size: int | None) -> list[Chunk]:
     Near-equal rather than ``max_size, max_size, …, rest``: the same number of chunks, and no
     tiny last chunk that runs at low throughput. ``max_size=None`` gives one chunk. An empty
     batch gives one empty chunk (so that a rank with no samples still runs its backward).
+    Tensors are split along their first dimension, and so are lists of N plain values (the
+    default collate turns per-sample strings into such a list).
     """
+    max_size = _check_size(max_size, "max_size")
     n = batch_length(batch)
     if max_size is None or n <= max_size:
         return [Chunk(batch, 0, n, n)]
-    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
-        raise ValueError(f"max_size must be a positive integer or None, got {max_size!r}")
     count = math.ceil(n / max_size)
     base, extra = divmod(n, count)
     chunks, start = [], 0
     for k in range(count):
         stop = start + base + (1 if k < extra else 0)
-        chunks.append(Chunk(_slice(batch, start, stop), start, stop, n))
+        chunks.append(Chunk(_slice(batch, start, stop, n), start, stop, n))
         start = stop
     return chunks
+
+
+def _check_size(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    try:
+        size = operator.index(value)  # numpy integers too
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer or None, got {value!r}") from None
+    if size < 1:
+        raise ValueError(f"{name} must be a positive integer or None, got {size}")
+    return size
+
+
+def _check_reduction(loss_reduction: str, tracker: GradStatsTracker | None) -> None:
+    if loss_reduction not in ("mean", "sum"):
+        raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+    if tracker is not None and tracker.loss_reduction != loss_reduction:
+        raise ValueError(
+            f"the tracker was built with loss_reduction={tracker.loss_reduction!r} but the loss "
+            f"is declared {loss_reduction!r}; its statistics would be scaled wrongly — declare "
+            "the same reduction in both"
+        )
 
 
 def _no_sync(model: nn.Module | None) -> contextlib.AbstractContextManager[Any]:
@@ -165,8 +203,7 @@ def accumulate_gradients(
     empty batch the loss is taken as 0 and every gradient contribution is 0 (the backward
     still runs, so DDP's collectives stay in step across ranks).
     """
-    if loss_reduction not in ("mean", "sum"):
-        raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+    _check_reduction(loss_reduction, tracker)
     chunks = split_batch(batch, max_physical_batch_size)
     total = None
     for k, chunk in enumerate(chunks):
@@ -233,15 +270,8 @@ class MicroBatcher:
     ) -> None:
         from ..distributed import is_distributed
 
-        if max_physical_batch_size is not None and (
-            isinstance(max_physical_batch_size, bool)
-            or not isinstance(max_physical_batch_size, int)
-            or max_physical_batch_size < 1
-        ):
-            raise ValueError(
-                "max_physical_batch_size must be a positive integer or None, got "
-                f"{max_physical_batch_size!r}"
-            )
+        max_physical_batch_size = _check_size(max_physical_batch_size, "max_physical_batch_size")
+        _check_reduction(loss_reduction, tracker)
         if probe_on_oom is None:
             probe_on_oom = not is_distributed()
         elif probe_on_oom and is_distributed():
@@ -265,21 +295,28 @@ class MicroBatcher:
         physical = min(n, self.max_physical_batch_size or n)
         if not self.probe_on_oom or physical <= self.largest_run:
             return self._run(loss_of, batch)
+        # A physical size never run before: keep what an out-of-memory error would destroy.
         saved = self._save_grads()
+        passes = self.tracker.num_passes if self.tracker is not None else 0
         try:
             loss = self._run(loss_of, batch)
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
-            del error
+            failed = True
         else:
+            failed = False
+        if not failed:
             self.largest_run = physical
             return loss
-        # Out of memory at a size never run before: undo the attempt, find what fits, retry.
-        self._restore_grads(saved)
+        # Undo the attempt (its gradients and statistics), find what fits, retry.
+        self._restore(saved, passes)
         free_memory()
-        self.max_physical_batch_size = self._probe(loss_of, batch, limit=physical - 1)
-        self._restore_grads(saved)
+        try:
+            self._zero_grads()  # the trials must not add into the saved gradients
+            self.max_physical_batch_size = self._probe(loss_of, batch, limit=physical - 1)
+        finally:
+            self._restore(saved, passes)
         loss = self._run(loss_of, batch)
         self.largest_run = self.max_physical_batch_size
         return loss
@@ -305,12 +342,15 @@ class MicroBatcher:
         def trial(size: int) -> None:
             try:
                 with tracker.paused() if tracker is not None else contextlib.nullcontext():
-                    loss_of(_slice(batch, 0, size)).backward()
+                    loss_of(_slice(batch, 0, size, batch_length(batch))).backward()
             finally:
                 self._zero_grads()
 
-        start = max(1, min(self.largest_run or limit // 2, limit))
-        return probe_max_batch_size(trial, start=start, limit=limit, reduce_across_ranks=False)
+        known = min(self.largest_run, limit)
+        start = min(2 * known, limit) if known else max(1, limit // 2)
+        return probe_max_batch_size(
+            trial, start=start, limit=limit, known_fit=known, reduce_across_ranks=False
+        )
 
     def _params(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -318,11 +358,15 @@ class MicroBatcher:
     def _save_grads(self) -> list[Tensor | None]:
         return [None if p.grad is None else p.grad.clone() for p in self._params()]
 
-    def _restore_grads(self, saved: list[Tensor | None]) -> None:
+    def _restore(self, saved: list[Tensor | None], passes: int) -> None:
+        """Put back the saved gradients and the tracker's passes from before the attempt.
+
+        Fresh copies of the gradients: later steps add into ``p.grad`` in place.
+        """
         for p, g in zip(self._params(), saved, strict=True):
-            p.grad = g
+            p.grad = None if g is None else g.clone()
         if self.tracker is not None:
-            self.tracker.reset()  # statistics of the failed attempt
+            self.tracker.reset(keep=passes)
 
     def _zero_grads(self) -> None:
         for p in self._params():
@@ -337,5 +381,11 @@ class MicroBatcher:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore `state_dict` output."""
-        self.max_physical_batch_size = state["max_physical_batch_size"]
-        self.largest_run = int(state["largest_run"])
+        missing = {"max_physical_batch_size", "largest_run"} - set(state)
+        if missing:
+            raise KeyError(f"MicroBatcher state is missing {sorted(missing)}")
+        limit = _check_size(state["max_physical_batch_size"], "max_physical_batch_size")
+        largest = operator.index(state["largest_run"])
+        if largest < 0:
+            raise ValueError(f"largest_run must be >= 0, got {largest}")
+        self.max_physical_batch_size, self.largest_run = limit, largest

@@ -138,7 +138,7 @@ class ResizableBatchSampler:
         self._batch_size = self._checked_size(batch_size)
         self._epoch = 0
         self._cursor = 0  # global position in the epoch's order of the next batch
-        self._order_cache: tuple[int, Tensor, list[int]] | None = None
+        self._order_cache: tuple[int, Tensor, list[int] | None] | None = None
 
     # ------------------------------------------------------------------ size and epoch
     @property
@@ -168,6 +168,11 @@ class ResizableBatchSampler:
             )
             size = self.dataset_size
         if size < self.world_size:
+            if self.dataset_size < self.world_size:
+                raise ValueError(
+                    f"the data set has {self.dataset_size} samples, fewer than world_size "
+                    f"{self.world_size}: some rank would never get a sample"
+                )
             raise ValueError(
                 f"batch_size {size} is smaller than world_size {self.world_size}: the global "
                 "batch must give every rank at least one sample; use a batch size >= the "
@@ -195,28 +200,43 @@ class ResizableBatchSampler:
 
     # ------------------------------------------------------------------ iteration
     def order(self, epoch: int | None = None) -> Tensor:
-        """The permutation of epoch ``epoch`` (default: the current one), int64."""
-        return self._order(self._epoch if epoch is None else epoch)[0]
+        """The permutation of epoch ``epoch`` (default: the current one), int64 (a copy)."""
+        return self._order(self._epoch if epoch is None else epoch).clone()
 
-    def _order(self, epoch: int) -> tuple[Tensor, list[int]]:
+    def _order(self, epoch: int) -> Tensor:
         cached = self._order_cache
         if cached is None or cached[0] != epoch:
-            order = epoch_order(self.dataset_size, self.seed, epoch, self.shuffle)
+            cached = (epoch, epoch_order(self.dataset_size, self.seed, epoch, self.shuffle), None)
+            self._order_cache = cached
+        return cached[1]
+
+    def _order_list(self, epoch: int) -> list[int]:
+        """The permutation as a Python list, built only when list batches are asked for.
+
+        A Python int costs ~36 bytes against 8 in the tensor: the fast path never builds it.
+        """
+        order = self._order(epoch)
+        cached = self._order_cache
+        assert cached is not None
+        if cached[2] is None:
             cached = (epoch, order, order.tolist())
             self._order_cache = cached
-        return cached[1], cached[2]
+        return cached[2]
 
     def _batch_left(self) -> bool:
         remaining = self.dataset_size - self._cursor
         return remaining >= (self._batch_size if self.drop_last else 1)
 
-    def _spans(self) -> Iterator[tuple[int, int, int, int, int]]:
-        """Advance through the epoch: ``(epoch, global_start, global_end, local_start, local_end)``.
+    def _spans(self, advance: bool = True) -> Iterator[tuple[int, int, int, int, int]]:
+        """Walk the epoch: ``(epoch, global_start, global_end, local_start, local_end)``.
 
         The state is updated *before* each span is handed out, so a checkpoint taken after
-        a batch was received resumes with the following batch.
+        a batch was received resumes with the following batch. With ``advance=False`` a used-up
+        epoch yields nothing instead of starting the next one (the loader moves epochs itself).
         """
-        if not self._batch_left():  # the previous epoch was used up: start the next one
+        if not self._batch_left():  # the previous epoch was used up
+            if not advance:
+                return
             self._epoch += 1
             self._cursor = 0
         while self._batch_left():
@@ -230,12 +250,12 @@ class ResizableBatchSampler:
 
     def __iter__(self) -> Iterator[list[int]]:
         for epoch, _, _, lo, hi in self._spans():
-            yield self._order(epoch)[1][lo:hi]
+            yield self._order_list(epoch)[lo:hi]
 
     def index_batches(self) -> Iterator[Tensor]:
-        """Like iterating, but each batch is an int64 tensor (a view of the epoch's order)."""
+        """Like iterating, but each batch is an int64 tensor."""
         for epoch, _, _, lo, hi in self._spans():
-            yield self._order(epoch)[0][lo:hi]
+            yield self._order(epoch)[lo:hi].clone()  # a view would let callers edit the order
 
     def __len__(self) -> int:
         """Number of batches in a whole epoch at the *current* batch size."""

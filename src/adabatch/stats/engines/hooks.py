@@ -228,18 +228,20 @@ class GradStatsTracker:
         Gradient accumulation over micro-batches weighs each chunk's mean loss by its share
         nₖ/N of the logical batch, so that ``p.grad`` is the logical batch's mean gradient;
         the hooks then see gᵢ·w/nₖ instead of gᵢ/nₖ, and the tracker divides w out again.
-        The weight is bound when the forward starts (when the pass opens)::
+        The weight is bound when the forward starts (when the pass opens); nested blocks
+        multiply their weights::
 
-            for chunk in split_batch(batch, 128):
+            for chunk in split_batch((inputs, targets), 128):
                 with tracker.loss_weight(chunk.weight):
-                    loss = loss_fn(model(chunk.inputs), chunk.targets) * chunk.weight
+                    x, y = chunk.batch
+                    loss = loss_fn(model(x), y) * chunk.weight
                 loss.backward()
         """
         weight = float(weight)
         if not (weight > 0 and math.isfinite(weight)):
             raise ValueError(f"loss weight must be a positive finite number, got {weight}")
         previous = self._loss_weight
-        self._loss_weight = weight
+        self._loss_weight = previous * weight  # nested blocks multiply (a DDP weight × a chunk's)
         try:
             yield
         finally:
@@ -409,7 +411,9 @@ class GradStatsTracker:
         """Statistics of every pass since the last `pop` (merged with ``+``), and reset.
 
         Passes whose backward never ran (e.g. evaluation forwards under grad mode) are
-        dropped. Raises if no backward ran at all.
+        dropped. Passes over an empty batch (a rank's empty share) contribute nothing; if
+        there were only such passes the result is `GradStats.empty`. Raises if no backward
+        ran at all.
         """
         passes = [p for p in self._passes if p.backward_calls > 0]
         self._passes = []
@@ -418,14 +422,33 @@ class GradStatsTracker:
                 "GradStatsTracker.pop(): no backward pass through the model since the last "
                 "pop(); call loss.backward() first"
             )
+        passes = [p for p in passes if p.batch_size != 0]
+        if not passes:
+            return GradStats.empty(
+                {n: p for n, p in self._named_params if p.requires_grad},
+                inner_products=self.need.inner,
+                coordinates=self.need.coords,
+            )
         # Tied-parameter statistics are computed here, outside autograd's backward, from
         # saved activations that require grad: build no graph.
         with torch.no_grad():
             return sum_of(p.finalize(self._named_params, self.need) for p in passes)
 
-    def reset(self) -> None:
-        """Forget every pass since the last `pop`."""
-        self._passes = []
+    @property
+    def num_passes(self) -> int:
+        """How many passes (forwards through the model) are held since the last `pop`."""
+        return len(self._passes)
+
+    def reset(self, keep: int = 0) -> None:
+        """Forget the passes since the last `pop`, except the first ``keep`` of them.
+
+        ``reset(tracker.num_passes)`` taken before an attempt and called after it failed drops
+        exactly the failed attempt's passes (what `adabatch.data.MicroBatcher` does after an
+        out-of-memory error).
+        """
+        if keep < 0:
+            raise ValueError(f"keep must be >= 0, got {keep}")
+        del self._passes[keep:]
 
 
 def hooks_stats(
