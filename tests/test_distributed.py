@@ -76,6 +76,9 @@ def _worker(rank_: int, init_file: str) -> None:
         nn.CrossEntropyLoss()(full(x), y).backward()
         for p_ddp, p_full in zip(ddp.module.parameters(), full.parameters(), strict=True):
             close(p_ddp.grad, p_full.grad, 1e-9, "DDP p.grad")
+        # Tearing the group down under a live DDP reducer can abort the process.
+        del ddp
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
