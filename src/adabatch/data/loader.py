@@ -39,8 +39,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
+from .._validate import as_int
 from ..datasets.base import take_rows
-from .sampler import ResizableBatchSampler, _as_int
+from ._batch import map_tensors, slice_rows
+from .sampler import ResizableBatchSampler, batches_per_epoch
 
 __all__ = ["AdaptiveLoader", "ResizeAt", "ResizeEvent", "has_fast_path"]
 
@@ -79,46 +81,11 @@ def _gather(dataset: Any, indices: Tensor) -> Any:
     return tuple(take_rows(t, indices) for t in dataset.tensors)
 
 
-def _map_tensors(batch: Any, fn: Callable[[Tensor], Tensor]) -> Any:
-    if isinstance(batch, Tensor):
-        return fn(batch)
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(_map_tensors(b, fn) for b in batch))
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_map_tensors(b, fn) for b in batch)
-    if isinstance(batch, Mapping):
-        return {k: _map_tensors(v, fn) for k, v in batch.items()}
-    return batch
-
-
-def _empty_like(batch: Any) -> Any:
-    """``batch`` cut to zero samples: tensors to zero rows, per-sample lists to []."""
-    if isinstance(batch, Tensor):
-        if batch.dim() == 0:
-            return batch
-        return batch.index_select(0, torch.zeros(0, dtype=torch.long, device=batch.device))
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(_empty_like(b) for b in batch))
-    if isinstance(batch, list) and not any(
-        isinstance(b, (Tensor, list, tuple, Mapping)) for b in batch
-    ):
-        return []  # one plain value per sample (the default collate's strings)
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_empty_like(b) for b in batch)
-    if isinstance(batch, Mapping):
-        items = {k: _empty_like(v) for k, v in batch.items()}
-        try:
-            return type(batch)(items)
-        except TypeError:
-            return items
-    return batch
-
-
 class _EmptySafeCollate:
     """A collate function that also handles an empty batch (a rank's share of a short batch).
 
     The default collate cannot build an empty batch (it takes shapes from the first sample),
-    so an empty batch is the collate of sample 0 cut to zero samples (`_empty_like`): same
+    so an empty batch is the collate of sample 0 cut to zero samples (`slice_rows`): same
     structure, dtypes and trailing shapes as every other batch. This assumes the collate puts
     the sample dimension first.
     """
@@ -130,7 +97,7 @@ class _EmptySafeCollate:
     def __call__(self, samples: list[Any]) -> Any:
         if samples:
             return self.collate_fn(samples)
-        return _empty_like(self.collate_fn([self.dataset[0]]))
+        return slice_rows(self.collate_fn([self.dataset[0]]), 0, 0, n=1)
 
 
 class _SpanRecorder:
@@ -329,17 +296,14 @@ class AdaptiveLoader:
         Called during an iteration with another epoch, it ends that iteration after the batch
         in hand: the next ``for`` loop starts epoch ``epoch``.
         """
-        epoch = _as_int(epoch, "epoch")
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        epoch = as_int(epoch, "epoch", minimum=0)
         if epoch != self._epoch:
             self._epoch, self._cursor = epoch, 0
             self._active = _ENDED
 
     def __len__(self) -> int:
         """Batches in a whole epoch at the requested batch size (pending resizes included)."""
-        full, rest = divmod(self.sampler.dataset_size, self.batch_size)
-        return full + (1 if rest and not self.sampler.drop_last else 0)
+        return batches_per_epoch(self.sampler.dataset_size, self.batch_size, self.sampler.drop_last)
 
     # ------------------------------------------------------------------ iteration
     def _sync_sampler(self) -> None:
@@ -350,8 +314,7 @@ class AdaptiveLoader:
         self.sampler._epoch, self.sampler._cursor = self._epoch, self._cursor
 
     def _batch_left(self) -> bool:
-        remaining = self.sampler.dataset_size - self._cursor
-        return remaining >= (self.sampler.batch_size if self.sampler.drop_last else 1)
+        return self.sampler._has_batch_at(self._cursor)
 
     def _deliver(self, span: tuple[int, int, int, int, int], batch: Any) -> Any:
         epoch, start, end, local, requested = span
@@ -373,7 +336,7 @@ class AdaptiveLoader:
         log.debug("epoch %d position %d: batch of %d (%d here)", epoch, start, end - start, local)
         if self.device is not None:
             device, non_blocking = self.device, self.pin_memory
-            batch = _map_tensors(batch, lambda t: t.to(device, non_blocking=non_blocking))
+            batch = map_tensors(batch, lambda t: t.to(device, non_blocking=non_blocking))
         if self.batch_transform is not None:
             batch = self.batch_transform(batch)
         return batch
@@ -408,7 +371,7 @@ class AdaptiveLoader:
         for epoch, start, end, lo, hi in sampler._spans(advance=False):
             batch = _gather(self.dataset, sampler._order(epoch)[lo:hi])
             if pin:
-                batch = _map_tensors(batch, lambda t: t.pin_memory())
+                batch = map_tensors(batch, lambda t: t.pin_memory())
             yield self._deliver((epoch, start, end, hi - lo, sampler.batch_size), batch)
             if not self._still_active(token):
                 return

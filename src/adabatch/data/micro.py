@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor, nn
 
+from .._validate import as_int
+from ._batch import slice_rows, tensors_in
 from .memory import free_memory, is_out_of_memory, probe_max_batch_size
 
 if TYPE_CHECKING:
@@ -38,62 +39,19 @@ __all__ = ["Chunk", "MicroBatcher", "accumulate_gradients", "batch_length", "spl
 LossReduction = Literal["mean", "sum"]
 
 
-def _tensors(batch: Any) -> list[Tensor]:
-    if isinstance(batch, Tensor):
-        return [batch]
-    if isinstance(batch, (tuple, list)):
-        return [t for b in batch for t in _tensors(b)]
-    if isinstance(batch, Mapping):
-        return [t for b in batch.values() for t in _tensors(b)]
-    return []
-
-
 def batch_length(batch: Any) -> int:
     """The number of samples in ``batch``: the common first dimension of all its tensors.
 
     ``batch`` is a tensor or a (nested) tuple, list or dict of tensors; other leaves are
     ignored.
     """
-    lengths = {int(t.shape[0]) for t in _tensors(batch) if t.dim() > 0}
+    lengths = {int(t.shape[0]) for t in tensors_in(batch) if t.dim() > 0}
     if len(lengths) != 1:
         raise ValueError(
             "a batch must hold tensors that share their first (sample) dimension, got "
             + (f"first dimensions {sorted(lengths)}" if lengths else "no tensor")
         )
     return lengths.pop()
-
-
-def _rows(t: Tensor, start: int, stop: int) -> Tensor:
-    if t.layout == torch.sparse_csr:
-        from ..datasets.base import gather_csr_rows
-
-        return gather_csr_rows(t, torch.arange(start, stop, device=t.device))
-    if t.layout == torch.sparse_coo:
-        return t.index_select(0, torch.arange(start, stop, device=t.device))
-    return t[start:stop]  # a view: no copy
-
-
-def _is_per_sample_list(batch: Any, n: int) -> bool:
-    """A list of n plain values (what the default collate makes of strings): one per sample."""
-    return (
-        isinstance(batch, list)
-        and len(batch) == n
-        and not any(isinstance(b, (Tensor, tuple, list, Mapping)) for b in batch)
-    )
-
-
-def _slice(batch: Any, start: int, stop: int, n: int) -> Any:
-    if isinstance(batch, Tensor):
-        return _rows(batch, start, stop) if batch.dim() > 0 else batch
-    if _is_per_sample_list(batch, n):
-        return batch[start:stop]
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(_slice(b, start, stop, n) for b in batch))
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_slice(b, start, stop, n) for b in batch)
-    if isinstance(batch, Mapping):
-        return {k: _slice(v, start, stop, n) for k, v in batch.items()}
-    return batch
 
 
 @dataclass(frozen=True)
@@ -140,7 +98,7 @@ def split_batch(batch: Any, max_size: int | None) -> list[Chunk]:
     chunks, start = [], 0
     for k in range(count):
         stop = start + base + (1 if k < extra else 0)
-        chunks.append(Chunk(_slice(batch, start, stop, n), start, stop, n))
+        chunks.append(Chunk(slice_rows(batch, start, stop, n), start, stop, n))
         start = stop
     return chunks
 
@@ -148,12 +106,7 @@ def split_batch(batch: Any, max_size: int | None) -> list[Chunk]:
 def _check_size(value: Any, name: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-    try:
-        size = operator.index(value)  # numpy integers too
-    except TypeError:
-        raise ValueError(f"{name} must be a positive integer or None, got {value!r}") from None
+    size = as_int(value, name)
     if size < 1:
         raise ValueError(f"{name} must be a positive integer or None, got {size}")
     return size
@@ -342,7 +295,7 @@ class MicroBatcher:
         def trial(size: int) -> None:
             try:
                 with tracker.paused() if tracker is not None else contextlib.nullcontext():
-                    loss_of(_slice(batch, 0, size, batch_length(batch))).backward()
+                    loss_of(slice_rows(batch, 0, size, batch_length(batch))).backward()
             finally:
                 self._zero_grads()
 
@@ -385,7 +338,5 @@ class MicroBatcher:
         if missing:
             raise KeyError(f"MicroBatcher state is missing {sorted(missing)}")
         limit = _check_size(state["max_physical_batch_size"], "max_physical_batch_size")
-        largest = operator.index(state["largest_run"])
-        if largest < 0:
-            raise ValueError(f"largest_run must be >= 0, got {largest}")
+        largest = as_int(state["largest_run"], "largest_run", minimum=0)
         self.max_physical_batch_size, self.largest_run = limit, largest

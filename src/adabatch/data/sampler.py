@@ -22,7 +22,6 @@ stay in step.
 
 from __future__ import annotations
 
-import operator
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -31,8 +30,15 @@ import torch
 from torch import Tensor
 
 from .._seeds import derive_seed
+from .._validate import as_int
 
-__all__ = ["ResizableBatchSampler", "epoch_order", "epoch_seed", "rank_span"]
+__all__ = [
+    "ResizableBatchSampler",
+    "batches_per_epoch",
+    "epoch_order",
+    "epoch_seed",
+    "rank_span",
+]
 
 _STATE_VERSION = 1
 
@@ -70,15 +76,10 @@ def rank_span(length: int, world_size: int, rank: int) -> tuple[int, int]:
     return start, start + base + (1 if rank < extra else 0)
 
 
-def _as_int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got bool {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be an integer, got {type(value).__name__} {value!r}"
-        ) from None
+def batches_per_epoch(dataset_size: int, batch_size: int, drop_last: bool) -> int:
+    """Batches in a whole epoch at a fixed ``batch_size`` (a short last one unless dropped)."""
+    full, rest = divmod(dataset_size, batch_size)
+    return full + (1 if rest and not drop_last else 0)
 
 
 class ResizableBatchSampler:
@@ -118,20 +119,20 @@ class ResizableBatchSampler:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        dataset_size = _as_int(dataset_size, "dataset_size")
+        dataset_size = as_int(dataset_size, "dataset_size")
         if dataset_size <= 0:
             raise ValueError(
                 f"dataset_size must be positive, got {dataset_size}: the data set is empty"
             )
-        world_size = _as_int(world_size, "world_size")
-        rank = _as_int(rank, "rank")
+        world_size = as_int(world_size, "world_size")
+        rank = as_int(rank, "rank")
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {world_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.dataset_size = dataset_size
         self.shuffle = bool(shuffle)
-        self.seed = _as_int(seed, "seed")
+        self.seed = as_int(seed, "seed")
         self.drop_last = bool(drop_last)
         self.rank = rank
         self.world_size = world_size
@@ -157,7 +158,7 @@ class ResizableBatchSampler:
         return self._cursor
 
     def _checked_size(self, batch_size: Any) -> int:
-        size = _as_int(batch_size, "batch_size")
+        size = as_int(batch_size, "batch_size")
         if size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {size}")
         if size > self.dataset_size:
@@ -191,9 +192,7 @@ class ResizableBatchSampler:
         ``for e in range(start, E): sampler.set_epoch(e); ...`` resumes mid-epoch after
         `load_state_dict` instead of restarting the epoch.
         """
-        epoch = _as_int(epoch, "epoch")
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        epoch = as_int(epoch, "epoch", minimum=0)
         if epoch != self._epoch:
             self._epoch = epoch
             self._cursor = 0
@@ -223,9 +222,13 @@ class ResizableBatchSampler:
             self._order_cache = cached
         return cached[2]
 
-    def _batch_left(self) -> bool:
-        remaining = self.dataset_size - self._cursor
+    def _has_batch_at(self, cursor: int) -> bool:
+        """Whether an epoch position ``cursor`` still starts a batch at the current size."""
+        remaining = self.dataset_size - cursor
         return remaining >= (self._batch_size if self.drop_last else 1)
+
+    def _batch_left(self) -> bool:
+        return self._has_batch_at(self._cursor)
 
     def _spans(self, advance: bool = True) -> Iterator[tuple[int, int, int, int, int]]:
         """Walk the epoch: ``(epoch, global_start, global_end, local_start, local_end)``.
@@ -259,8 +262,7 @@ class ResizableBatchSampler:
 
     def __len__(self) -> int:
         """Number of batches in a whole epoch at the *current* batch size."""
-        full, rest = divmod(self.dataset_size, self._batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        return batches_per_epoch(self.dataset_size, self._batch_size, self.drop_last)
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
@@ -299,7 +301,7 @@ class ResizableBatchSampler:
                     f"with {key}={getattr(self, key)!r}: the epoch order would differ; build "
                     "the sampler with the checkpoint's settings"
                 )
-        epoch, cursor = _as_int(state["epoch"], "epoch"), _as_int(state["cursor"], "cursor")
+        epoch, cursor = as_int(state["epoch"], "epoch"), as_int(state["cursor"], "cursor")
         if epoch < 0 or not 0 <= cursor <= self.dataset_size:
             raise ValueError(
                 f"invalid sampler state: epoch={epoch}, cursor={cursor} for a data set of "

@@ -15,35 +15,21 @@ the offset produces for any S > 1e-10·B_max/(δN).
 from __future__ import annotations
 
 import math
-import operator
 
+from .._validate import as_int
 from ..stats.estimators import gradient_diversity
 from ..stats.summary import GradStats
 
 __all__ = ["divebatch_batch_size", "divebatch_rule"]
 
 
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got bool {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be an integer, got {type(value).__name__} {value!r}"
-        ) from None
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
 def divebatch_rule(
     diversity: float, *, dataset_size: int, delta: float, batch_size: int, max_batch_size: int
 ) -> int:
     """B' from a diversity Δ̂ (see the module docstring for the formula)."""
-    dataset_size = _positive_int("dataset_size", dataset_size)
-    batch_size = _positive_int("batch_size", batch_size)
-    max_batch_size = _positive_int("max_batch_size", max_batch_size)
+    dataset_size = as_int(dataset_size, "dataset_size", minimum=1)
+    batch_size = as_int(batch_size, "batch_size", minimum=1)
+    max_batch_size = as_int(max_batch_size, "max_batch_size", minimum=1)
     delta = float(delta)
     if not (delta > 0 and math.isfinite(delta)):
         raise ValueError(

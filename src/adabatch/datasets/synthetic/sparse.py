@@ -194,8 +194,7 @@ def synthetic_sparse(
 
     Feature j appears in a row with probability ≈ k·p_j·c (c slightly above 1) while
     k·p_j ≪ 1, a power law of exponent −s; for the head the probability saturates below 1
-    (≈ 0.75 for j = 0 with k 10, s 1, d 2000). Cost on one CPU core, n 100 000, d 50 000:
-    ≈ 0.7 s for k 20 and ≈ 11 s for k 200; it grows like n·k·log k.
+    (≈ 0.75 for j = 0 with k 10, s 1, d 2000). The cost grows like n·k·log k.
 
     Args:
         n: number of samples.
