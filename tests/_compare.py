@@ -34,7 +34,10 @@ def _floor(tensors) -> float:
     return 1e-6 * max((float(_dense(t).abs().max()) for t in tensors if t.numel()), default=0.0)
 
 
-def assert_stats_close(actual: GradStats, expected: GradStats, rtol: float = 1e-9) -> None:
+def assert_stats_close(
+    actual: GradStats, expected: GradStats, rtol: float = 1e-9, skip: tuple[str, ...] = ()
+) -> None:
+    """Every field within ``rtol`` (the layer fields when ``expected`` has them), but ``skip``."""
     assert actual.num_samples == expected.num_samples
     assert actual.num_groups == expected.num_groups
     assert list(actual.grad_sum) == list(expected.grad_sum), "grad_sum keys differ"
@@ -45,6 +48,14 @@ def assert_stats_close(actual: GradStats, expected: GradStats, rtol: float = 1e-
         close(actual.sum_sq_inner, expected.sum_sq_inner, rtol, "sum_sq_inner")
         close(actual.group_norm4_sum, expected.group_norm4_sum, rtol, "group_norm4_sum")
         close(actual.group_ratio_sum, expected.group_ratio_sum, rtol, "group_ratio_sum")
+    if expected.layer_inner_sum is not None:
+        # The per-tensor ("layerwise") inner products, whenever the expected side has them.
+        for field in ("layer_inner_sum", "layer_norm4_sum", "layer_ratio_sum"):
+            if field in skip:
+                continue
+            value = getattr(actual, field)
+            assert value is not None, f"{field} is missing"
+            close(value, getattr(expected, field), rtol, field)
     assert (actual.coord_sq_sum is None) == (expected.coord_sq_sum is None)
     if expected.coord_sq_sum is not None:
         assert actual.coord_sq_sum is not None

@@ -13,7 +13,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from adabatch.distributed import all_reduce_stats, is_distributed, rank, world_size
-from adabatch.stats import GradStats, GradStatsTracker, compute_stats
+from adabatch.stats import (
+    GradStats,
+    GradStatsTracker,
+    compute_stats,
+    inner_product_variance,
+    orthogonal_variance,
+)
 
 pytestmark = pytest.mark.distributed
 
@@ -47,11 +53,19 @@ def _worker(rank_: int, init_file: str) -> None:
             close(merged.coord_sq_sum[name], whole.coord_sq_sum[name], 1e-9, name)
         close(merged.sum_sq_norms, whole.sum_sq_norms, 1e-9, "S2")
         # P2 pools per rank: the same as merging the shards' statistics on one process.
-        pooled = sum(
+        shard_stats = [
             compute_stats(copy.deepcopy(model), loss_sum, sx, sy, engine="reference", **opts)
             for sx, sy in shards
-        )
+        ]
+        pooled = sum(shard_stats)
         assert_stats_close(merged, pooled)
+        # The per-tensor ("layerwise") inner-product sums add over ranks like P2.
+        for field in ("layer_inner_sum", "layer_norm4_sum", "layer_ratio_sum"):
+            expected = sum(getattr(s, field) for s in shard_stats)
+            close(getattr(merged, field), expected, 1e-9, field)
+        for fn in (inner_product_variance, orthogonal_variance):
+            expected_v = fn(pooled, mode="layerwise")
+            assert abs(fn(merged, mode="layerwise") - expected_v) <= 1e-9 * abs(expected_v)
 
         # A rank with an empty shard joins the collective with GradStats.empty.
         if rank_ == 0:
@@ -62,6 +76,8 @@ def _worker(rank_: int, init_file: str) -> None:
         total = all_reduce_stats(mine)
         assert total.num_groups == 1
         assert_stats_close(total, whole)
+        assert total.layer_inner_sum is not None and whole.layer_inner_sum is not None
+        close(total.layer_ratio_sum, whole.layer_ratio_sum, 1e-9, "layer_ratio_sum")
 
         # Under DDP the tracker still reports local statistics while p.grad is the global mean.
         ddp = DistributedDataParallel(copy.deepcopy(model))

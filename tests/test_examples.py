@@ -33,3 +33,13 @@ def test_resizing_loader() -> None:
     assert [row["steps"] for row in log] == [64, 32, 16, 8]
     assert all(row["samples"] == 2048 for row in log)
     assert all(1 / row["batch"] <= row["diversity"] <= 1 for row in log)
+
+
+def test_adaptive_batch() -> None:
+    """The norm test grows the batch; the LR follows √(B/B₀); no epoch skips a sample."""
+    log = load("adaptive_batch").main(epochs=3)
+    batches = [row["batch"] for row in log]
+    assert batches == sorted(batches) and batches[0] > 16 and batches[-1] <= 1024
+    for row in log:
+        assert math.isclose(row["lr"], 0.05 * math.sqrt(row["batch"] / 16), rel_tol=1e-12)
+        assert math.isfinite(row["T"]) and row["T"] > 0

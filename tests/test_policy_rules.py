@@ -158,3 +158,100 @@ def test_divebatch_bad_configuration(kwargs, error, match):
     args = dict(dataset_size=100, delta=0.1, batch_size=8, max_batch_size=64) | kwargs
     with pytest.raises(error, match=match):
         divebatch_rule(1.0, **args)
+
+
+# ------------------------------------------------------------------ augmented, coordinate
+def test_augmented_is_the_larger_of_the_two():
+    from adabatch.policies import augmented_test_size
+
+    g = torch.randn(9, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64) + 0.4
+    s = stats_of(g)
+    t = augmented_test_size(s, theta=0.3, nu=0.7)
+    assert t == max(inner_product_test_size(s, theta=0.3), orthogonality_test_size(s, nu=0.7))
+
+
+def test_espath_split_and_equivalence():
+    from adabatch.policies import espath_split
+
+    theta, nu = espath_split(0.5, 0.2)
+    assert theta**2 + nu**2 == pytest.approx(0.25) and theta**2 == pytest.approx(0.05)
+    # With ρ = (V_ip/‖ḡ‖²)/V from the batch itself, both tests ask exactly the norm test's T.
+    g = torch.randn(11, 5, generator=torch.Generator().manual_seed(6), dtype=torch.float64) + 0.3
+    s, h = stats_of(g), by_hand(g)
+    theta, nu = espath_split(0.5, (h["V_ip"] / h["g2"]) / h["V"])
+    t_norm = norm_test_size(s, eta=0.5)
+    assert inner_product_test_size(s, theta=theta) == pytest.approx(t_norm, rel=1e-9)
+    assert orthogonality_test_size(s, nu=nu) == pytest.approx(t_norm, rel=1e-9)
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match=r"rho must be in \(0, 1\)"):
+            espath_split(0.5, bad)
+
+
+def coordinate_by_hand(per_sample: dict[str, torch.Tensor], eta, floor, quantile) -> float:
+    """max/quantile over j of V_j/(η²(ḡ_j² + κ‖ḡ‖²/P)), from torch.var of explicit grads."""
+    flat = torch.cat([g.reshape(g.shape[0], -1) for g in per_sample.values()], dim=1)
+    var = flat.var(0, correction=1)
+    mean = flat.mean(0)
+    shift = floor * float(mean @ mean) / flat.shape[1]
+    sizes = []
+    for v, m in zip(var.tolist(), mean.tolist(), strict=True):
+        denom = eta**2 * (m * m + shift)
+        sizes.append(0.0 if v == 0 else (math.inf if denom == 0 else v / denom))
+    sizes.sort()
+    return sizes[max(1, math.ceil(quantile * len(sizes))) - 1]
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("quantile", [1.0, 0.9, 0.5])
+def test_coordinate_test_matches_the_definition(floor, quantile):
+    from _streams import per_sample_gradients
+    from _streams import stats_of as stream_stats
+    from adabatch.policies import coordinate_norm_test_size
+
+    grads = per_sample_gradients(12, 4, seed=9)
+    got = coordinate_norm_test_size(stream_stats(grads), eta=0.2, floor=floor, quantile=quantile)
+    assert got == pytest.approx(coordinate_by_hand(grads, 0.2, floor, quantile), rel=1e-9)
+
+
+def test_coordinate_test_guard():
+    from adabatch.policies import coordinate_norm_test_size
+
+    # Coordinate 2 has mean 0 and noise; coordinate 3 is always 0.
+    g = torch.tensor([[1.0, 1.0, 0.0], [2.0, -1.0, 0.0], [3.0, 0.0, 0.0]], dtype=torch.float64)
+    s = GradStats.from_batch(3, {"a": g.sum(0)}, (g * g).sum(), coord_sq_sum={"a": (g * g).sum(0)})
+    assert coordinate_norm_test_size(s, eta=0.5, floor=0.0) == math.inf  # the bare test
+    guarded = coordinate_norm_test_size(s, eta=0.5, floor=0.3)
+    # ‖ḡ‖² = 4, P = 3: the shift is 0.3·4/3 = 0.4; coordinate 2 has V = 1.
+    assert guarded == pytest.approx(1.0 / (0.25 * 0.4))
+    # The guarded test never asks for less than every coordinate's own ratio with the shift.
+    assert guarded >= 1.0 / (0.25 * (4.0 + 0.4))
+    with pytest.raises(ValueError, match="coordinates=True"):
+        coordinate_norm_test_size(stats_of(g), eta=0.5)
+    with pytest.raises(ValueError, match="floor must be a finite number >= 0"):
+        coordinate_norm_test_size(s, eta=0.5, floor=-1.0)
+
+
+def test_layerwise_mode_matches_the_authors_per_tensor_computation():
+    """AdAdaGrad's tests.py: torch.var per tensor, summed; denominators use the global ‖ḡ‖²."""
+    from _streams import per_sample_gradients
+    from _streams import stats_of as stream_stats
+
+    grads = per_sample_gradients(10, 2, seed=11)
+    g2 = sum(float(t.mean(0).pow(2).sum()) for t in grads.values())
+    v_ip = v_orth = 0.0
+    for t in grads.values():
+        flat = t.reshape(t.shape[0], -1)
+        mean = flat.mean(0)
+        inner = flat @ mean
+        v_ip += float(inner.var(correction=1))
+        ortho = flat - torch.outer(inner, mean) / float(mean @ mean)
+        v_orth += float(ortho.var(0, correction=1).sum())
+    s = stream_stats(grads)
+    assert inner_product_test_size(s, theta=0.3, mode="layerwise") == pytest.approx(
+        v_ip / (0.09 * g2 * g2), rel=1e-9
+    )
+    assert orthogonality_test_size(s, nu=0.3, mode="layerwise") == pytest.approx(
+        v_orth / (0.09 * g2), rel=1e-9
+    )
+    with pytest.raises(ValueError, match="'global', 'layerwise'; got 'per-layer'"):
+        inner_product_test_size(s, theta=0.3, mode="per-layer")

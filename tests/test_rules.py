@@ -18,9 +18,15 @@ from adabatch.stats.rules import RULES, find_rule
 
 
 def check(
-    model: nn.Module, x: Tensor, y: Tensor | None = None, loss=None, reduction: str = "mean", **kw
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    loss=None,
+    reduction: str = "mean",
+    skip: tuple[str, ...] = (),
+    **kw,
 ):
-    """Hooks engine vs reference engine, float64, all fields; returns the hooks stats."""
+    """Hooks engine vs reference engine, float64, all fields but ``skip``; returns hooks stats."""
     model = model.double()
     if x.is_floating_point():
         x = x.double()
@@ -31,9 +37,16 @@ def check(
     opts = dict(loss_reduction=reduction, inner_products=True, coordinates=True, **kw)
     expected = compute_stats(ref_model, loss, x, y, engine="reference", **opts)
     actual = compute_stats(hook_model, loss, x, y, engine="hooks", **opts)
-    assert_stats_close(actual, expected)
+    assert_stats_close(actual, expected, skip=skip)
     assert_grads_close(hook_model, ref_model)
     return actual
+
+
+# A bias right before a training-mode BatchNorm has layer-level terms that sum to exactly 0
+# (BatchNorm's backward removes the batch mean): its ḡ^(l) is round-off, so its layerwise
+# ratio Q_l/‖ḡ^(l)‖² projects onto a round-off direction and differs between engines.
+# test_layerwise_inner.py checks BatchNorm approximation without such a bias on every field.
+ILL_CONDITIONED_UNDER_BN = ("layer_ratio_sum",)
 
 
 class Head(nn.Module):
@@ -286,13 +299,15 @@ def test_batchnorm_training_mode_needs_opt_in() -> None:
 @pytest.mark.parametrize("bn", [nn.BatchNorm2d(4), nn.BatchNorm2d(4, track_running_stats=False)])
 def test_batchnorm_approximation_matches_layer_level_reference(bn: nn.Module) -> None:
     model = Head(nn.Sequential(nn.Conv2d(3, 4, 3), bn, nn.ReLU(), nn.Conv2d(4, 4, 1)), 4)
-    stats = check(model, torch.randn(6, 3, 5, 5), batchnorm="approximate")
+    stats = check(
+        model, torch.randn(6, 3, 5, 5), batchnorm="approximate", skip=ILL_CONDITIONED_UNDER_BN
+    )
     assert stats.num_samples == 6
 
 
 def test_batchnorm1d_approximation_on_flat_features() -> None:
     model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3))
-    check(model, torch.randn(6, 4), batchnorm="approximate")
+    check(model, torch.randn(6, 4), batchnorm="approximate", skip=ILL_CONDITIONED_UNDER_BN)
 
 
 def test_batchnorm_switched_to_train_after_attach_is_caught() -> None:

@@ -16,6 +16,7 @@ def make(b: int = 3, inner: bool = True, coords: bool = True, names=("w", "b")) 
         torch.tensor(5.0),
         torch.tensor(7.0) if inner else None,
         {n: (g * g).sum(0) for n in names} if coords else None,
+        {n: torch.tensor(3.0 + k) for k, n in enumerate(names)} if inner else None,
     )
 
 

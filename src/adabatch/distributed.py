@@ -4,7 +4,8 @@ Every field of `GradStats` except P2 is a sum over samples, so the statistics of
 batch are the element-wise sum over ranks: one ``all_reduce(SUM)`` per dtype (the gradient
 sums in the parameters' dtype, the scalars in float64 so that counts stay exact). P2 and its
 bookkeeping also add, which makes the global P2 the *pooled* one: each rank's projections are
-taken along its local mean (see `adabatch.stats.summary`, NOTE [merged P2]).
+taken along its local mean (see `adabatch.stats.summary`, NOTE [merged P2]); so do the
+per-tensor ("layerwise") inner-product sums (NOTE [layerwise]).
 
 Decisions taken from the reduced statistics are then identical on every rank, because every
 rank holds the same numbers: no broadcast is needed.
@@ -24,6 +25,16 @@ from torch import Tensor
 from .stats.summary import GradStats
 
 __all__ = ["all_reduce_int", "all_reduce_stats", "is_distributed", "rank", "world_size"]
+
+# The optional 0-dim float64 fields of GradStats; each adds across ranks.
+_OPTIONAL_SCALARS = (
+    "sum_sq_inner",
+    "group_norm4_sum",
+    "group_ratio_sum",
+    "layer_inner_sum",
+    "layer_norm4_sum",
+    "layer_ratio_sum",
+)
 
 
 def is_distributed() -> bool:
@@ -75,13 +86,15 @@ def all_reduce_stats(stats: GradStats, group: dist.ProcessGroup | None = None) -
         tensors += [_dense(stats.coord_sq_sum[n]) for n in coord_names]
     device = tensors[0].device if tensors else stats.sum_sq_norms.device
 
-    optional = [stats.sum_sq_inner, stats.group_norm4_sum, stats.group_ratio_sum]
+    optional: dict[str, Tensor] = {
+        name: value for name in _OPTIONAL_SCALARS if (value := getattr(stats, name)) is not None
+    }
     scalars = torch.stack(
         [
             torch.tensor(float(stats.num_samples), dtype=torch.float64, device=device),
             torch.tensor(float(stats.num_groups), dtype=torch.float64, device=device),
             stats.sum_sq_norms.to(device=device, dtype=torch.float64),
-            *[t.to(device=device, dtype=torch.float64) for t in optional if t is not None],
+            *[t.to(device=device, dtype=torch.float64) for t in optional.values()],
         ]
     )
     reduced = _all_reduce_by_dtype([*tensors, scalars], group)
@@ -92,13 +105,7 @@ def all_reduce_stats(stats: GradStats, group: dist.ProcessGroup | None = None) -
         if stats.coord_sq_sum is not None
         else None
     )
-    inner_fields = {}
-    if stats.sum_sq_inner is not None:
-        inner_fields = {
-            "sum_sq_inner": scalars[3],
-            "group_norm4_sum": scalars[4],
-            "group_ratio_sum": scalars[5],
-        }
+    optional_fields = {name: scalars[3 + k] for k, name in enumerate(optional)}
     return dataclasses.replace(
         stats,
         num_samples=round(float(scalars[0])),
@@ -106,7 +113,7 @@ def all_reduce_stats(stats: GradStats, group: dist.ProcessGroup | None = None) -
         grad_sum=grads,
         sum_sq_norms=scalars[2],
         coord_sq_sum=coords,
-        **inner_fields,
+        **optional_fields,
     )
 
 

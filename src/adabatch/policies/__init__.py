@@ -1,16 +1,88 @@
-"""Batch-size policies: the rules of the papers as pure functions.
+"""Batch-size policies: the papers' rules as pure functions, and the classes that run them.
 
-Work in progress (issue 4): the decision rules below are final; the policy classes, their
-registry, the learning-rate coupling and the batch-size scheduler are still to come.
+=========================  ==================================================  ============
+name (`POLICIES`)          rule                                                statistics
+=========================  ==================================================  ============
+constant                   fixed batch (the SGD baselines)                     none
+schedule                   ×factor every R epochs (Devarakonda et al.), or at  none
+                           LR milestones with LR fallback (Smith et al.)
+divebatch                  B' = min(max(⌊δNΔ̂⌋, B), B_max) every R epochs,      Σgᵢ, S2
+                           Δ̂ over the epoch before (Chen, Wang & Sundaram)
+norm-test                  b ← max(b, ⌈V/(η²‖ḡ‖²)⌉)                            Σgᵢ, S2
+inner-product              b ← max(b, ⌈V_ip/(θ²‖ḡ‖⁴)⌉)                         + P2
+orthogonality              b ← max(b, ⌈V_orth/(ν²‖ḡ‖²)⌉)                       + P2
+augmented-inner-product    both of the above; θ, ν from one ε (Espath et al.)  + P2
+coordinate-norm-test       b ← max(b, ⌈max_j V_j/(η²ḡ_j²)⌉), guarded           + Σgᵢ⊙gᵢ
+noise-scale                b = factor · EMA(tr Σ)/EMA(‖G‖²) (McCandlish et     Σgᵢ, S2 or
+                           al.)                                                two sizes
+=========================  ==================================================  ============
+
+Learning-rate coupling (`LRCoupling`, `lr_scale`) and `adabatch.BatchSizeScheduler` apply
+the decisions in a training loop.
 """
 
-from .divebatch import divebatch_batch_size, divebatch_rule
-from .sampling_tests import inner_product_test_size, norm_test_size, orthogonality_test_size
+from .adaptive_sampling import (
+    AugmentedInnerProductTest,
+    CoordinateNormTest,
+    InnerProductTest,
+    NormTest,
+    OrthogonalityTest,
+    SamplingTestPolicy,
+)
+from .base import BatchSizePolicy, Decision, StatsRequest
+from .constant import ConstantPolicy
+from .divebatch import DiveBatchPolicy, divebatch_batch_size, divebatch_rule
+from .lr_coupling import LR_RULES, LRCoupling, lr_scale
+from .noise_scale import (
+    EMA,
+    NoiseScalePolicy,
+    parts_estimates,
+    per_sample_estimates,
+    two_batch_estimates,
+)
+from .registry import POLICIES, make_policy, policy_from_state_dict, policy_parameters
+from .sampling_tests import (
+    augmented_test_size,
+    coordinate_norm_test_size,
+    espath_split,
+    inner_product_test_size,
+    norm_test_size,
+    orthogonality_test_size,
+)
+from .schedule import SchedulePolicy, scheduled_size
 
 __all__ = [
+    "EMA",
+    "LR_RULES",
+    "POLICIES",
+    "AugmentedInnerProductTest",
+    "BatchSizePolicy",
+    "ConstantPolicy",
+    "CoordinateNormTest",
+    "Decision",
+    "DiveBatchPolicy",
+    "InnerProductTest",
+    "LRCoupling",
+    "NoiseScalePolicy",
+    "NormTest",
+    "OrthogonalityTest",
+    "SamplingTestPolicy",
+    "SchedulePolicy",
+    "StatsRequest",
+    "augmented_test_size",
+    "coordinate_norm_test_size",
     "divebatch_batch_size",
     "divebatch_rule",
+    "espath_split",
     "inner_product_test_size",
+    "lr_scale",
+    "make_policy",
     "norm_test_size",
     "orthogonality_test_size",
+    "parts_estimates",
+    "per_sample_estimates",
+    "policy_from_state_dict",
+    "policy_parameters",
+    "scheduled_size",
+    "two_batch_estimates",
 ]

@@ -15,12 +15,15 @@ the offset produces for any S > 1e-10·B_max/(δN).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from .._validate import as_int
 from ..stats.estimators import gradient_diversity
 from ..stats.summary import GradStats
+from .base import BatchSizePolicy, Decision, StatsRequest, check_positive
 
-__all__ = ["divebatch_batch_size", "divebatch_rule"]
+__all__ = ["DiveBatchPolicy", "divebatch_batch_size", "divebatch_rule"]
 
 
 def divebatch_rule(
@@ -67,3 +70,140 @@ def divebatch_batch_size(
         batch_size=batch_size,
         max_batch_size=max_batch_size,
     )
+
+
+class DiveBatchPolicy(BatchSizePolicy):
+    """DiveBatch: grow the batch with the gradient diversity of the epoch before.
+
+    The default is the authors' schedule: every ``every`` epochs (R), the statistics of the
+    whole epoch before the resize are summed — Σgᵢ and S2, each gᵢ at its own minibatch's
+    parameters — and at its end B' = min(max(⌊δ·N·Δ̂⌋, B), B_max) (`divebatch_rule`). No
+    statistics are computed in the other epochs, nor once B = B_max. With ``rescale_lr`` each
+    resize multiplies the LR by B'/B for good (the paper's variant with LR scaling; the
+    abstract's speed-ups are without it).
+
+    The step-window variant (``every_steps=K``) decides after every K optimizer steps from
+    the last ``window_steps`` steps (default all K); N is still the data set size.
+
+    Args:
+        batch_size: B₀ (CIFAR 128, Tiny-ImageNet 256).
+        dataset_size: N.
+        max_batch_size: B_max (the papers use 2048).
+        delta: δ (CIFAR-10 0.1; CIFAR-100 and Tiny-ImageNet 0.01).
+        every: R, in epochs (the papers use 20; the authors' CLI default is 10).
+        rescale_lr: multiply the LR by B'/B at each resize.
+        every_steps: decide every K steps instead of every R epochs.
+        window_steps: how many of those K steps to measure (1 ≤ W ≤ K, default K).
+        min_batch_size, multiple_of: see `BatchSizePolicy`.
+    """
+
+    name = "divebatch"
+
+    def __init__(
+        self,
+        batch_size: int,
+        *,
+        dataset_size: int,
+        max_batch_size: int,
+        delta: float = 0.1,
+        every: int = 20,
+        rescale_lr: bool = False,
+        every_steps: int | None = None,
+        window_steps: int | None = None,
+        min_batch_size: int = 1,
+        multiple_of: int = 1,
+    ) -> None:
+        super().__init__(
+            batch_size,
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size,
+            multiple_of=multiple_of,
+            dataset_size=dataset_size,
+        )
+        self.delta = check_positive("delta", delta, hint=" (the papers use 0.01-0.1)")
+        self.every = as_int(every, "every", minimum=1)
+        self.rescale_lr = bool(rescale_lr)
+        if every_steps is None:
+            if window_steps is not None:
+                raise ValueError("window_steps needs every_steps (the step-window variant)")
+        else:
+            every_steps = as_int(every_steps, "every_steps", minimum=1)
+            window_steps = as_int(
+                every_steps if window_steps is None else window_steps, "window_steps", minimum=1
+            )
+            if window_steps > every_steps:
+                raise ValueError(
+                    f"window_steps ({window_steps}) must be <= every_steps ({every_steps})"
+                )
+        self.every_steps = every_steps
+        self.window_steps = window_steps
+        self._config = {
+            "delta": self.delta,
+            "every": self.every,
+            "rescale_lr": self.rescale_lr,
+            "every_steps": every_steps,
+            "window_steps": window_steps,
+        }
+        self._window: GradStats | None = None
+
+    @property
+    def stats_request(self) -> StatsRequest:  # noqa: D102 - see base
+        return StatsRequest(per_sample=True)
+
+    def wants_stats(self, *, step: int, epoch: int) -> bool:  # noqa: D102 - see base
+        if self.at_max:
+            return False
+        if self.every_steps is None:
+            return (epoch + 1) % self.every == 0
+        assert self.window_steps is not None
+        return step % self.every_steps >= self.every_steps - self.window_steps
+
+    def observe(self, stats: GradStats) -> None:
+        """Add one step's statistics to the window (on the device: no synchronisation)."""
+        stats = stats.detach_copy() if self._window is None else stats
+        self._window = stats if self._window is None else self._window + stats
+
+    def after_step(self, *, step: int, epoch: int) -> Decision | None:  # noqa: D102
+        if self.every_steps is None or (step + 1) % self.every_steps:
+            return None
+        return self._decide_from_window(step=step, epoch=epoch)
+
+    def after_epoch(self, *, epoch: int) -> Decision | None:  # noqa: D102
+        if self.every_steps is not None or (epoch + 1) % self.every:
+            return None
+        return self._decide_from_window(step=None, epoch=epoch)
+
+    def _decide_from_window(self, *, step: int | None, epoch: int) -> Decision | None:
+        window, self._window = self._window, None
+        if window is None or window.num_samples == 0:
+            return None  # nothing measured (the batch is at its cap)
+        if not self.stats_finite(window):
+            return self._keep(
+                step=step, epoch=epoch, statistic="diversity", why="non-finite statistics"
+            )
+        diversity = gradient_diversity(window)
+        old = self._batch_size
+        new = divebatch_rule(
+            diversity,
+            dataset_size=self.dataset_size,  # type: ignore[arg-type]
+            delta=self.delta,
+            batch_size=old,
+            max_batch_size=int(self.max_batch_size),
+        )
+        new = self.clamp(new) if new > old else old
+        return self._decide(
+            new,
+            step=step,
+            epoch=epoch,
+            statistic="diversity",
+            value=diversity,
+            suggested=self.delta * self.dataset_size * diversity,  # type: ignore[operator]
+            lr_factor=new / old if self.rescale_lr else 1.0,
+        )
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"window": None if self._window is None else self._window.state_dict()}
+
+    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
+        window = state.get("window")
+        self._window = None if window is None else GradStats.from_state_dict(window)

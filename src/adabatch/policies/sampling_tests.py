@@ -17,24 +17,50 @@ for machine learning"; inner-product and orthogonality tests: Bollapragada, Byrd
 (2018), "Adaptive sampling strategies for stochastic optimization"; their use with AdaGrad
 updates: Lau, Liu & Kolar, "AdAdaGrad" (arXiv 2402.11215).
 
-These are the *global* (exact) forms: V_ip and V_orth use the inner products with the whole
-mean gradient. T is ``inf`` when ḡ = 0 with a positive variance and ``nan`` when undefined
-(b < 2): the policy decides what to do with a non-finite T.
+``mode="global"`` (the default of these functions) is the definition: V_ip and V_orth use the
+inner products with the whole mean gradient. ``mode="layerwise"`` is what the AdAdaGrad
+authors' code computes (timlautk/AdAdaGrad ``tests.py``): the variances are taken per
+parameter tensor against that tensor's slice of ḡ and summed, which drops the covariances
+between tensors; the denominators keep the global ‖ḡ‖². The policies default to
+``"layerwise"`` so that they reproduce the authors' runs. The norm test has one form (V is a
+sum over coordinates either way).
+
+The coordinate-wise test (proposed with AdAdaGrad; not in the authors' code) asks
+V_j/b ≤ η²ḡ_j² for every coordinate j. A coordinate whose mean gradient is near zero would
+ask for an unbounded batch, so adabatch guards it (its own choice, documented in
+`coordinate_norm_test_size`).
+
+T is ``inf`` when ḡ = 0 with a positive variance and ``nan`` when undefined (b < 2): the
+policy decides what to do with a non-finite T.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
+
 from ..stats.estimators import (
+    coordinate_variance,
     gradient_variance,
     inner_product_variance,
     mean_sq_norm,
     orthogonal_variance,
 )
 from ..stats.summary import GradStats
+from .base import check_choice
 
-__all__ = ["inner_product_test_size", "norm_test_size", "orthogonality_test_size"]
+__all__ = [
+    "MODES",
+    "augmented_test_size",
+    "coordinate_norm_test_size",
+    "espath_split",
+    "inner_product_test_size",
+    "norm_test_size",
+    "orthogonality_test_size",
+]
+
+MODES = ("global", "layerwise")
 
 
 def _check_tolerance(name: str, value: float) -> float:
@@ -67,7 +93,7 @@ def norm_test_size(stats: GradStats, *, eta: float) -> float:
     return _ratio(gradient_variance(stats), eta**2 * mean_sq_norm(stats))
 
 
-def inner_product_test_size(stats: GradStats, *, theta: float) -> float:
+def inner_product_test_size(stats: GradStats, *, theta: float, mode: str = "global") -> float:
     """T = V_ip / (θ²‖ḡ‖⁴): the batch at which the inner-product test passes.
 
     Needs P2 (``inner_products=True`` in the engine).
@@ -75,13 +101,15 @@ def inner_product_test_size(stats: GradStats, *, theta: float) -> float:
     Args:
         stats: one batch's statistics with P2.
         theta: θ > 0, the allowed spread of ⟨gᵢ, ḡ⟩ around ‖ḡ‖².
+        mode: "global" (the definition) or "layerwise" (the authors' code), see above.
     """
     theta = _check_tolerance("theta", theta)
+    mode = check_choice("mode", mode, MODES)
     g2 = mean_sq_norm(stats)
-    return _ratio(inner_product_variance(stats), theta**2 * g2 * g2)
+    return _ratio(inner_product_variance(stats, mode=mode), theta**2 * g2 * g2)
 
 
-def orthogonality_test_size(stats: GradStats, *, nu: float) -> float:
+def orthogonality_test_size(stats: GradStats, *, nu: float, mode: str = "global") -> float:
     """T = V_orth / (ν²‖ḡ‖²): the batch at which the orthogonality test passes.
 
     Needs P2 (``inner_products=True`` in the engine).
@@ -89,6 +117,92 @@ def orthogonality_test_size(stats: GradStats, *, nu: float) -> float:
     Args:
         stats: one batch's statistics with P2.
         nu: ν > 0, the allowed size of the components orthogonal to ḡ.
+        mode: "global" (the definition) or "layerwise" (the authors' code), see above.
     """
     nu = _check_tolerance("nu", nu)
-    return _ratio(orthogonal_variance(stats), nu**2 * mean_sq_norm(stats))
+    mode = check_choice("mode", mode, MODES)
+    return _ratio(orthogonal_variance(stats, mode=mode), nu**2 * mean_sq_norm(stats))
+
+
+def augmented_test_size(
+    stats: GradStats, *, theta: float, nu: float, mode: str = "global"
+) -> float:
+    """T = max(T_ip, T_orth): the augmented inner-product test (Bollapragada et al. 2018).
+
+    Both conditions must hold, so the batch must reach the larger of the two sizes (NaN if
+    either is NaN).
+    """
+    t_ip = inner_product_test_size(stats, theta=theta, mode=mode)
+    t_orth = orthogonality_test_size(stats, nu=nu, mode=mode)
+    if math.isnan(t_ip) or math.isnan(t_orth):
+        return math.nan
+    return max(t_ip, t_orth)
+
+
+def espath_split(epsilon: float, rho: float) -> tuple[float, float]:
+    """(θ, ν) with θ² = ε²ρ and ν² = ε²(1 − ρ), so that θ² + ν² = ε².
+
+    Espath, Krumscheid, Tempone & Vilanova (arXiv 2109.10933): the augmented test with
+    θ² + ν² = ε² gives the same SGD rate as the norm test with tolerance ε. The sizes are
+    b_ip = v₁/(θ²‖G‖²) and b_orth = v₂/(ν²‖G‖²) with v₁ + v₂ = tr Σ, and
+    max(b_ip, b_orth) ≥ tr Σ/(ε²‖G‖²), with equality iff ρ = v₁/tr Σ.
+
+    Args:
+        epsilon: ε > 0, the norm test's tolerance.
+        rho: the share ρ ∈ (0, 1) of ε² given to the inner-product test.
+    """
+    epsilon = _check_tolerance("epsilon", epsilon)
+    rho = float(rho)
+    if not 0.0 < rho < 1.0:
+        raise ValueError(f"the split rho must be in (0, 1), got {rho}")
+    return epsilon * math.sqrt(rho), epsilon * math.sqrt(1.0 - rho)
+
+
+def coordinate_norm_test_size(
+    stats: GradStats, *, eta: float, floor: float = 0.1, quantile: float = 1.0
+) -> float:
+    """T = q-quantile over coordinates j of V_j / (η² (ḡ_j² + κ‖ḡ‖²/P)).
+
+    The coordinate-wise test V_j/b ≤ η²ḡ_j² for all j (proposed for AdAdaGrad, Lau, Liu &
+    Kolar, arXiv 2402.11215; its exact form in the paper is unconfirmed and the authors' code
+    does not implement it) asks for max_j V_j/(η²ḡ_j²), which is unbounded when some ḡ_j ≈ 0.
+    adabatch's guard adds κ times the mean squared coordinate ‖ḡ‖²/P to each denominator:
+    a coordinate with no signal then asks for at most V_j·P/(η²κ‖ḡ‖²), which for evenly
+    spread noise (V_j = V/P) is the norm test's size divided by κ. Coordinates with V_j = 0
+    ask for nothing. ``floor=0, quantile=1`` is the unguarded test (``inf`` on a coordinate
+    with ḡ_j = 0 and V_j > 0).
+
+    Args:
+        stats: one batch's statistics with Σgᵢ⊙gᵢ (``coordinates=True`` in the engine).
+        eta: η > 0.
+        floor: κ ≥ 0, the guard (adabatch's default 0.1).
+        quantile: q ∈ (0, 1], which quantile of the per-coordinate sizes to take (1: the max).
+    """
+    eta = _check_tolerance("eta", eta)
+    floor = float(floor)
+    if not (floor >= 0 and math.isfinite(floor)):
+        raise ValueError(f"floor must be a finite number >= 0, got {floor}")
+    quantile = float(quantile)
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+    variances = coordinate_variance(stats)
+    if stats.num_samples < 2:
+        return math.nan
+    b = stats.num_samples
+    numel = sum(v.numel() for v in variances.values())
+    shift = floor * mean_sq_norm(stats) / max(numel, 1)
+    sizes = []
+    for name, v in variances.items():
+        g = stats.grad_sum[name]
+        g = (g.to_dense() if g.is_sparse else g).double() / b
+        denom = eta**2 * (g.square() + shift)
+        v = v.clamp_min(0.0)  # rounding-negative variances ask for nothing
+        t = torch.where(v == 0, torch.zeros_like(v), v / denom)  # v/0 → inf; NaN stays NaN
+        sizes.append(t.reshape(-1))
+    if not sizes:
+        return math.nan
+    flat = torch.cat(sizes)
+    if quantile == 1.0:
+        return float(flat.max())
+    k = max(1, math.ceil(quantile * flat.numel()))
+    return float(torch.kthvalue(flat.cpu(), k).values)

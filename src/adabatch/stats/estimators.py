@@ -15,12 +15,14 @@ V = V_ip/‖ḡ‖² + V_orth = 0.5 + 1.5. Diversity Δ = 10/‖(3, 3)‖² = 10
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from torch import Tensor
 
 from .summary import GradStats, sq_norm
 
 __all__ = [
+    "InnerMode",
     "coordinate_variance",
     "gradient_diversity",
     "gradient_variance",
@@ -29,6 +31,30 @@ __all__ = [
     "noise_scale",
     "orthogonal_variance",
 ]
+
+
+InnerMode = Literal["global", "layerwise"]
+_MODES = ("global", "layerwise")
+
+
+def _inner_terms(stats: GradStats, who: str, mode: str) -> tuple[float, float, float]:
+    """(P2, Σ_c b_c‖ḡ_c‖⁴, Σ_c P2_c/‖ḡ_c‖²) or their per-tensor sums, as Python floats."""
+    if mode == "global":
+        return _require_inner(stats, who)
+    if mode == "layerwise":
+        return _require_layer(stats, who)
+    raise ValueError(f"{who}: mode must be one of {_MODES}, got {mode!r}")
+
+
+def _require_layer(stats: GradStats, who: str) -> tuple[float, float, float]:
+    q, norm4, ratio = stats.layer_inner_sum, stats.layer_norm4_sum, stats.layer_ratio_sum
+    if q is None or norm4 is None or ratio is None:
+        raise ValueError(
+            f"{who}(mode='layerwise') needs the per-tensor Q_l = Σᵢ⟨gᵢ^(l), ḡ^(l)⟩², but these "
+            f"statistics were computed without them; compute them with inner_products=True "
+            f"(or pass layer_sq_inner=... to GradStats.from_batch)"
+        )
+    return float(q), float(norm4), float(ratio)
 
 
 def _require_inner(stats: GradStats, who: str) -> tuple[float, float, float]:
@@ -61,7 +87,7 @@ def gradient_variance(stats: GradStats) -> float:
     return (float(stats.sum_sq_norms) - b * mean_sq_norm(stats)) / (b - 1)
 
 
-def inner_product_variance(stats: GradStats) -> float:
+def inner_product_variance(stats: GradStats, *, mode: InnerMode = "global") -> float:
     """V_ip = (P2 − b‖ḡ‖⁴)/(b − 1), the sample variance of pᵢ = ⟨gᵢ, ḡ⟩.
 
     V_ip = (1/(b−1)) Σᵢ (pᵢ − ‖ḡ‖²)², since the mean of the pᵢ is ‖ḡ‖². It estimates
@@ -70,23 +96,38 @@ def inner_product_variance(stats: GradStats) -> float:
     for stochastic optimization" (T = V_ip/(θ²‖ḡ‖⁴)). For merged statistics of k groups it is
     the pooled within-group variance Σ_c(P2_c − b_c‖ḡ_c‖⁴)/(b − k) (see `GradStats`).
     NaN when b ≤ k.
+
+    ``mode="global"`` (the default) is the definition above. ``mode="layerwise"`` is what the
+    AdAdaGrad authors' code (timlautk/AdAdaGrad, ``tests.py``) computes: the variance is taken
+    per parameter tensor l, of pᵢ^(l) = ⟨gᵢ^(l), ḡ^(l)⟩ (the slices of gᵢ and ḡ belonging to
+    l), and summed over tensors, which drops the covariances between tensors:
+    V_ip_lw = Σ_l V_ip^(l) = (Σ_l Q_l − b Σ_l ‖ḡ^(l)‖⁴)/(b − 1) with Q_l = Σᵢ (pᵢ^(l))²,
+    pooled over merged groups like the global one (see NOTE [layerwise] in `GradStats`). With
+    a single parameter tensor the two modes agree.
     """
-    p2, norm4, _ = _require_inner(stats, "inner_product_variance")
+    p2, norm4, _ = _inner_terms(stats, "inner_product_variance", mode)
     dof = stats.num_samples - stats.num_groups
     if dof < 1:
         return math.nan
     return (p2 - norm4) / dof
 
 
-def orthogonal_variance(stats: GradStats) -> float:
+def orthogonal_variance(stats: GradStats, *, mode: InnerMode = "global") -> float:
     """V_orth = (S2 − P2/‖ḡ‖²)/(b − 1), the variance orthogonal to the mean gradient.
 
     With rᵢ = gᵢ − (pᵢ/‖ḡ‖²) ḡ (which average to 0), V_orth = (1/(b−1)) Σᵢ ‖rᵢ‖². It drives
     the orthogonality test of Bollapragada, Byrd & Nocedal (2018) (T = V_orth/(ν²‖ḡ‖²)), and
     satisfies V = V_ip/‖ḡ‖² + V_orth for one batch. For merged statistics of k groups it is
     (S2 − Σ_c P2_c/‖ḡ_c‖²)/(b − k). NaN when b ≤ k.
+
+    ``mode="global"`` (the default) is the definition above. ``mode="layerwise"`` is what the
+    AdAdaGrad authors' code (timlautk/AdAdaGrad, ``tests.py``) computes: per parameter tensor
+    l, rᵢ^(l) = gᵢ^(l) − (pᵢ^(l)/‖ḡ^(l)‖²) ḡ^(l) with pᵢ^(l) = ⟨gᵢ^(l), ḡ^(l)⟩, and
+    V_orth_lw = Σ_l (1/(b−1)) Σᵢ ‖rᵢ^(l)‖² = (S2 − Σ_l Q_l/‖ḡ^(l)‖²)/(b − 1), dropping the
+    covariances between tensors (a tensor with ḡ^(l) = 0 contributes Q_l/‖ḡ^(l)‖² = 0).
+    Merged groups pool like the global one. With a single parameter tensor the modes agree.
     """
-    _, _, ratio = _require_inner(stats, "orthogonal_variance")
+    _, _, ratio = _inner_terms(stats, "orthogonal_variance", mode)
     dof = stats.num_samples - stats.num_groups
     if dof < 1:
         return math.nan

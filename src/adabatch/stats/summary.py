@@ -11,6 +11,7 @@ field                   value                                       merges by
 ``sum_sq_norms``        S2 = Σᵢ ‖gᵢ‖²                               addition
 ``coord_sq_sum``        M = Σᵢ gᵢ ⊙ gᵢ, per parameter (optional)    addition
 ``sum_sq_inner``        P2 = Σᵢ ⟨gᵢ, ḡ⟩² (optional)                 see below
+``layer_inner_sum``     Σ_l Σᵢ ⟨gᵢ^(l), ḡ^(l)⟩² (optional)          see below
 ======================  ==========================================  ======================
 
 NOTE [merged P2]: P2 is taken against the mean of the batch it was computed on. That mean is
@@ -29,6 +30,25 @@ With them, `inner_product_variance` and `orthogonal_variance` of a merged summar
 direction. For a single batch (k = 1) they are exactly the textbook sample variances. The
 additive fields (b, Σgᵢ, S2, M) of a merged summary are exactly those of the union.
 
+NOTE [layerwise]: the AdAdaGrad authors' code (timlautk/AdAdaGrad, ``tests.py``) takes the
+inner products per parameter tensor l instead: pᵢ^(l) = ⟨gᵢ^(l), ḡ^(l)⟩ with gᵢ^(l), ḡ^(l)
+the slices of gᵢ and ḡ belonging to tensor l. With Q_l = Σᵢ (pᵢ^(l))² (taken, like P2,
+against the mean of the batch it was computed on), three more optional additive scalars are
+kept per merged group c, exactly like ``group_norm4_sum`` and ``group_ratio_sum``:
+
+* ``layer_inner_sum``   = Σ_c Σ_l Q_{c,l}
+* ``layer_norm4_sum``   = Σ_c b_c Σ_l ‖ḡ_{c,l}‖⁴
+* ``layer_ratio_sum``   = Σ_c Σ_l Q_{c,l} / ‖ḡ_{c,l}‖²    (a tensor with ḡ_{c,l} = 0 contributes 0)
+
+from which ``mode="layerwise"`` of `inner_product_variance` and `orthogonal_variance` gives
+Σ_l of the per-tensor variances, pooled within groups with b − k degrees of freedom. They
+are None when not computed; the engines fill them whenever ``inner_products=True``.
+Caveat: a tensor whose per-sample gradients cancel in the mean while being non-zero (a bias
+right before a training-mode BatchNorm under ``batchnorm="approximate"``) has ḡ^(l) at
+round-off level; its projection direction, hence its ratio term (somewhere between 0 and
+its share of S2), is then round-off too. The global statistics have no such tensor-level
+division.
+
 Scalars are 0-dim float64 tensors on the device where they were computed, so that a training
 loop that only accumulates never synchronises with the device; estimators convert to Python
 floats when a decision is taken.
@@ -37,7 +57,7 @@ floats when a decision is taken.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor
@@ -48,17 +68,49 @@ __all__ = ["GradStats", "sq_norm"]
 def sq_norm(tensors: Mapping[str, Tensor] | list[Tensor]) -> Tensor:
     """Return Σ ‖t‖² over the tensors as a 0-dim float64 tensor (sparse tensors allowed)."""
     values = tensors.values() if isinstance(tensors, Mapping) else tensors
-    total: Tensor | None = None
+    return _sum_terms(_sq_norm_terms(values))
+
+
+def _sq_norm_terms(values: Iterable[Tensor]) -> list[Tensor]:
+    """‖t‖² of each tensor, 0-dim float64, each on its tensor's device."""
+    terms = []
     for t in values:
         if t.is_sparse:
             t = t.coalesce().values()
         # Reduced in the tensor's own dtype (a float64 copy would cost a pass over P);
         # torch sums float32 pairwise, so the relative error stays near float32 epsilon.
-        term = torch.linalg.vector_norm(t).double().square()
+        terms.append(torch.linalg.vector_norm(t).double().square())
+    return terms
+
+
+def _sum_terms(terms: list[Tensor]) -> Tensor:
+    total: Tensor | None = None
+    for term in terms:
         total = term if total is None else total + term
     if total is None:
         return torch.zeros((), dtype=torch.float64)
     return total
+
+
+def _layer_fields(
+    num_samples: int, names: list[str], terms: list[Tensor], layer_sq_inner: Mapping[str, Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(Σ_l Q_l, b Σ_l ‖ḡ^(l)‖⁴, Σ_l Q_l/‖ḡ^(l)‖²) of one batch; ``terms[l]`` = ‖Σᵢgᵢ^(l)‖²."""
+    if set(layer_sq_inner) != set(names):
+        odd = sorted(set(layer_sq_inner) ^ set(names))
+        raise ValueError(
+            f"layer_sq_inner must have one entry per grad_sum parameter; keys differ in {odd[:5]}"
+        )
+    if not names:
+        zero = torch.zeros((), dtype=torch.float64)
+        return zero, zero.clone(), zero.clone()
+    device = layer_sq_inner[names[0]].device
+    q = torch.stack(
+        [layer_sq_inner[n].to(device=device, dtype=torch.float64).reshape(()) for n in names]
+    )
+    mean_sq = torch.stack([t.to(device) for t in terms]) / float(num_samples) ** 2  # ‖ḡ^(l)‖²
+    ratio = torch.where(mean_sq > 0, q / mean_sq.clamp_min(1e-300), 0.0)
+    return q.sum(), num_samples * mean_sq.square().sum(), ratio.sum()
 
 
 def _add_maps(a: Mapping[str, Tensor], b: Mapping[str, Tensor], what: str) -> dict[str, Tensor]:
@@ -97,6 +149,10 @@ class GradStats:
         num_groups: k, how many batches were merged into this summary.
         group_norm4_sum: Σ_c b_c‖ḡ_c‖⁴ over the merged groups (None without P2).
         group_ratio_sum: Σ_c P2_c/‖ḡ_c‖² over the merged groups (None without P2).
+        layer_inner_sum: Σ_c Σ_l Q_{c,l}, Q_l = Σᵢ⟨gᵢ^(l), ḡ^(l)⟩² per parameter tensor l
+            (see NOTE [layerwise]), or None.
+        layer_norm4_sum: Σ_c b_c Σ_l ‖ḡ_{c,l}‖⁴ (None without the layer inner products).
+        layer_ratio_sum: Σ_c Σ_l Q_{c,l}/‖ḡ_{c,l}‖² (None without the layer inner products).
     """
 
     num_samples: int
@@ -107,6 +163,9 @@ class GradStats:
     num_groups: int = 1
     group_norm4_sum: Tensor | None = None
     group_ratio_sum: Tensor | None = None
+    layer_inner_sum: Tensor | None = None
+    layer_norm4_sum: Tensor | None = None
+    layer_ratio_sum: Tensor | None = None
 
     @classmethod
     def from_batch(
@@ -116,14 +175,28 @@ class GradStats:
         sum_sq_norms: Tensor,
         sum_sq_inner: Tensor | None = None,
         coord_sq_sum: Mapping[str, Tensor] | None = None,
+        layer_sq_inner: Mapping[str, Tensor] | None = None,
     ) -> GradStats:
-        """Summarise one batch whose P2 (if given) is taken against this batch's own mean."""
+        """Summarise one batch whose P2 (if given) is taken against this batch's own mean.
+
+        ``layer_sq_inner`` maps every name of ``grad_sum`` to Q_l = Σᵢ⟨gᵢ^(l), ḡ^(l)⟩², the
+        per-tensor inner products of this batch (see NOTE [layerwise]); it fills the
+        ``layer_*`` fields.
+        """
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        # ‖Σᵢgᵢ^(l)‖² per tensor: one pass over the gradients serves the global and the
+        # layerwise terms.
+        terms: list[Tensor] = []
+        if sum_sq_inner is not None or layer_sq_inner is not None:
+            terms = _sq_norm_terms(grad_sum.values())
+        layer: tuple[Tensor | None, Tensor | None, Tensor | None] = (None, None, None)
+        if layer_sq_inner is not None:
+            layer = _layer_fields(num_samples, list(grad_sum), terms, layer_sq_inner)
         norm4 = ratio = p2 = None
         if sum_sq_inner is not None:
             p2 = sum_sq_inner.to(torch.float64)
-            mean_sq = sq_norm(grad_sum).to(p2.device) / float(num_samples) ** 2  # ‖ḡ‖²
+            mean_sq = _sum_terms(terms).to(p2.device) / float(num_samples) ** 2  # ‖ḡ‖²
             norm4 = num_samples * mean_sq.square()
             # P2/‖ḡ‖², defined as 0 when ḡ = 0 (then every ⟨gᵢ, ḡ⟩ = 0 and P2 = 0 too).
             ratio = torch.where(mean_sq > 0, p2 / mean_sq.clamp_min(1e-300), 0.0)
@@ -136,6 +209,9 @@ class GradStats:
             num_groups=1,
             group_norm4_sum=norm4,
             group_ratio_sum=ratio,
+            layer_inner_sum=layer[0],
+            layer_norm4_sum=layer[1],
+            layer_ratio_sum=layer[2],
         )
 
     @classmethod
@@ -167,6 +243,9 @@ class GradStats:
             num_groups=0,
             group_norm4_sum=zero.clone() if inner_products else None,
             group_ratio_sum=zero.clone() if inner_products else None,
+            layer_inner_sum=zero.clone() if inner_products else None,
+            layer_norm4_sum=zero.clone() if inner_products else None,
+            layer_ratio_sum=zero.clone() if inner_products else None,
         )
 
     def mean_grad(self) -> dict[str, Tensor]:
@@ -185,6 +264,12 @@ class GradStats:
         coords = None
         if self.coord_sq_sum is not None and other.coord_sq_sum is not None:
             coords = _add_maps(self.coord_sq_sum, other.coord_sq_sum, "coord_sq_sum")
+        if (self.layer_inner_sum is None) != (other.layer_inner_sum is None):
+            raise ValueError(
+                "cannot add GradStats where only one side has the layerwise inner products "
+                "(layer_inner_sum, layer_norm4_sum, layer_ratio_sum); the engines compute them "
+                "with inner_products=True, GradStats.from_batch with layer_sq_inner=..."
+            )
         return GradStats(
             num_samples=self.num_samples + other.num_samples,
             grad_sum=grad_sum,
@@ -194,6 +279,9 @@ class GradStats:
             num_groups=self.num_groups + other.num_groups,
             group_norm4_sum=_add_optional(self.group_norm4_sum, other.group_norm4_sum, "P2"),
             group_ratio_sum=_add_optional(self.group_ratio_sum, other.group_ratio_sum, "P2"),
+            layer_inner_sum=_add_optional(self.layer_inner_sum, other.layer_inner_sum, "Q"),
+            layer_norm4_sum=_add_optional(self.layer_norm4_sum, other.layer_norm4_sum, "Q"),
+            layer_ratio_sum=_add_optional(self.layer_ratio_sum, other.layer_ratio_sum, "Q"),
         )
 
     def __radd__(self, other: object) -> GradStats:
@@ -251,4 +339,7 @@ def _map_tensors(stats: GradStats, fn) -> GradStats:
         else {k: fn(v) for k, v in stats.coord_sq_sum.items()},
         group_norm4_sum=opt(stats.group_norm4_sum),
         group_ratio_sum=opt(stats.group_ratio_sum),
+        layer_inner_sum=opt(stats.layer_inner_sum),
+        layer_norm4_sum=opt(stats.layer_norm4_sum),
+        layer_ratio_sum=opt(stats.layer_ratio_sum),
     )

@@ -1,7 +1,9 @@
 """One forward/backward pass (one micro-batch) of the hooks engine, and its finalisation.
 
 Layer results arrive in hook scale during the backward (see NOTE [scales] in ``hooks.py``);
-`PassRecord.finalize` rescales once and builds the pass's `GradStats`.
+`PassRecord.finalize` rescales once and builds the pass's `GradStats`. Inner products are
+kept per parameter (qualname), so that finalize gives both the global P2 = Σᵢ(Σ_l pᵢ^(l))²
+and the per-tensor Q_l = Σᵢ(pᵢ^(l))² of the "layerwise" statistics.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class PassRecord:
         self.backward_calls = 0
         self._grad_sum: dict[str, Tensor] = {}  # true scale (Σgᵢ)
         self._sq_terms: list[Tensor] = []
-        self._inner: Tensor | None = None
+        self._inner: dict[str, Tensor] = {}  # qualname → qᵢ^(l), hook scale, length b
         self._coords: dict[str, Tensor] = {}
         self._deferred: list[tuple[LayerRule, LayerCall, tuple[str, ...]]] = []
 
@@ -57,7 +59,7 @@ class PassRecord:
         self._add_grads(result, qualnames)
         self._sq_terms.append(result.sq_norm)
         if result.inner is not None:
-            self._inner = result.inner if self._inner is None else self._inner + result.inner
+            self._add_inner(zip(qualnames, result.inner, strict=True))
         if result.coord_sq is not None:
             for q, m in zip(qualnames, result.coord_sq, strict=True):
                 self._coords[q] = self._coords[q] + m if q in self._coords else m
@@ -68,6 +70,10 @@ class PassRecord:
         """Add a call on shared parameters: its gradients now, its statistics at finalize."""
         self._add_grads(result, qualnames)
         self._deferred.append((rule, call, qualnames))
+
+    def _add_inner(self, pairs: Iterable[tuple[str, Tensor]]) -> None:
+        for q, v in pairs:
+            self._inner[q] = self._inner[q] + v if q in self._inner else v
 
     def _add_grads(self, result: LayerResult, qualnames: tuple[str, ...]) -> None:
         s = self.scale
@@ -97,21 +103,29 @@ class PassRecord:
             sq = (terms[0] if len(terms) == 1 else torch.stack(terms).sum()).double() * s**2
         else:
             sq = torch.zeros((), dtype=torch.float64, device=device)
-        p2 = None
+        p2 = layer_sq = None
         if need.inner:
-            if self._inner is None:
-                p2 = torch.zeros((), dtype=torch.float64, device=device)
+            zero = torch.zeros((), dtype=torch.float64, device=device)
+            layer_sq = {name: zero for name in grad_sum}  # no rule call: Q_l = 0
+            if not self._inner:
+                p2 = zero
             else:
-                # pᵢ = ⟨gᵢ, ḡ⟩ = (s²/b)·qᵢ, summed over layers before squaring.
-                p = self._inner.to(torch.float64) * (s**2 / b)
+                # pᵢ^(l) = ⟨gᵢ^(l), ḡ^(l)⟩ = (s²/b)·qᵢ^(l); the global pᵢ = Σ_l pᵢ^(l) is
+                # summed over parameters before squaring.
+                names = list(self._inner)
+                per_param = torch.stack([self._inner[n].to(torch.float64) for n in names])
+                per_param.mul_(s**2 / b)
+                p = per_param.sum(0)
                 p2 = torch.dot(p, p)
+                q = (per_param * per_param).sum(1)
+                layer_sq.update(zip(names, q.unbind(), strict=True))
         coords = None
         if need.coords:
             coords = {}
             for name, g in grad_sum.items():
                 m = self._coords.get(name)
                 coords[name] = m * s**2 if m is not None else torch.zeros_like(g)
-        return GradStats.from_batch(b, grad_sum, sq, p2, coords)
+        return GradStats.from_batch(b, grad_sum, sq, p2, coords, layer_sq)
 
     def _finalize_tied(self, need: Need) -> None:
         """Statistics of calls sharing parameters: per-sample blocks summed across calls."""
@@ -122,7 +136,7 @@ class PassRecord:
         numel = sum(t.numel() for t in totals.values())
         itemsize = next(iter(totals.values())).element_size()
         rows_per_block = max(1, need.max_block_bytes // max(1, numel * itemsize))
-        inner_parts: list[Tensor] = []
+        inner_parts: dict[str, list[Tensor]] = {}
         for start in range(0, b, rows_per_block):
             rows = slice(start, min(b, start + rows_per_block))
             blocks: dict[str, Tensor] = {}
@@ -135,12 +149,11 @@ class PassRecord:
                 sum_of(torch.dot(f.reshape(-1), f.reshape(-1)) for f in flat.values())
             )
             if need.inner:
-                inner_parts.append(sum_of(f @ totals[q].reshape(-1) for q, f in flat.items()))
+                for q, f in flat.items():
+                    inner_parts.setdefault(q, []).append(f @ totals[q].reshape(-1))
             if need.coords:
                 for q, g in blocks.items():
                     sq = (g * g).sum(0)
                     self._coords[q] = self._coords[q] + sq if q in self._coords else sq
-        if inner_parts:
-            inner = torch.cat(inner_parts)
-            self._inner = inner if self._inner is None else self._inner + inner
+        self._add_inner((q, torch.cat(parts)) for q, parts in inner_parts.items())
         self._deferred.clear()

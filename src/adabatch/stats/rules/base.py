@@ -10,8 +10,11 @@ rescales once per batch (``stats/engines/hooks.py``).
 Per-layer contributions (summed over layers by the engine):
 
 * ``sq_norm``  Σᵢ ‖g̃ᵢ‖² over this layer's parameters (a 0-dim tensor),
-* ``inner``    qᵢ = ⟨g̃ᵢ, Σⱼ g̃ⱼ⟩ over this layer's parameters (a length-b vector); the
-  global pᵢ = ⟨gᵢ, ḡ⟩ is the sum over layers, rescaled, *before* squaring,
+* ``inner``    per parameter tensor l of the call (aligned with ``call.names``), the
+  length-b vector qᵢ^(l) = ⟨g̃ᵢ^(l), Σⱼ g̃ⱼ^(l)⟩ against that parameter's own summed
+  gradient. The global pᵢ = ⟨gᵢ, ḡ⟩ is the sum over every parameter of every layer,
+  rescaled, *before* squaring; the per-tensor vectors also give the "layerwise" statistics
+  Σᵢ (pᵢ^(l))² (see `adabatch.stats.summary`),
 * ``coord_sq`` Σᵢ g̃ᵢ ⊙ g̃ᵢ per parameter.
 """
 
@@ -82,7 +85,7 @@ class LayerResult:
 
     grads: list[Tensor]
     sq_norm: Tensor
-    inner: Tensor | None = None
+    inner: list[Tensor] | None = None  # one length-b vector qᵢ^(l) per parameter
     coord_sq: list[Tensor] | None = None
     grad_input: Tensor | None = None  # only when the call asked for it (``call.input_grad``)
 
@@ -123,8 +126,9 @@ def reduce_per_sample(
 
     ``per_sample(rows)`` returns one (m, *shape) tensor per parameter. If all b rows fit in
     ``need.max_block_bytes`` they are materialised once and every statistic is one BLAS-1/2
-    pass over that block: grad = Σᵢ Gᵢ, S2 = ‖G‖²_F, q = G·grad, M = Σᵢ Gᵢ⊙Gᵢ. Otherwise the
-    rows are processed in chunks; q needs the full grad first, so it takes a second pass.
+    pass over that block: grad = Σᵢ Gᵢ, S2 = ‖G‖²_F, q = G·grad (one GEMV per parameter,
+    kept per parameter), M = Σᵢ Gᵢ⊙Gᵢ. Otherwise the rows are processed in chunks; q needs
+    the full grad first, so it takes a second pass.
     ``grads`` may be given when the caller already has the summed gradient.
     """
     numel = sum(p.numel() for p in params)
@@ -156,13 +160,15 @@ def reduce_per_sample(
         grads = sums
     inner = None
     if need.inner:
-        # qᵢ = ⟨Gᵢ, grad⟩ needs the full grad: reuse the block, or revisit the chunks.
-        parts = []
+        # qᵢ = ⟨Gᵢ, grad⟩ per parameter needs the full grad: reuse the block, or revisit the
+        # chunks.
+        parts: list[list[Tensor]] = [[] for _ in grads]
         for rows in chunks:
             m = rows.stop - rows.start
             flat = kept if kept is not None else [g.reshape(m, -1) for g in per_sample(rows)]
-            parts.append(sum_of(f @ t.reshape(-1) for f, t in zip(flat, grads, strict=True)))
-        inner = parts[0] if len(parts) == 1 else torch.cat(parts)
+            for k, (f, t) in enumerate(zip(flat, grads, strict=True)):
+                parts[k].append(f @ t.reshape(-1))
+        inner = [ps[0] if len(ps) == 1 else torch.cat(ps) for ps in parts]
     sq = sq_terms[0] if len(sq_terms) == 1 else torch.stack(sq_terms).sum()
     return LayerResult(grads, sq, inner, coords)
 

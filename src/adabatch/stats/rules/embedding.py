@@ -70,7 +70,7 @@ class EmbeddingRule(RuleBase):
         if need.inner:
             dense = grad.to_dense() if grad.is_sparse else grad
             per_row = (r * dense.index_select(0, tokens)).sum(1)
-            inner = per_row.new_zeros(b).index_add_(0, samples, per_row)
+            inner = [per_row.new_zeros(b).index_add_(0, samples, per_row)]  # the weight only
         coords = None
         if need.coords:
             coords = [self._grad(module, r * r, tokens)]

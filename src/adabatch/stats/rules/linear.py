@@ -7,8 +7,9 @@ Without a sequence dimension (input b × d_in), the "ghost norm" (Goodfellow 201
 2021) gives everything from two b-vectors:
 
 * ‖g̃ᵢ‖² = ‖δᵢ‖² (‖aᵢ‖² + 1)        (the +1 is the bias; drop it without one),
-* qᵢ = ⟨g̃ᵢ, Σⱼ g̃ⱼ⟩ = δᵢᵀ (G_W aᵢ + g_b)              cost b·d_in·d_out ("direct"),
-      = Σⱼ ⟨δᵢ, δⱼ⟩ (⟨aᵢ, aⱼ⟩ + 1)                    cost b²·(d_in + d_out) ("Gram"),
+* qᵢ = ⟨g̃ᵢ, Σⱼ g̃ⱼ⟩, kept per parameter (weight part + bias part):
+      = δᵢᵀ G_W aᵢ  +  δᵢᵀ g_b                         cost b·d_in·d_out ("direct"),
+      = Σⱼ ⟨δᵢ, δⱼ⟩⟨aᵢ, aⱼ⟩  +  Σⱼ ⟨δᵢ, δⱼ⟩             cost b²·(d_in + d_out) ("Gram"),
   whichever is cheaper,
 * Σᵢ g̃ᵢ ⊙ g̃ᵢ = (δ⊙δ)ᵀ (a⊙a) for the weight, Σᵢ δᵢ⊙δᵢ for the bias.
 
@@ -117,22 +118,18 @@ class LinearRule(RuleBase):
             b, d_in = a.shape
             d_out = d.shape[1]
             if has_w and d_in * d_out <= b * (d_in + d_out):
-                # Direct: qᵢ = δᵢᵀ(G_W aᵢ + g_b).
-                gw = grads[call.names.index("weight")]
-                z = a @ gw.t()
-                if has_b:
-                    z = z + grads[call.names.index("bias")]
-                inner = torch.linalg.vecdot(z, d)
+                # Direct: qᵢ^W = δᵢᵀ G_W aᵢ, qᵢ^b = δᵢᵀ g_b.
+                inner = [
+                    torch.linalg.vecdot(a @ g.t(), d) if name == "weight" else d @ g
+                    for name, g in zip(call.names, grads, strict=True)
+                ]
             else:
-                # Gram: qᵢ = Σⱼ ⟨δᵢ, δⱼ⟩ (⟨aᵢ, aⱼ⟩·[weight] + [bias]).
+                # Gram: qᵢ^W = Σⱼ ⟨δᵢ, δⱼ⟩⟨aᵢ, aⱼ⟩, qᵢ^b = Σⱼ ⟨δᵢ, δⱼ⟩.
                 kd = d @ d.t()
-                if has_w:
-                    ka = a @ a.t()
-                    if has_b:
-                        ka += 1.0
-                    inner = torch.linalg.vecdot(kd, ka)
-                else:
-                    inner = kd.sum(1)
+                inner = [
+                    torch.linalg.vecdot(kd, a @ a.t()) if name == "weight" else kd.sum(1)
+                    for name in call.names
+                ]
 
         coords = None
         if need.coords:

@@ -1,0 +1,209 @@
+"""Learning-rate coupling: the LR the optimizer uses when the batch size changes.
+
+The LR in force is
+
+    lr = lr_sched(t) · rule(B / B₀) · Π f_k
+
+* ``lr_sched(t)``: what the user's own LR scheduler (if any) sets, computed as if the batch
+  never changed;
+* ``rule``: ``none`` (1), ``linear`` (B/B₀; Goyal et al. 2017, for SGD) or ``sqrt``
+  (√(B/B₀); Krizhevsky 2014, Hoffer et al. 2017, for adaptive optimizers);
+* ``f_k``: the persistent factors of the policy's decisions — DiveBatch's ``rescale_lr``
+  (B'/B at each resize) or a schedule's ``lr_factor`` (Devarakonda et al.'s gamma, Smith et
+  al.'s fallback). DiveBatch's rescale alone multiplies to B_t/B₀, the same as ``linear``.
+
+NOTE [composing with a scheduler]. `LRCoupling` never patches the optimizer or the scheduler.
+It remembers, per parameter group, the *unscaled* LR, and writes lr = unscaled × factor into
+``param_groups``. Torch schedulers come in two kinds: closed-form ones (``LambdaLR``,
+``OneCycleLR``, ``CyclicLR``) compute the LR from the step count alone and overwrite
+``param_groups``, while chainable ones (``StepLR``, ``MultiStepLR``, ``ExponentialLR``,
+``CosineAnnealingLR``, ``LinearLR``, ``ReduceLROnPlateau``) transform the LR they find there.
+Neither may see our scaled LR: a closed-form one would erase the factor, and a chainable one
+that is not purely multiplicative (cosine with ``eta_min > 0``) would mix it into its
+recursion. So step the scheduler *through* the coupling — `scheduler_step` writes the
+unscaled LRs back, steps the scheduler, reads its new unscaled LRs and reapplies the factor —
+which is exact for both kinds. ``scheduler.get_last_lr()`` then reports the unscaled LR; the
+LR in force is in ``optimizer.param_groups`` (and `LRCoupling.lrs`).
+
+Warm-up is a scheduler like any other (e.g. ``LinearLR`` from a small factor): it ramps the
+unscaled LR and the coupling multiplies the ramp, so the warm-up ends at
+lr_sched · rule(B/B₀). A batch that grows during warm-up raises the target of the ramp from
+that step on — as Goyal et al.'s gradual warm-up to the large-batch LR does.
+
+An LR set by hand in ``param_groups`` between two calls is taken as a new *scaled* LR: the
+coupling divides its factor out to recover the unscaled one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from .._validate import as_int
+from .base import check_choice, check_positive
+
+__all__ = ["LR_RULES", "LRCoupling", "lr_scale"]
+
+
+def _none(ratio: float) -> float:
+    return 1.0
+
+
+def _sqrt(ratio: float) -> float:
+    return math.sqrt(ratio)
+
+
+def _linear(ratio: float) -> float:
+    return ratio
+
+
+LR_RULES: Mapping[str, Callable[[float], float]] = {
+    "none": _none,
+    "linear": _linear,
+    "sqrt": _sqrt,
+}
+
+
+def lr_scale(rule: str, batch_size: int, base_batch_size: int) -> float:
+    """rule(B/B₀): 1, B/B₀ or √(B/B₀).
+
+    Example:
+        >>> lr_scale("sqrt", 512, 128)
+        2.0
+    """
+    check_choice("lr rule", rule, tuple(LR_RULES))
+    batch_size = as_int(batch_size, "batch_size", minimum=1)
+    base_batch_size = as_int(base_batch_size, "base_batch_size", minimum=1)
+    return LR_RULES[rule](batch_size / base_batch_size)
+
+
+class LRCoupling:
+    """Applies lr = lr_sched · rule(B/B₀) · Π f_k to an optimizer's parameter groups.
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer`` with float LRs.
+        rule: "none", "linear" or "sqrt".
+        base_batch_size: B₀, the batch size the optimizer's current LRs are meant for.
+        scheduler: the user's LR scheduler, stepped through `scheduler_step` (optional).
+
+    Example::
+
+        coupling = LRCoupling(optimizer, rule="linear", base_batch_size=128,
+                              scheduler=torch.optim.lr_scheduler.StepLR(optimizer, 30))
+        ...
+        coupling.scheduler_step()          # instead of scheduler.step()
+        coupling.update(batch_size=256)    # after the batch grew: lr doubles
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        rule: str = "none",
+        base_batch_size: int,
+        scheduler: Any | None = None,
+    ) -> None:
+        self.rule = check_choice("lr rule", rule, tuple(LR_RULES))
+        self.base_batch_size = as_int(base_batch_size, "base_batch_size", minimum=1)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.batch_size = self.base_batch_size
+        self.decision_factor = 1.0
+        for i, group in enumerate(optimizer.param_groups):
+            if isinstance(group["lr"], torch.Tensor):
+                raise TypeError(
+                    f"param group {i} has a tensor LR; LRCoupling rescales float LRs only "
+                    "(build the optimizer with lr=<float>)"
+                )
+        self._unscaled = [float(g["lr"]) for g in optimizer.param_groups]
+        self._written = list(self._unscaled)
+
+    @property
+    def factor(self) -> float:
+        """rule(B/B₀) · Π f_k, the factor in force."""
+        return LR_RULES[self.rule](self.batch_size / self.base_batch_size) * self.decision_factor
+
+    @property
+    def lrs(self) -> list[float]:
+        """The LRs in force, one per parameter group."""
+        return [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    @property
+    def unscaled_lrs(self) -> list[float]:
+        """The scheduler's LRs, before the factor."""
+        self._absorb_external_changes()
+        return list(self._unscaled)
+
+    def update(self, batch_size: int, lr_factor: float = 1.0) -> None:
+        """Set the batch size in force and multiply in a decision's persistent factor."""
+        self._absorb_external_changes()
+        self.batch_size = as_int(batch_size, "batch_size", minimum=1)
+        self.decision_factor *= check_positive("lr_factor", lr_factor)
+        self._write()
+
+    def scheduler_step(self, *args: Any, **kwargs: Any) -> None:
+        """Step the scheduler on the unscaled LRs, then reapply the factor.
+
+        Arguments go to ``scheduler.step`` (e.g. the metric of ``ReduceLROnPlateau``).
+        """
+        if self.scheduler is None:
+            raise RuntimeError("this LRCoupling has no scheduler; pass scheduler=... to it")
+        self._absorb_external_changes()
+        for group, lr in zip(self.optimizer.param_groups, self._unscaled, strict=True):
+            group["lr"] = lr
+        self.scheduler.step(*args, **kwargs)
+        self._unscaled = [float(g["lr"]) for g in self.optimizer.param_groups]
+        self._write()
+
+    def _absorb_external_changes(self) -> None:
+        groups = self.optimizer.param_groups
+        if len(groups) != len(self._unscaled):
+            raise RuntimeError(
+                f"the optimizer has {len(groups)} parameter groups, the coupling was built "
+                f"for {len(self._unscaled)}; build a new LRCoupling after add_param_group"
+            )
+        factor = self.factor
+        for i, group in enumerate(groups):
+            if float(group["lr"]) != self._written[i]:  # set by hand: a new scaled LR
+                self._unscaled[i] = float(group["lr"]) / factor
+
+    def _write(self) -> None:
+        factor = self.factor
+        self._written = []
+        for group, lr in zip(self.optimizer.param_groups, self._unscaled, strict=True):
+            group["lr"] = lr * factor
+            self._written.append(group["lr"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Rule, B₀, B, the decision factor, the unscaled LRs (and the scheduler's state)."""
+        self._absorb_external_changes()
+        return {
+            "rule": self.rule,
+            "base_batch_size": self.base_batch_size,
+            "batch_size": self.batch_size,
+            "decision_factor": self.decision_factor,
+            "unscaled": list(self._unscaled),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict` and rewrite the scaled LRs into the optimizer."""
+        if state["rule"] != self.rule or state["base_batch_size"] != self.base_batch_size:
+            raise ValueError(
+                f"state_dict is for rule {state['rule']!r} with B0={state['base_batch_size']}, "
+                f"this coupling uses rule {self.rule!r} with B0={self.base_batch_size}"
+            )
+        if len(state["unscaled"]) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"state_dict has {len(state['unscaled'])} parameter groups, the optimizer "
+                f"{len(self.optimizer.param_groups)}"
+            )
+        self.batch_size = as_int(state["batch_size"], "batch_size", minimum=1)
+        self.decision_factor = float(state["decision_factor"])
+        self._unscaled = [float(x) for x in state["unscaled"]]
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self._write()

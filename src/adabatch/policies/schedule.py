@@ -1,0 +1,128 @@
+"""Fixed batch-size schedules: Devarakonda et al.'s AdaBatch and Smith et al.'s hybrid.
+
+**AdaBatch** (Devarakonda, Naumov & Garland, arXiv 1712.02029; NVlabs/AdaBatch): every R
+epochs the batch is multiplied by a factor, B ← ⌊B·factor⌋ (capped), and the learning rate by
+``lr_factor`` (their ``gamma``). Their CIFAR runs double the batch every 20 epochs.
+
+**Increase the batch instead of decaying the LR** (Smith, Kindermans, Ying & Le, ICLR 2018):
+a step LR schedule that divides the LR by k at given epochs becomes one that multiplies the
+batch by k there, which keeps the SGD noise scale ε·N/B on the same path. At the cap the
+batch can only grow by r < k, and the rest of the reduction falls back to the LR: it is
+multiplied by r/k, so that ε·N/B still drops by k (``lr_fallback=True``).
+
+The schedule reads no statistics. Decisions happen at the end of epoch e when e + 1 is a
+multiple of ``every`` (or is one of ``milestones``), so that a torch ``MultiStepLR`` with the
+same milestones and this policy change at the same epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from typing_extensions import Unpack
+
+from .._validate import as_int
+from .base import BatchSizePolicy, Bounds, Decision, check_positive
+
+__all__ = ["SchedulePolicy", "scheduled_size"]
+
+
+def scheduled_size(batch_size: int, factor: float, max_batch_size: float) -> int:
+    """⌊B·factor⌋ capped at ``max_batch_size`` (at least B: a schedule never shrinks)."""
+    return int(min(max(math.floor(batch_size * factor), batch_size), max_batch_size))
+
+
+class SchedulePolicy(BatchSizePolicy):
+    """Multiply the batch by ``factor`` at fixed epochs.
+
+    Args:
+        batch_size: B₀.
+        factor: the batch multiplier at each scheduled epoch (> 1; AdaBatch 2, Smith 5).
+        every: resize after every ``every`` epochs (AdaBatch's ``resize_freq``; default 20
+            when no milestones are given).
+        milestones: resize at these epochs instead (Smith: the LR schedule's milestones).
+        lr_factor: multiply the LR by this at each scheduled epoch (AdaBatch's ``gamma``;
+            1 leaves it). Not combinable with ``lr_fallback``.
+        lr_fallback: Smith's hybrid: multiply the LR by r/factor, where r is the growth the
+            cap allowed (1 while the batch can grow by the full factor).
+        **bounds: min_batch_size, max_batch_size, multiple_of, dataset_size (`Bounds`).
+
+    Example::
+
+        SchedulePolicy(128, factor=2, every=20, max_batch_size=2048)        # AdaBatch
+        SchedulePolicy(128, factor=5, milestones=[60, 120, 160],
+                       lr_fallback=True, max_batch_size=5120)               # Smith et al.
+    """
+
+    name = "schedule"
+
+    def __init__(
+        self,
+        batch_size: int,
+        *,
+        factor: float = 2.0,
+        every: int | None = None,
+        milestones: Sequence[int] | None = None,
+        lr_factor: float = 1.0,
+        lr_fallback: bool = False,
+        **bounds: Unpack[Bounds],
+    ) -> None:
+        super().__init__(batch_size, **bounds)
+        factor = check_positive("factor", factor)
+        if factor < 1:
+            raise ValueError(f"factor must be >= 1 (a schedule grows the batch), got {factor}")
+        if every is not None and milestones is not None:
+            raise ValueError("give either every=R or milestones=[...], not both")
+        if milestones is None:
+            every = as_int(20 if every is None else every, "every", minimum=1)
+            points: tuple[int, ...] | None = None
+        else:
+            if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
+                raise TypeError(f"milestones must be a list of epochs, got {milestones!r}")
+            points = tuple(as_int(m, "milestone", minimum=1) for m in milestones)
+            if list(points) != sorted(set(points)):
+                raise ValueError(f"milestones must be strictly increasing, got {list(points)}")
+        lr_factor = check_positive("lr_factor", lr_factor)
+        if lr_fallback and lr_factor != 1.0:
+            raise ValueError(
+                "lr_fallback=True derives the LR factor from the capped growth; leave "
+                f"lr_factor at 1 (got {lr_factor})"
+            )
+        self.factor = factor
+        self.every = every
+        self.milestones = points
+        self.lr_factor = lr_factor
+        self.lr_fallback = bool(lr_fallback)
+        self._config = {
+            "factor": factor,
+            "every": every,
+            "milestones": None if points is None else list(points),
+            "lr_factor": lr_factor,
+            "lr_fallback": self.lr_fallback,
+        }
+
+    def is_scheduled(self, epoch: int) -> bool:
+        """Whether the schedule acts at the end of epoch ``epoch`` (0-based)."""
+        if self.milestones is not None:
+            return epoch + 1 in self.milestones
+        assert self.every is not None
+        return (epoch + 1) % self.every == 0
+
+    def after_epoch(self, *, epoch: int) -> Decision | None:  # noqa: D102 - see base
+        if not self.is_scheduled(epoch):
+            return None
+        old = self._batch_size
+        target = scheduled_size(old, self.factor, self.max_batch_size)
+        new = self.clamp(target) if target > old else old
+        # Smith's fallback: the LR takes the part of the factor the capped batch could not.
+        lr_factor = (new / old) / self.factor if self.lr_fallback else self.lr_factor
+        return self._decide(
+            new,
+            step=None,
+            epoch=epoch,
+            statistic="epoch",
+            value=epoch,
+            suggested=old * self.factor,
+            lr_factor=lr_factor,
+        )
