@@ -29,6 +29,7 @@ WORLD = 2
 def _worker(rank_: int, init_file: str) -> None:
     # Imported here: the spawned process imports this module by name.
     from _compare import assert_stats_close, close
+    from _dist import exit_worker
     from _models import SmallCNN
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank_, world_size=WORLD)
@@ -97,6 +98,7 @@ def _worker(rank_: int, init_file: str) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    exit_worker()
 
 
 def test_all_reduce_matches_single_process(tmp_path) -> None:

@@ -23,6 +23,8 @@ N = 13  # batches of 5, 7 (resized), 1: rank 1's share of the last batch is empt
 
 
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
+    from _dist import exit_worker
+
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         _check(rank)
@@ -32,6 +34,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         open(os.path.join(out_dir, f"ok{rank}"), "w").close()
     finally:
         dist.destroy_process_group()
+    exit_worker()
 
 
 def _check(rank: int) -> None:

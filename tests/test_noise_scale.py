@@ -148,3 +148,23 @@ def test_two_batch_policy_refuses_per_sample_statistics():
     assert not policy.stats_request.per_sample
     with pytest.raises(RuntimeError, match="two-batch estimator"):
         policy.observe(None)  # type: ignore[arg-type]
+
+
+def test_observe_parts_feeds_the_two_batch_estimates():
+    gen = torch.Generator().manual_seed(3)
+    model = model_at_u()
+    parts = []
+    with GradStatsTracker(model) as tracker:
+        for size in (4, 4, 6):
+            x, y = draw(size, gen)
+            model.zero_grad()
+            loss_fn(model, x, y).backward()
+            parts.append(tracker.pop())
+    policy = NoiseScalePolicy(8, estimator="two-batch", smoothing=0.0, interval=1)
+    policy.observe_parts(parts)
+    trace, grad_sq = parts_estimates(parts)
+    assert policy.noise_scale == pytest.approx(trace / grad_sq)
+    # By hand: the small norm is the parts' mean ‖ḡ_r‖² at the harmonic-mean size 4.5.
+    small = sum(mean_sq_norm(p) for p in parts) / 3
+    big = mean_sq_norm(parts[0] + parts[1] + parts[2])
+    assert (trace, grad_sq) == pytest.approx(two_batch_estimates(small, 4.5, big, 14))

@@ -318,6 +318,10 @@ def test_state_of_another_mode_is_refused() -> None:
         ({"initial_accumulator_value": 0.0}, "must be > 0 in mode='global', got 0.0"),
         ({"mode": "layerwise"}, "mode must be one of 'global', 'rowwise'; got 'layerwise'"),
         ({"maximize": "yes"}, "maximize must be a bool, got 'yes'"),
+        (
+            {"mode": "rowwise", "initial_accumulator_value": 0.0, "eps": 0.0},
+            "initial_accumulator_value = 0 with eps = 0 divides 0 by 0",
+        ),
     ],
 )
 def test_bad_arguments_raise_value_error_with_the_value(kwargs: dict, fragment: str) -> None:

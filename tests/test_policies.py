@@ -8,11 +8,14 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from _streams import NUM_PARAMS, corrupted, drive, per_sample_gradients, stats_at
 from adabatch.policies import (
     POLICIES,
     AugmentedInnerProductTest,
+    ConstantPolicy,
     CoordinateNormTest,
     DiveBatchPolicy,
     NormTest,
@@ -252,14 +255,15 @@ def test_smith_schedule_falls_back_to_lr_decay_at_the_cap():
 # ------------------------------------------------------------------------------ tests
 def test_norm_test_policy_follows_its_rule_at_its_interval():
     policy = NormTest(4, eta=0.3, interval=3, max_batch_size=100)
-    assert [s for s in range(9) if policy.wants_stats(step=s, epoch=0)] == [2, 5, 8]
-    stats = stats_at(4, 2)
+    # The AdAdaGrad code tests when iter_num % test_interval == 0.
+    assert [s for s in range(9) if policy.wants_stats(step=s, epoch=0)] == [0, 3, 6]
+    stats = stats_at(4, 3)
     policy.observe(stats)
-    d = policy.after_step(step=2, epoch=0)
+    d = policy.after_step(step=3, epoch=0)
     t = norm_test_size(stats, eta=0.3)
     assert d.value == pytest.approx(t)
     assert d.new_batch_size == min(100, max(4, math.ceil(t)))
-    assert policy.after_step(step=3, epoch=0) is None  # nothing observed: no decision
+    assert policy.after_step(step=4, epoch=0) is None  # nothing observed: no decision
 
 
 def test_tests_never_shrink():
@@ -270,7 +274,8 @@ def test_tests_never_shrink():
 
 
 def test_espath_auto_split_without_smoothing_is_the_norm_test():
-    aug = AugmentedInnerProductTest(8, epsilon=0.4, smoothing=0.0, mode="global")
+    aug = AugmentedInnerProductTest(8, epsilon=0.4, smoothing=0.0)
+    assert aug.mode == "global"  # the default with ε: the equivalence is about global variances
     for step in range(5):
         stats = stats_at(8, step)
         assert aug.suggested_size(stats) == pytest.approx(norm_test_size(stats, eta=0.4), rel=1e-9)
@@ -309,3 +314,77 @@ def test_stream_stats_match_the_oracle():
     from _streams import oracle_stats_at
 
     assert_stats_close(stats_at(7, 3), oracle_stats_at(7, 3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lo=st.integers(1, 64),
+    span=st.integers(0, 5000),
+    multiple=st.integers(1, 48),
+    dataset=st.one_of(st.none(), st.integers(1, 6000)),
+    size=st.one_of(st.floats(0, 1e7), st.just(math.inf)),
+)
+def test_clamp_is_an_integer_multiple_within_bounds(lo, span, multiple, dataset, size):
+    hi = lo + span
+    cap = min(hi, dataset if dataset is not None else hi) // multiple * multiple
+    first = -(-lo // multiple) * multiple  # the smallest multiple ≥ min_batch_size
+    if cap < lo:  # no multiple of `multiple` in [lo, cap]: refused at construction
+        with pytest.raises(ValueError, match="is below min_batch_size"):
+            ConstantPolicy(
+                first,
+                min_batch_size=lo,
+                max_batch_size=hi,
+                multiple_of=multiple,
+                dataset_size=dataset,
+            )
+        return
+    policy = ConstantPolicy(
+        first, min_batch_size=lo, max_batch_size=hi, multiple_of=multiple, dataset_size=dataset
+    )
+    got = policy.clamp(size)
+    assert type(got) is int and got % multiple == 0
+    assert lo <= got <= cap
+    if size >= cap:
+        assert got == cap
+    elif size <= first:
+        assert got == first
+    else:
+        assert got >= size and got - size < multiple  # the next multiple up
+
+
+def test_uncapped_policies_keep_the_batch_on_an_infinite_size():
+    zero_mean = {"w": torch.tensor([[1.0], [-1.0], [2.0], [-2.0]], dtype=torch.float64)}
+    from _streams import stats_of
+
+    policy = NormTest(4)  # no max_batch_size, no dataset_size: nowhere to go
+    policy.observe(stats_of(zero_mean))
+    with pytest.warns(RuntimeWarning, match="infinite and the policy has no cap"):
+        d = policy.after_step(step=0, epoch=0)
+    assert d.new_batch_size == 4
+    capped = NormTest(4, max_batch_size=32)
+    capped.observe(stats_of(zero_mean))
+    assert capped.after_step(step=0, epoch=0).new_batch_size == 32
+
+
+def test_divebatch_all_zero_gradients_keep_the_batch():
+    from adabatch.stats import GradStats
+
+    zero = GradStats.from_batch(4, {"w": torch.zeros(3)}, torch.tensor(0.0))
+    policy = DiveBatchPolicy(8, dataset_size=100, max_batch_size=64, every=1)
+    policy.observe(zero)
+    assert policy.after_epoch(epoch=0).new_batch_size == 8  # the authors' 0/(0 + 1e-10) = 0
+
+
+def test_smith_fallback_never_raises_the_lr():
+    policy = SchedulePolicy(
+        104, factor=1.5, milestones=[1], lr_fallback=True, multiple_of=8, max_batch_size=1000
+    )
+    d = policy.after_epoch(epoch=0)
+    assert d.new_batch_size == 160 and d.lr_factor == 1.0  # 156 rounded up to a multiple of 8
+
+
+def test_a_pending_test_result_survives_a_checkpoint():
+    policy = NormTest(4, eta=0.3, max_batch_size=100)
+    policy.observe(stats_at(4, 0))
+    restored = policy_from_state_dict(policy.state_dict())
+    assert restored.after_step(step=0, epoch=0) == policy.after_step(step=0, epoch=0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import io
 import math
 
@@ -72,7 +71,7 @@ def test_readme_loop_grows_the_batch_and_couples_the_lr():
         # Every batch has the size in force (the epoch's last batch may be shorter).
         assert row["size"] <= row["policy_size"]
         # Statistics only on the steps the policy asked for (every second step).
-        assert row["wanted"] == (i % 2 == 1 and row["policy_size"] < 128)
+        assert row["wanted"] == (i % 2 == 0 and row["policy_size"] < 128)
         assert row["passes"] == 0  # popped inside measure, or never recorded
         # lr = 0.05 · √(B/B₀) with B the size in force for this step.
         assert row["lr"] == pytest.approx(0.05 * math.sqrt(row["policy_size"] / 4))
@@ -85,15 +84,15 @@ def test_readme_loop_grows_the_batch_and_couples_the_lr():
 
 
 def test_decisions_apply_from_the_next_batch():
-    policy = NormTest(4, eta=0.2, max_batch_size=256)
+    policy = NormTest(4, eta=0.5, max_batch_size=256)
     model, optimizer, loader, sched, tracker = setup(policy, lr_rule="none")
     log: list[dict] = []
     train(model, optimizer, loader, sched, tracker, epochs=1, log=log)
+    assert len(sched.decisions) >= 3
     for d in sched.decisions:
-        nxt = log[d.step + 1] if d.step + 1 < len(log) else None
-        if nxt is not None:
-            assert nxt["policy_size"] == d.new_batch_size
-            assert nxt["size"] == min(d.new_batch_size, nxt["size"])
+        assert log[d.step]["size"] == d.old_batch_size  # the batch the decision came from
+        if d.step + 1 < len(log) - 1:  # not the epoch's (possibly short) last batch
+            assert log[d.step + 1]["size"] == d.new_batch_size
 
 
 def test_schedule_and_lr_scheduler_at_epoch_ends():
@@ -175,7 +174,7 @@ def test_works_with_a_bare_sampler_and_no_optimizer():
     assert policy.max_batch_size == 100  # bound to the sampler's data set size
     sched.step_epoch()
     sched.step_epoch()
-    assert sampler.batch_size == 90 and sched.lr is None
+    assert sampler.batch_size == 90 and sched.lr_coupling is None
     sched.step_epoch()
     assert sampler.batch_size == 100
 
@@ -205,14 +204,71 @@ def test_errors():
         BatchSizeScheduler(policy, ResizableBatchSampler(100, 8), lr_scheduler_interval="batch")
     with pytest.raises(ValueError, match="configured for dataset_size=50"):
         BatchSizeScheduler(NormTest(8, dataset_size=50), ResizableBatchSampler(100, 8))
+    with pytest.raises(ValueError, match="resize_at='epoch'"):
+        BatchSizeScheduler(NormTest(8), AdaptiveLoader(dataset(), 8, resize_at="epoch"))
+    # Epoch-cadence policies are fine with epoch-start resizes.
+    BatchSizeScheduler(SchedulePolicy(8), AdaptiveLoader(dataset(), 8, resize_at="epoch"))
+    moved = NormTest(8, eta=0.1, max_batch_size=64)
+    moved.observe(__import__("_streams").stats_at(8, 0))
+    moved.after_step(step=0, epoch=0)
+    with pytest.raises(ValueError, match="already moved its batch from 8 to"):
+        BatchSizeScheduler(moved, ResizableBatchSampler(100, moved.batch_size))
+    param = nn.Parameter(torch.zeros(1))
+    with pytest.raises(ValueError, match="rescale_lr already multiplies"):
+        BatchSizeScheduler(
+            DiveBatchPolicy(8, dataset_size=100, max_batch_size=64, rescale_lr=True),
+            ResizableBatchSampler(100, 8),
+            torch.optim.SGD([param], lr=0.1),
+            lr_rule="linear",
+        )
 
 
-def test_repr_and_state_without_loader_state():
-    policy = copy.deepcopy(NormTest(8))
-    sched = BatchSizeScheduler(policy, ResizableBatchSampler(100, 8))
-    assert "norm-test" not in repr(sched) or "NormTest" in repr(sched)
+def test_repr_and_state():
+    sched = BatchSizeScheduler(NormTest(8), ResizableBatchSampler(100, 8))
+    assert repr(sched).startswith("BatchSizeScheduler(NormTest(") and "step 0" in repr(sched)
     state = sched.state_dict()
     assert state["step_count"] == 0 and state["policy"]["name"] == "norm-test"
+    assert state["loader"]["batch_size"] == 8 and state["lr"] is None
+
+
+def test_reduce_on_plateau_gets_its_metric_and_a_failing_scheduler_keeps_the_lr():
+    policy = SchedulePolicy(10, factor=2, every=1)
+    _, optimizer, _, sched, _ = setup(
+        policy,
+        lr_rule="linear",
+        scheduler_factory=lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(
+            o, factor=0.5, patience=0
+        ),
+    )
+    sched.step_epoch(1.0)  # B 10 → 20: lr 0.05 · 2
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+    sched.step_epoch(2.0)  # worse: plateau halves the unscaled LR; B → 40
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025 * 4)
+    with pytest.raises(TypeError):
+        sched.step_epoch()  # ReduceLROnPlateau needs its metric
+    # The failed scheduler step left the scaled LR in place (B is now 80: ×8).
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025 * 8)
+    sched.step_epoch(3.0)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0125 * 16)
+
+
+def test_lr_scheduler_stepped_every_step():
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.05)
+    lr_sched = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
+    sched = BatchSizeScheduler(
+        NormTest(4, eta=0.3, max_batch_size=64),
+        AdaptiveLoader(dataset(), 4, seed=0),
+        optimizer,
+        lr_rule="linear",
+        lr_scheduler=lr_sched,
+        lr_scheduler_interval="step",
+    )
+    for _ in range(5):
+        optimizer.step()
+        sched.step()
+    assert sched.lr_coupling.unscaled_lrs == pytest.approx([0.05 * 0.9**5])
+    sched.step_epoch()  # no extra scheduler step at the epoch end
+    assert sched.lr_coupling.unscaled_lrs == pytest.approx([0.05 * 0.9**5])
 
 
 # ------------------------------------------------------------------------------ presets

@@ -55,10 +55,12 @@ class BatchSizeScheduler:
             ``batch_size`` and ``set_batch_size``) whose batch size equals the policy's.
         optimizer: the optimizer whose LR is coupled (None: leave LRs alone).
         lr_rule: "none", "linear" or "sqrt" (see `adabatch.policies.lr_coupling`).
-        lr_scheduler: your LR scheduler; the scheduler steps it on the unscaled LRs.
+        lr_scheduler: your LR scheduler; it is stepped on the unscaled LRs (arguments such
+            as ReduceLROnPlateau's metric go through `step_epoch` / `step`).
         lr_scheduler_interval: step it in `step_epoch` ("epoch") or in `step` ("step").
 
     Attributes:
+        lr_coupling: the `LRCoupling` (None without an optimizer).
         step_count: optimizer steps taken so far.
         epoch: the epoch in progress.
         decisions: the decisions that changed the batch size or the LR, in order.
@@ -92,6 +94,23 @@ class BatchSizeScheduler:
             raise ValueError("lr_scheduler needs the optimizer it drives (optimizer=...)")
         if optimizer is None and lr_rule != "none":
             raise ValueError(f"lr_rule={lr_rule!r} needs the optimizer (optimizer=...)")
+        if policy.batch_size != policy.initial_batch_size:
+            raise ValueError(
+                f"the policy already moved its batch from {policy.initial_batch_size} to "
+                f"{policy.batch_size}; to resume, build the scheduler from a fresh policy and "
+                "call BatchSizeScheduler.load_state_dict (it restores the LR factors too)"
+            )
+        if policy.cadence == "step" and getattr(loader, "resize_at", "batch") == "epoch":
+            raise ValueError(
+                f"the {policy.name} policy decides after optimizer steps, but the loader "
+                "applies resizes only at epoch starts (resize_at='epoch'): the LR would change "
+                "before the batch does; use resize_at='batch'"
+            )
+        if getattr(policy, "rescale_lr", False) and lr_rule != "none":
+            raise ValueError(
+                f"DiveBatch's rescale_lr already multiplies the LR by B'/B at each resize; "
+                f"lr_rule={lr_rule!r} would scale it a second time: use lr_rule='none'"
+            )
         size = _dataset_size(loader)
         if size is not None:
             policy.set_dataset_size(size)
@@ -104,7 +123,7 @@ class BatchSizeScheduler:
         self.loader = loader
         self.optimizer = optimizer
         self.lr_scheduler_interval = lr_scheduler_interval
-        self.lr = (
+        self.lr_coupling = (
             None
             if optimizer is None
             else LRCoupling(
@@ -114,8 +133,6 @@ class BatchSizeScheduler:
                 scheduler=lr_scheduler,
             )
         )
-        if self.lr is not None and policy.batch_size != policy.initial_batch_size:
-            self.lr.update(policy.batch_size)  # a policy restored mid-run
         self.step_count = 0
         self.epoch = 0
         self.decisions: list[Decision] = []
@@ -144,11 +161,11 @@ class BatchSizeScheduler:
         ranks and passed to `observe`; otherwise the block runs with the tracker paused, at
         the cost of a plain backward.
         """
+        tracker.reset()  # passes from outside the block (e.g. evaluation) are not this step's
         if not self.wants_stats:
             with tracker.paused():
                 yield
             return
-        tracker.reset()  # passes from outside the block (e.g. evaluation) are not this step's
         yield
         self.observe(all_reduce_stats(tracker.pop()))
 
@@ -157,35 +174,42 @@ class BatchSizeScheduler:
         self.policy.observe(stats)
 
     # ------------------------------------------------------------------ stepping
-    def step(self) -> Decision | None:
-        """Call after every optimizer step; returns the decision taken, if any."""
+    def step(self, *lr_scheduler_args: Any) -> Decision | None:
+        """Call after every optimizer step; returns the decision taken, if any.
+
+        With ``lr_scheduler_interval="step"``, arguments go to the LR scheduler's ``step``.
+        """
         decision = self.policy.after_step(step=self.step_count, epoch=self.epoch)
         self.step_count += 1
         self._apply(decision)
         if self.lr_scheduler_interval == "step":
-            self._step_lr_scheduler()
+            self._step_lr_scheduler(lr_scheduler_args)
         return decision
 
-    def step_epoch(self) -> Decision | None:
-        """Call after the last step of every epoch; returns the decision taken, if any."""
+    def step_epoch(self, *lr_scheduler_args: Any) -> Decision | None:
+        """Call after the last step of every epoch; returns the decision taken, if any.
+
+        With ``lr_scheduler_interval="epoch"``, arguments go to the LR scheduler's ``step``
+        (e.g. ``scheduler.step_epoch(val_loss)`` for ``ReduceLROnPlateau``).
+        """
         decision = self.policy.after_epoch(epoch=self.epoch)
         self.epoch += 1
         self._apply(decision)
         if self.lr_scheduler_interval == "epoch":
-            self._step_lr_scheduler()
+            self._step_lr_scheduler(lr_scheduler_args)
         return decision
 
-    def _step_lr_scheduler(self) -> None:
-        if self.lr is not None and self.lr.scheduler is not None:
-            self.lr.scheduler_step()
+    def _step_lr_scheduler(self, args: tuple[Any, ...]) -> None:
+        if self.lr_coupling is not None and self.lr_coupling.scheduler is not None:
+            self.lr_coupling.scheduler_step(*args)
 
     def _apply(self, decision: Decision | None) -> None:
         if decision is None:
             return
         if decision.changed:
             self.loader.set_batch_size(decision.new_batch_size)
-        if self.lr is not None:
-            self.lr.update(decision.new_batch_size, decision.lr_factor)
+        if self.lr_coupling is not None:
+            self.lr_coupling.update(decision.new_batch_size, decision.lr_factor)
         if decision.changed or decision.lr_factor != 1.0:
             self.decisions.append(decision)
 
@@ -194,7 +218,7 @@ class BatchSizeScheduler:
         """Policy, LR coupling (with the LR scheduler), loader, step and epoch counters."""
         return {
             "policy": self.policy.state_dict(),
-            "lr": None if self.lr is None else self.lr.state_dict(),
+            "lr": None if self.lr_coupling is None else self.lr_coupling.state_dict(),
             "loader": self.loader.state_dict() if hasattr(self.loader, "state_dict") else None,
             "step_count": self.step_count,
             "epoch": self.epoch,
@@ -207,8 +231,8 @@ class BatchSizeScheduler:
         Load the optimizer's own state first: this rewrites its LRs to the coupled values.
         """
         self.policy.load_state_dict(state["policy"])
-        if self.lr is not None and state.get("lr") is not None:
-            self.lr.load_state_dict(state["lr"])
+        if self.lr_coupling is not None and state.get("lr") is not None:
+            self.lr_coupling.load_state_dict(state["lr"])
         if state.get("loader") is not None and hasattr(self.loader, "load_state_dict"):
             self.loader.load_state_dict(state["loader"])
         if self.loader.batch_size != self.policy.batch_size:
@@ -220,5 +244,5 @@ class BatchSizeScheduler:
     def __repr__(self) -> str:
         return (
             f"BatchSizeScheduler({self.policy!r}, step {self.step_count}, epoch {self.epoch}, "
-            f"lr rule {None if self.lr is None else self.lr.rule!r})"
+            f"lr rule {None if self.lr_coupling is None else self.lr_coupling.rule!r})"
         )

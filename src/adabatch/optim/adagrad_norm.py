@@ -390,5 +390,10 @@ def _validate_hyperparameters(group: dict[str, Any]) -> None:
             f"{group['initial_accumulator_value']!r}: AdaGrad-Norm's analysis needs v_0 > 0, "
             "and with v_0 = 0 a zero first gradient makes the first step 0/0 (NaN) when eps = 0"
         )
+    if init == 0 and _number(group, "eps") == 0:
+        raise ValueError(
+            "initial_accumulator_value = 0 with eps = 0 divides 0 by 0 on any row whose "
+            "gradient is still zero (NaN); make one of them positive"
+        )
     if not isinstance(group["maximize"], bool):
         raise ValueError(f"maximize must be a bool, got {group['maximize']!r}")

@@ -1,14 +1,15 @@
 """The adaptive-sampling test policies: grow the batch until the sample test passes.
 
-Every ``interval`` optimizer steps (the AdAdaGrad code's ``test_interval``, default 1), the
-statistics of that step's batch give the size T at which the test would just pass
-(`adabatch.policies.sampling_tests`), and the batch becomes
+At steps 0, k, 2k, … with k = ``interval`` (the AdAdaGrad code's ``iter_num % test_interval
+== 0``, default k = 1), the statistics of that step's batch give the size T at which the test
+would just pass (`adabatch.policies.sampling_tests`), and the batch becomes
 
     b ← min(b_max, max(b, ⌈T⌉))
 
 (then rounded to ``multiple_of``). The batch never shrinks, and no statistics are asked for
 once it reaches b_max. A NaN T (b < 2) or non-finite statistics keep the batch and warn once;
-T = inf with finite statistics (ḡ = 0 with noise: no finite batch passes) gives b_max.
+T = inf with finite statistics (ḡ = 0 with noise: no finite batch passes) gives b_max (or
+keeps the batch, warning, when the policy has no cap).
 
 Byrd, Chin, Nocedal & Wu (2012) for the norm test; Bollapragada, Byrd & Nocedal (2018) for
 the inner-product, orthogonality and augmented tests; Lau, Liu & Kolar (AdAdaGrad, arXiv
@@ -74,12 +75,16 @@ class SamplingTestPolicy(BatchSizePolicy):
         self._config = {"interval": self.interval}
         self._pending: float | None = None  # T of the step just observed
 
+    @property
+    def cadence(self) -> str:  # noqa: D102 - see base
+        return "step"
+
     def suggested_size(self, stats: GradStats) -> float:
         """T from one batch's statistics (before rounding and clamping)."""
         raise NotImplementedError
 
     def wants_stats(self, *, step: int, epoch: int) -> bool:  # noqa: D102 - see base
-        return not self.at_max and (step + 1) % self.interval == 0
+        return not self.at_max and step % self.interval == 0
 
     def observe(self, stats: GradStats) -> None:
         """Compute T for this step's batch (its decision follows in `after_step`)."""
@@ -89,16 +94,7 @@ class SamplingTestPolicy(BatchSizePolicy):
         t, self._pending = self._pending, None
         if t is None:
             return None
-        if math.isnan(t):
-            return self._keep(
-                step=step,
-                epoch=epoch,
-                statistic="T",
-                why="the test statistic is undefined (non-finite statistics or a batch of 1)",
-            )
-        old = self._batch_size
-        new = max(old, self.clamp(t))
-        return self._decide(new, step=step, epoch=epoch, statistic="T", value=t, suggested=t)
+        return self.grow_to(t, step=step, epoch=epoch, statistic="T")
 
     def _extra_state(self) -> dict[str, Any]:
         return {"pending": self._pending}
@@ -220,7 +216,8 @@ class AugmentedInnerProductTest(SamplingTestPolicy):
         epsilon: ε > 0: derive θ and ν from it (then leave θ and ν unset).
         split: ρ, or "auto" (the default with ``epsilon``).
         smoothing: β ∈ [0, 1) of the "auto" split's moving averages (default 0.9).
-        mode: "layerwise" (default: the AdAdaGrad code) or "global" (the definition).
+        mode: "layerwise" (the AdAdaGrad code; the default with θ and ν) or "global" (the
+            definition; the default with ε, the form Espath et al.'s equivalence is about).
         Others: see `SamplingTestPolicy`.
     """
 
@@ -235,12 +232,14 @@ class AugmentedInnerProductTest(SamplingTestPolicy):
         epsilon: float | None = None,
         split: float | str | None = None,
         smoothing: float = 0.9,
-        mode: str = "layerwise",
+        mode: str | None = None,
         interval: int = 1,
         **bounds: Unpack[Bounds],
     ) -> None:
         super().__init__(batch_size, interval=interval, **bounds)
-        self.mode = check_choice("mode", mode, MODES)
+        # Espath et al.'s equivalence is a statement about the global variances.
+        default_mode = "layerwise" if epsilon is None else "global"
+        self.mode = check_choice("mode", default_mode if mode is None else mode, MODES)
         smoothing = float(smoothing)
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
@@ -260,7 +259,10 @@ class AugmentedInnerProductTest(SamplingTestPolicy):
             self.epsilon = check_positive("epsilon", epsilon)
             split = "auto" if split is None else split
             if isinstance(split, str):
-                check_choice("split", split, ("auto",))
+                if split != "auto":
+                    raise ValueError(
+                        f"split must be 'auto' or a number in (0, 1) (ρ, θ² = ε²ρ); got {split!r}"
+                    )
                 self.theta = self.nu = math.nan  # set per batch
             else:
                 self.theta, self.nu = espath_split(self.epsilon, split)

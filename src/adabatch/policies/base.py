@@ -211,6 +211,11 @@ class BatchSizePolicy:
         return StatsRequest()
 
     @property
+    def cadence(self) -> str:
+        """When decisions happen: "step" (in `after_step`) or "epoch" (in `after_epoch`)."""
+        return "epoch"
+
+    @property
     def at_max(self) -> bool:
         """Whether the batch has reached the cap (growing policies then stop measuring)."""
         return self._batch_size >= self.max_batch_size
@@ -265,6 +270,49 @@ class BatchSizePolicy:
         rounded = max(math.ceil(size), self.min_batch_size)
         rounded = -(-rounded // m) * m
         return int(min(rounded, self.max_batch_size))
+
+    def grow_to(
+        self,
+        size: float,
+        *,
+        step: int | None,
+        epoch: int,
+        statistic: str,
+        value: float | None = None,
+        monotone: bool = True,
+    ) -> Decision:
+        """Decide ``clamp(size)`` (never below the current batch when ``monotone``).
+
+        ``value`` is the statistic recorded in the decision (default: ``size`` itself). NaN
+        keeps the batch (warning once); so does ``inf`` when the policy has no cap, since
+        there is no batch size to go to.
+        """
+        if math.isnan(size):
+            return self._keep(
+                step=step,
+                epoch=epoch,
+                statistic=statistic,
+                why=f"the {statistic} statistic is undefined (non-finite statistics or b < 2)",
+            )
+        if math.isinf(size) and math.isinf(self.max_batch_size):
+            return self._keep(
+                step=step,
+                epoch=epoch,
+                statistic=statistic,
+                why=f"{statistic} is infinite and the policy has no cap; set max_batch_size or "
+                "dataset_size",
+            )
+        new = self.clamp(size)
+        if monotone:
+            new = max(new, self._batch_size)
+        return self._decide(
+            new,
+            step=step,
+            epoch=epoch,
+            statistic=statistic,
+            value=size if value is None else value,
+            suggested=size,
+        )
 
     def stats_finite(self, stats: GradStats) -> bool:
         """Whether S2, ‖Σgᵢ‖² and (if present) P2 are finite."""

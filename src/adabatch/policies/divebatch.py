@@ -8,8 +8,9 @@ A = Σᵢ gᵢ and S = Σᵢ ‖gᵢ‖², each gᵢ taken at its own minibatch'
     B' = min(max(⌊δ·N·Δ̂⌋, B), B_max)   otherwise,
 
 with N the data set size: the batch never shrinks and never exceeds B_max. The authors' code
-adds 1e-10 to ‖A‖²; here ‖A‖² = 0 gives an infinite (or NaN) Δ̂ and thus B_max, which is what
-the offset produces for any S > 1e-10·B_max/(δN).
+adds 1e-10 to ‖A‖²; here ‖A‖² = 0 with S > 0 gives an infinite Δ̂ and thus B_max, which is
+what the offset produces for any S > 1e-10·B_max/(δN), and S = 0 (every gradient zero) gives
+Δ̂ = 0, so B stays, as 0/(0 + 1e-10) does.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..stats.estimators import gradient_diversity
 from ..stats.summary import GradStats
 from .base import BatchSizePolicy, Decision, StatsRequest, check_positive
 
-__all__ = ["DiveBatchPolicy", "divebatch_batch_size", "divebatch_rule"]
+__all__ = ["DiveBatchPolicy", "divebatch_batch_size", "divebatch_rule", "window_diversity"]
 
 
 def divebatch_rule(
@@ -48,6 +49,13 @@ def divebatch_rule(
     return min(max(math.floor(delta * dataset_size * diversity), batch_size), max_batch_size)
 
 
+def window_diversity(stats: GradStats) -> float:
+    """Δ̂ = S/‖A‖² of a window, with S = 0 giving 0 (keep B) as the authors' 0/(0 + 1e-10)."""
+    if float(stats.sum_sq_norms) == 0.0:
+        return 0.0
+    return gradient_diversity(stats)
+
+
 def divebatch_batch_size(
     stats: GradStats, *, dataset_size: int, delta: float, batch_size: int, max_batch_size: int
 ) -> int:
@@ -64,7 +72,7 @@ def divebatch_batch_size(
         B' = min(max(⌊δ·N·Δ̂⌋, B), B_max), or B_max when Δ̂ = S2/‖Σgᵢ‖² is not finite.
     """
     return divebatch_rule(
-        gradient_diversity(stats),
+        window_diversity(stats),
         dataset_size=dataset_size,
         delta=delta,
         batch_size=batch_size,
@@ -150,6 +158,10 @@ class DiveBatchPolicy(BatchSizePolicy):
     def stats_request(self) -> StatsRequest:  # noqa: D102 - see base
         return StatsRequest(per_sample=True)
 
+    @property
+    def cadence(self) -> str:  # noqa: D102 - see base
+        return "epoch" if self.every_steps is None else "step"
+
     def wants_stats(self, *, step: int, epoch: int) -> bool:  # noqa: D102 - see base
         if self.at_max:
             return False
@@ -160,8 +172,12 @@ class DiveBatchPolicy(BatchSizePolicy):
 
     def observe(self, stats: GradStats) -> None:
         """Add one step's statistics to the window (on the device: no synchronisation)."""
-        stats = stats.detach_copy() if self._window is None else stats
-        self._window = stats if self._window is None else self._window + stats
+        if self._window is None:
+            self._window = stats.detach_copy()
+            return
+        if self._window.sum_sq_norms.device != stats.sum_sq_norms.device:
+            self._window = self._window.to(stats.sum_sq_norms.device)  # restored elsewhere
+        self._window = self._window + stats
 
     def after_step(self, *, step: int, epoch: int) -> Decision | None:  # noqa: D102
         if self.every_steps is None or (step + 1) % self.every_steps:
@@ -181,7 +197,7 @@ class DiveBatchPolicy(BatchSizePolicy):
             return self._keep(
                 step=step, epoch=epoch, statistic="diversity", why="non-finite statistics"
             )
-        diversity = gradient_diversity(window)
+        diversity = window_diversity(window)
         old = self._batch_size
         new = divebatch_rule(
             diversity,

@@ -154,9 +154,11 @@ class LRCoupling:
         self._absorb_external_changes()
         for group, lr in zip(self.optimizer.param_groups, self._unscaled, strict=True):
             group["lr"] = lr
-        self.scheduler.step(*args, **kwargs)
-        self._unscaled = [float(g["lr"]) for g in self.optimizer.param_groups]
-        self._write()
+        try:
+            self.scheduler.step(*args, **kwargs)
+            self._unscaled = [float(g["lr"]) for g in self.optimizer.param_groups]
+        finally:
+            self._write()  # also when the scheduler raised: the scaled LRs are back
 
     def _absorb_external_changes(self) -> None:
         groups = self.optimizer.param_groups

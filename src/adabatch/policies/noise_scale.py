@@ -95,9 +95,11 @@ class EMA:
     """A bias-corrected exponential moving average: m ← βm + (1 − β)x, value m/(1 − βᵗ)."""
 
     def __init__(self, beta: float) -> None:
+        if not (isinstance(beta, (int, float)) and 0.0 <= beta < 1.0):
+            raise ValueError(
+                f"smoothing (the moving-average factor β) must be in [0, 1), got {beta!r}"
+            )
         beta = float(beta)
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"the moving-average factor must be in [0, 1), got {beta}")
         self.beta = beta
         self.mean = 0.0
         self.count = 0
@@ -180,6 +182,10 @@ class NoiseScalePolicy(BatchSizePolicy):
         return StatsRequest(per_sample=self.estimator == "per-sample")
 
     @property
+    def cadence(self) -> str:  # noqa: D102 - see base
+        return "step"
+
+    @property
     def noise_scale(self) -> float:
         """EMA(tr Σ)/EMA(‖G‖²) now (inf when the signal estimate is ≤ 0, NaN before data)."""
         trace, grad_sq = self.trace.value, self.grad_sq.value
@@ -220,17 +226,13 @@ class NoiseScalePolicy(BatchSizePolicy):
         if (step + 1) % self.interval or self.trace.count == 0:
             return None
         scale = self.noise_scale
-        old = self._batch_size
-        new = self.clamp(self.factor * scale)
-        if self.monotone:
-            new = max(new, old)
-        return self._decide(
-            new,
+        return self.grow_to(
+            self.factor * scale,
             step=step,
             epoch=epoch,
             statistic="B_simple",
             value=scale,
-            suggested=self.factor * scale,
+            monotone=self.monotone,
         )
 
     def _extra_state(self) -> dict[str, Any]:

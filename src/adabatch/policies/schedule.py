@@ -115,8 +115,9 @@ class SchedulePolicy(BatchSizePolicy):
         old = self._batch_size
         target = scheduled_size(old, self.factor, self.max_batch_size)
         new = self.clamp(target) if target > old else old
-        # Smith's fallback: the LR takes the part of the factor the capped batch could not.
-        lr_factor = (new / old) / self.factor if self.lr_fallback else self.lr_factor
+        # Smith's fallback: the LR takes the part of the factor the capped batch could not
+        # (never above 1: rounding up to multiple_of may grow the batch past the factor).
+        lr_factor = min(1.0, (new / old) / self.factor) if self.lr_fallback else self.lr_factor
         return self._decide(
             new,
             step=None,
