@@ -168,3 +168,26 @@ def test_observe_parts_feeds_the_two_batch_estimates():
     small = sum(mean_sq_norm(p) for p in parts) / 3
     big = mean_sq_norm(parts[0] + parts[1] + parts[2])
     assert (trace, grad_sq) == pytest.approx(two_batch_estimates(small, 4.5, big, 14))
+
+
+def test_observe_norms_from_accumulated_grads_needs_no_per_sample_work():
+    """The documented recipe: ‖ḡ₁‖² from the first micro-batch's p.grad, ‖ḡ‖² from the last."""
+    gen = torch.Generator().manual_seed(4)
+    x, y = draw(12, gen)
+    model = model_at_u()
+    chunks = [slice(0, 4), slice(4, 12)]
+    first_sq = None
+    for chunk in chunks:
+        n = chunk.stop - chunk.start
+        (loss_fn(model, x[chunk], y[chunk]) * (n / 12)).backward()
+        if first_sq is None:
+            first_sq = float(model.weight.grad.pow(2).sum())
+    final_sq = float(model.weight.grad.pow(2).sum())
+    policy = NoiseScalePolicy(8, estimator="two-batch", smoothing=0.0)
+    policy.observe_norms(first_sq * (12 / 4) ** 2, 4, final_sq, 12)
+    # The same two norms from explicit per-sample gradients gᵢ = xᵢ(xᵢᵀu − yᵢ):
+    g = x * (x @ U - y).unsqueeze(1)
+    small, big = float(g[:4].mean(0).pow(2).sum()), float(g.mean(0).pow(2).sum())
+    trace, grad_sq = two_batch_estimates(small, 4, big, 12)
+    assert policy.trace.value == pytest.approx(trace, rel=1e-9)
+    assert policy.grad_sq.value == pytest.approx(grad_sq, rel=1e-9)

@@ -133,7 +133,8 @@ class NoiseScalePolicy(BatchSizePolicy):
     """Batch = clamp(factor · B_simple), B_simple from separately smoothed estimates.
 
     Every measured step updates the two moving averages (`observe` with a `GradStats` for
-    the per-sample estimator, `observe_estimates` or `observe_parts` for the two-batch one);
+    the per-sample estimator; `observe_norms`, `observe_parts` or `observe_estimates` for the
+    two-batch one);
     every ``interval`` steps the batch becomes clamp(factor · EMA(tr Σ)/EMA(‖G‖²)). A
     non-positive EMA(‖G‖²) means the noise swamps the signal: the batch goes to the cap.
     By default the batch never shrinks (``monotone``), like the other growing policies.
@@ -144,7 +145,7 @@ class NoiseScalePolicy(BatchSizePolicy):
         smoothing: β of both moving averages (default 0.99).
         interval: decide every ``interval`` optimizer steps.
         estimator: "per-sample" (reads S2; statistics every step) or "two-batch" (feed
-            `observe_parts` or `observe_estimates` yourself; no per-sample statistics).
+            `observe_norms` or `observe_parts` yourself; no per-sample statistics).
         monotone: never shrink the batch.
         **bounds: min_batch_size, max_batch_size, multiple_of, dataset_size (`Bounds`).
     """
@@ -202,8 +203,8 @@ class NoiseScalePolicy(BatchSizePolicy):
         """Update the averages from one batch's per-sample statistics."""
         if self.estimator != "per-sample":
             raise RuntimeError(
-                "this noise-scale policy uses the two-batch estimator: feed observe_parts() "
-                "or observe_estimates(), or build it with estimator='per-sample'"
+                "this noise-scale policy uses the two-batch estimator: feed observe_norms() "
+                "or observe_parts(), or build it with estimator='per-sample'"
             )
         if not self.stats_finite(stats) or stats.num_samples < 2:
             self.warn_once("non-finite statistics or a batch of 1; step skipped")
@@ -213,6 +214,21 @@ class NoiseScalePolicy(BatchSizePolicy):
     def observe_parts(self, parts: Sequence[GradStats]) -> None:
         """Update the averages from a batch's micro-batches or ranks (two-batch estimator)."""
         self.observe_estimates(*parts_estimates(parts))
+
+    def observe_norms(
+        self, small_sq_norm: float, small_size: float, big_sq_norm: float, big_size: float
+    ) -> None:
+        """Update the averages from two mean-gradient norms (`two_batch_estimates`).
+
+        The no-per-sample route with gradient accumulation: after the first micro-batch's
+        backward (loss weighted n₁/N), ``p.grad`` holds (n₁/N)·ḡ₁, so
+        ‖ḡ₁‖² = Σ‖p.grad‖²·(N/n₁)²; after the last one it holds ḡ, so ‖ḡ‖² = Σ‖p.grad‖²::
+
+            policy.observe_norms(first_sq * (N / n1) ** 2, n1, final_sq, N)
+        """
+        self.observe_estimates(
+            *two_batch_estimates(small_sq_norm, small_size, big_sq_norm, big_size)
+        )
 
     def observe_estimates(self, trace: float, grad_sq: float) -> None:
         """Update the averages with unbiased estimates of tr Σ and ‖G‖²."""
