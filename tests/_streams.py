@@ -8,6 +8,7 @@ restored from a checkpoint can be fed exactly what the uninterrupted one saw.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -70,8 +71,6 @@ def oracle_stats_at(batch_size: int, step: int, **kwargs) -> GradStats:
 
 def corrupted(stats: GradStats, value: float) -> GradStats:
     """The same statistics with S2 replaced by ``value`` (NaN or inf)."""
-    import dataclasses
-
     return dataclasses.replace(stats, sum_sq_norms=torch.tensor(value, dtype=torch.float64))
 
 

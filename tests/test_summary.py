@@ -80,3 +80,17 @@ def test_empty_is_the_neutral_element() -> None:
     assert gradient_variance(t) == gradient_variance(s)
     assert mean_sq_norm(e) != mean_sq_norm(e)  # NaN
     assert gradient_diversity(e) != gradient_diversity(e)
+
+
+def test_cached_grad_sum_norm_matches_a_fresh_computation():
+    from adabatch.stats.summary import sq_norm
+
+    g = {"a": torch.randn(3, 2, dtype=torch.float64), "b": torch.randn(4, dtype=torch.float64)}
+    seeded = GradStats.from_batch(
+        5, g, torch.tensor(9.0), sum_sq_inner=torch.tensor(2.0)
+    )  # from_batch seeds the cache from its own pass
+    lazy = GradStats.from_batch(5, g, torch.tensor(9.0))
+    expected = float(sq_norm(g))
+    assert float(seeded.grad_sum_sq_norm) == expected == float(lazy.grad_sum_sq_norm)
+    merged = seeded + seeded  # a new summary: its own value, not a copied cache
+    assert float(merged.grad_sum_sq_norm) == pytest.approx(4 * expected)

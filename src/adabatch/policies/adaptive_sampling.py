@@ -25,10 +25,10 @@ from typing import Any
 
 from typing_extensions import Unpack
 
-from .._validate import as_int
+from .._validate import as_int, check_choice, check_positive
 from ..stats.estimators import inner_product_variance, mean_sq_norm, orthogonal_variance
 from ..stats.summary import GradStats
-from .base import BatchSizePolicy, Bounds, Decision, StatsRequest, check_choice, check_positive
+from .base import BatchSizePolicy, Bounds, Decision, StatsRequest
 from .sampling_tests import (
     MODES,
     augmented_test_size,
@@ -133,7 +133,22 @@ class NormTest(SamplingTestPolicy):
         return norm_test_size(stats, eta=self.eta)
 
 
-class InnerProductTest(SamplingTestPolicy):
+class _InnerProductFamily(SamplingTestPolicy):
+    """The tests that read P2: their ``mode`` and their statistics request."""
+
+    def __init__(
+        self, batch_size: int, *, mode: str, interval: int, **bounds: Unpack[Bounds]
+    ) -> None:
+        super().__init__(batch_size, interval=interval, **bounds)
+        self.mode = check_choice("mode", mode, MODES)
+        self._config["mode"] = self.mode
+
+    @property
+    def stats_request(self) -> StatsRequest:
+        return StatsRequest(per_sample=True, inner_products=True)
+
+
+class InnerProductTest(_InnerProductFamily):
     """The inner-product test: T = V_ip/(θ²‖ḡ‖⁴) (Bollapragada et al. 2018).
 
     Args:
@@ -153,20 +168,15 @@ class InnerProductTest(SamplingTestPolicy):
         interval: int = 1,
         **bounds: Unpack[Bounds],
     ) -> None:
-        super().__init__(batch_size, interval=interval, **bounds)
+        super().__init__(batch_size, mode=mode, interval=interval, **bounds)
         self.theta = check_positive("theta", theta)
-        self.mode = check_choice("mode", mode, MODES)
-        self._config.update(theta=self.theta, mode=self.mode)
-
-    @property
-    def stats_request(self) -> StatsRequest:  # noqa: D102 - see base
-        return StatsRequest(per_sample=True, inner_products=True)
+        self._config["theta"] = self.theta
 
     def suggested_size(self, stats: GradStats) -> float:  # noqa: D102
         return inner_product_test_size(stats, theta=self.theta, mode=self.mode)
 
 
-class OrthogonalityTest(SamplingTestPolicy):
+class OrthogonalityTest(_InnerProductFamily):
     """The orthogonality test alone: T = V_orth/(ν²‖ḡ‖²) (Bollapragada et al. 2018).
 
     Args:
@@ -186,20 +196,15 @@ class OrthogonalityTest(SamplingTestPolicy):
         interval: int = 1,
         **bounds: Unpack[Bounds],
     ) -> None:
-        super().__init__(batch_size, interval=interval, **bounds)
+        super().__init__(batch_size, mode=mode, interval=interval, **bounds)
         self.nu = check_positive("nu", nu)
-        self.mode = check_choice("mode", mode, MODES)
-        self._config.update(nu=self.nu, mode=self.mode)
-
-    @property
-    def stats_request(self) -> StatsRequest:  # noqa: D102 - see base
-        return StatsRequest(per_sample=True, inner_products=True)
+        self._config["nu"] = self.nu
 
     def suggested_size(self, stats: GradStats) -> float:  # noqa: D102
         return orthogonality_test_size(stats, nu=self.nu, mode=self.mode)
 
 
-class AugmentedInnerProductTest(SamplingTestPolicy):
+class AugmentedInnerProductTest(_InnerProductFamily):
     """Inner-product and orthogonality tests together: T = max(T_ip, T_orth).
 
     (Bollapragada et al. 2018; AdAdaGrad's ``ip+orth``.) Either give θ and ν, or give ε and
@@ -236,10 +241,10 @@ class AugmentedInnerProductTest(SamplingTestPolicy):
         interval: int = 1,
         **bounds: Unpack[Bounds],
     ) -> None:
-        super().__init__(batch_size, interval=interval, **bounds)
         # Espath et al.'s equivalence is a statement about the global variances.
-        default_mode = "layerwise" if epsilon is None else "global"
-        self.mode = check_choice("mode", default_mode if mode is None else mode, MODES)
+        if mode is None:
+            mode = "layerwise" if epsilon is None else "global"
+        super().__init__(batch_size, mode=mode, interval=interval, **bounds)
         smoothing = float(smoothing)
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
@@ -274,14 +279,9 @@ class AugmentedInnerProductTest(SamplingTestPolicy):
             epsilon=self.epsilon,
             split=self.split,
             smoothing=self.smoothing,
-            mode=self.mode,
         )
         # Moving sums of V_ip/‖ḡ‖² and V_orth for split="auto".
         self._sums = [0.0, 0.0]
-
-    @property
-    def stats_request(self) -> StatsRequest:  # noqa: D102 - see base
-        return StatsRequest(per_sample=True, inner_products=True)
 
     def current_split(self, stats: GradStats) -> float:
         """Update the "auto" averages with this batch and return ρ = ā/(ā + c̄)."""

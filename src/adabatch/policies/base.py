@@ -43,8 +43,6 @@ __all__ = [
     "Bounds",
     "Decision",
     "StatsRequest",
-    "check_choice",
-    "check_positive",
 ]
 
 
@@ -105,24 +103,6 @@ class Decision:
     def changed(self) -> bool:
         """Whether the batch size changed."""
         return self.new_batch_size != self.old_batch_size
-
-
-def check_positive(name: str, value: Any, *, hint: str = "") -> float:
-    """``value`` as a float that is positive and finite, else a ValueError naming it."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}") from None
-    if not (number > 0 and math.isfinite(number)):
-        raise ValueError(f"{name} must be a positive finite number{hint}, got {value!r}")
-    return number
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    """``value`` if it is one of ``choices``, else a ValueError listing them."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-    return value
 
 
 class BatchSizePolicy:

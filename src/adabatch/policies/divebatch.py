@@ -19,10 +19,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .._validate import as_int
+from .._validate import as_int, check_positive
 from ..stats.estimators import gradient_diversity
 from ..stats.summary import GradStats
-from .base import BatchSizePolicy, Decision, StatsRequest, check_positive
+from .base import BatchSizePolicy, Decision, StatsRequest
+
+_DELTA_HINT = " (the papers use 0.01-0.1)"
 
 __all__ = ["DiveBatchPolicy", "divebatch_batch_size", "divebatch_rule", "window_diversity"]
 
@@ -34,11 +36,7 @@ def divebatch_rule(
     dataset_size = as_int(dataset_size, "dataset_size", minimum=1)
     batch_size = as_int(batch_size, "batch_size", minimum=1)
     max_batch_size = as_int(max_batch_size, "max_batch_size", minimum=1)
-    delta = float(delta)
-    if not (delta > 0 and math.isfinite(delta)):
-        raise ValueError(
-            f"delta must be a positive finite number (the papers use 0.01-0.1), got {delta}"
-        )
+    delta = check_positive("delta", delta, hint=_DELTA_HINT)
     if max_batch_size < batch_size:
         raise ValueError(
             f"max_batch_size ({max_batch_size}) must be >= batch_size ({batch_size}): DiveBatch "
@@ -128,7 +126,7 @@ class DiveBatchPolicy(BatchSizePolicy):
             multiple_of=multiple_of,
             dataset_size=dataset_size,
         )
-        self.delta = check_positive("delta", delta, hint=" (the papers use 0.01-0.1)")
+        self.delta = check_positive("delta", delta, hint=_DELTA_HINT)
         self.every = as_int(every, "every", minimum=1)
         self.rescale_lr = bool(rescale_lr)
         if every_steps is None:

@@ -42,8 +42,7 @@ from typing import Any
 
 import torch
 
-from .._validate import as_int
-from .base import check_choice, check_positive
+from .._validate import as_int, check_choice, check_positive
 
 __all__ = ["LR_RULES", "LRCoupling", "lr_scale"]
 

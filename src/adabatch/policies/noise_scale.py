@@ -29,10 +29,10 @@ from typing import Any
 
 from typing_extensions import Unpack
 
-from .._validate import as_int
+from .._validate import as_int, check_choice, check_positive
 from ..stats.estimators import gradient_variance, mean_sq_norm
 from ..stats.summary import GradStats, sq_norm
-from .base import BatchSizePolicy, Bounds, Decision, StatsRequest, check_choice, check_positive
+from .base import BatchSizePolicy, Bounds, Decision, StatsRequest
 
 __all__ = [
     "EMA",
@@ -83,7 +83,7 @@ def parts_estimates(parts: Sequence[GradStats]) -> tuple[float, float]:
         raise ValueError(
             f"the two-batch estimator needs at least 2 non-empty parts, got {len(parts)}"
         )
-    small = sum(float(sq_norm(p.grad_sum)) / p.num_samples**2 for p in parts) / len(parts)
+    small = sum(mean_sq_norm(p) for p in parts) / len(parts)
     harmonic = len(parts) / sum(1.0 / p.num_samples for p in parts)
     total = sum(p.num_samples for p in parts)
     big_sum = {k: sum(p.grad_sum[k] for p in parts) for k in parts[0].grad_sum}

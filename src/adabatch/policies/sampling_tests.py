@@ -40,7 +40,9 @@ import math
 
 import torch
 
+from .._validate import check_choice, check_positive
 from ..stats.estimators import (
+    INNER_MODES,
     coordinate_variance,
     gradient_variance,
     inner_product_variance,
@@ -48,7 +50,6 @@ from ..stats.estimators import (
     orthogonal_variance,
 )
 from ..stats.summary import GradStats
-from .base import check_choice
 
 __all__ = [
     "MODES",
@@ -60,17 +61,8 @@ __all__ = [
     "orthogonality_test_size",
 ]
 
-MODES = ("global", "layerwise")
-
-
-def _check_tolerance(name: str, value: float) -> float:
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(
-            f"{name} must be a positive finite number (the test's relative tolerance, e.g. "
-            f"0.1), got {value}"
-        )
-    return value
+MODES = INNER_MODES
+_TOLERANCE = " (the test's relative tolerance, e.g. 0.1)"
 
 
 def _ratio(variance: float, scale: float) -> float:
@@ -89,7 +81,7 @@ def norm_test_size(stats: GradStats, *, eta: float) -> float:
         stats: one batch's statistics (S2 and Σgᵢ).
         eta: η > 0, the allowed relative error of the mean gradient's norm.
     """
-    eta = _check_tolerance("eta", eta)
+    eta = check_positive("eta", eta, hint=_TOLERANCE)
     return _ratio(gradient_variance(stats), eta**2 * mean_sq_norm(stats))
 
 
@@ -103,7 +95,7 @@ def inner_product_test_size(stats: GradStats, *, theta: float, mode: str = "glob
         theta: θ > 0, the allowed spread of ⟨gᵢ, ḡ⟩ around ‖ḡ‖².
         mode: "global" (the definition) or "layerwise" (the authors' code), see above.
     """
-    theta = _check_tolerance("theta", theta)
+    theta = check_positive("theta", theta, hint=_TOLERANCE)
     mode = check_choice("mode", mode, MODES)
     g2 = mean_sq_norm(stats)
     return _ratio(inner_product_variance(stats, mode=mode), theta**2 * g2 * g2)
@@ -119,7 +111,7 @@ def orthogonality_test_size(stats: GradStats, *, nu: float, mode: str = "global"
         nu: ν > 0, the allowed size of the components orthogonal to ḡ.
         mode: "global" (the definition) or "layerwise" (the authors' code), see above.
     """
-    nu = _check_tolerance("nu", nu)
+    nu = check_positive("nu", nu, hint=_TOLERANCE)
     mode = check_choice("mode", mode, MODES)
     return _ratio(orthogonal_variance(stats, mode=mode), nu**2 * mean_sq_norm(stats))
 
@@ -151,7 +143,7 @@ def espath_split(epsilon: float, rho: float) -> tuple[float, float]:
         epsilon: ε > 0, the norm test's tolerance.
         rho: the share ρ ∈ (0, 1) of ε² given to the inner-product test.
     """
-    epsilon = _check_tolerance("epsilon", epsilon)
+    epsilon = check_positive("epsilon", epsilon, hint=_TOLERANCE)
     rho = float(rho)
     if not 0.0 < rho < 1.0:
         raise ValueError(f"the split rho must be in (0, 1), got {rho}")
@@ -178,7 +170,7 @@ def coordinate_norm_test_size(
         floor: κ ≥ 0, the guard (adabatch's default 0.1).
         quantile: q ∈ (0, 1], which quantile of the per-coordinate sizes to take (1: the max).
     """
-    eta = _check_tolerance("eta", eta)
+    eta = check_positive("eta", eta, hint=_TOLERANCE)
     floor = float(floor)
     if not (floor >= 0 and math.isfinite(floor)):
         raise ValueError(f"floor must be a finite number >= 0, got {floor}")

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 from typing_extensions import Unpack
 
-from .._validate import as_int
-from .base import BatchSizePolicy, Bounds, Decision, check_positive
+from .._validate import as_int, check_positive
+from .base import BatchSizePolicy, Bounds, Decision
 
 __all__ = ["SchedulePolicy", "scheduled_size"]
 

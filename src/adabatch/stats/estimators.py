@@ -19,9 +19,10 @@ from typing import Literal
 
 from torch import Tensor
 
-from .summary import GradStats, sq_norm
+from .summary import GradStats
 
 __all__ = [
+    "INNER_MODES",
     "InnerMode",
     "coordinate_variance",
     "gradient_diversity",
@@ -34,7 +35,7 @@ __all__ = [
 
 
 InnerMode = Literal["global", "layerwise"]
-_MODES = ("global", "layerwise")
+INNER_MODES = ("global", "layerwise")
 
 
 def _inner_terms(stats: GradStats, who: str, mode: str) -> tuple[float, float, float]:
@@ -43,7 +44,7 @@ def _inner_terms(stats: GradStats, who: str, mode: str) -> tuple[float, float, f
         return _require_inner(stats, who)
     if mode == "layerwise":
         return _require_layer(stats, who)
-    raise ValueError(f"{who}: mode must be one of {_MODES}, got {mode!r}")
+    raise ValueError(f"{who}: mode must be one of {INNER_MODES}, got {mode!r}")
 
 
 def _require_layer(stats: GradStats, who: str) -> tuple[float, float, float]:
@@ -70,7 +71,7 @@ def mean_sq_norm(stats: GradStats) -> float:
     """‖ḡ‖² = ‖Σᵢ gᵢ‖² / b², the squared norm of the mean gradient (NaN for b = 0)."""
     if stats.num_samples == 0:
         return math.nan
-    return float(sq_norm(stats.grad_sum)) / float(stats.num_samples) ** 2
+    return float(stats.grad_sum_sq_norm) / float(stats.num_samples) ** 2
 
 
 def gradient_variance(stats: GradStats) -> float:
@@ -142,7 +143,7 @@ def gradient_diversity(stats: GradStats) -> float:
     ⌊δ·N·Δ⌋. Lies in [1/b, ∞); returns inf when Σgᵢ = 0 and S2 > 0, NaN when both are 0.
     """
     s2 = float(stats.sum_sq_norms)
-    denom = float(sq_norm(stats.grad_sum))
+    denom = float(stats.grad_sum_sq_norm)
     if denom == 0.0:
         return math.inf if s2 > 0 else math.nan
     return s2 / denom

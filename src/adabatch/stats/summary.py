@@ -57,6 +57,7 @@ floats when a decision is taken.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -200,7 +201,7 @@ class GradStats:
             norm4 = num_samples * mean_sq.square()
             # P2/‖ḡ‖², defined as 0 when ḡ = 0 (then every ⟨gᵢ, ḡ⟩ = 0 and P2 = 0 too).
             ratio = torch.where(mean_sq > 0, p2 / mean_sq.clamp_min(1e-300), 0.0)
-        return cls(
+        stats = cls(
             num_samples=int(num_samples),
             grad_sum=dict(grad_sum),
             sum_sq_norms=sum_sq_norms.to(torch.float64),
@@ -213,6 +214,9 @@ class GradStats:
             layer_norm4_sum=layer[1],
             layer_ratio_sum=layer[2],
         )
+        if terms:  # the pass above already gave ‖Σgᵢ‖²: seed the cached property with it
+            stats.__dict__["grad_sum_sq_norm"] = _sum_terms(terms)
+        return stats
 
     @classmethod
     def empty(
@@ -247,6 +251,16 @@ class GradStats:
             layer_norm4_sum=zero.clone() if inner_products else None,
             layer_ratio_sum=zero.clone() if inner_products else None,
         )
+
+    @functools.cached_property
+    def grad_sum_sq_norm(self) -> Tensor:
+        """‖Σᵢ gᵢ‖² over all parameters (0-dim float64), computed once per summary.
+
+        Every estimator that needs ‖ḡ‖² reads it, so a decision that combines several of
+        them makes one pass over the parameters, not one per estimator. (A frozen
+        summary never changes, so the cached value stays valid.)
+        """
+        return sq_norm(self.grad_sum)
 
     def mean_grad(self) -> dict[str, Tensor]:
         """ḡ = Σᵢ gᵢ / b per parameter."""
