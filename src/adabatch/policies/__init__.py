@@ -40,6 +40,7 @@ from .noise_scale import (
     per_sample_estimates,
     two_batch_estimates,
 )
+from .rank_norms import RankGradNorms
 from .registry import POLICIES, make_policy, policy_from_state_dict, policy_parameters
 from .sampling_tests import (
     augmented_test_size,
@@ -66,6 +67,7 @@ __all__ = [
     "NoiseScalePolicy",
     "NormTest",
     "OrthogonalityTest",
+    "RankGradNorms",
     "SamplingTestPolicy",
     "SchedulePolicy",
     "StatsRequest",

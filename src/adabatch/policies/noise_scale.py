@@ -18,7 +18,9 @@ Two ways to get unbiased estimates:
 
   With k parts of sizes m_r, the average of their ‖ḡ_r‖² has expectation ‖G‖² + tr Σ·
   mean(1/m_r), so it is the "small" norm at the harmonic-mean size (`parts_estimates`).
-  (gpt-neox and k-diffusion estimate the noise scale this way.)
+  Under DDP the ranks' own gradients are the parts: `RankGradNorms` (a communication hook)
+  gives the estimates without any per-sample statistics. (gpt-neox and k-diffusion estimate
+  the noise scale this way.)
 """
 
 from __future__ import annotations
@@ -133,8 +135,8 @@ class NoiseScalePolicy(BatchSizePolicy):
     """Batch = clamp(factor · B_simple), B_simple from separately smoothed estimates.
 
     Every measured step updates the two moving averages (`observe` with a `GradStats` for
-    the per-sample estimator; `observe_norms`, `observe_parts` or `observe_estimates` for the
-    two-batch one);
+    the per-sample estimator; `observe_norms`, `observe_parts` or `observe_estimates` (e.g.
+    with `RankGradNorms.estimates` under DDP) for the two-batch one);
     every ``interval`` steps the batch becomes clamp(factor · EMA(tr Σ)/EMA(‖G‖²)). A
     non-positive EMA(‖G‖²) means the noise swamps the signal: the batch goes to the cap.
     By default the batch never shrinks (``monotone``), like the other growing policies.
