@@ -154,13 +154,22 @@ class BatchSizeScheduler:
         return self.policy.wants_stats(step=self.step_count, epoch=self.epoch)
 
     @contextlib.contextmanager
-    def measure(self, tracker: Any) -> Iterator[None]:
+    def measure(self, tracker: Any | None) -> Iterator[None]:
         """Run the step's forward/backward inside; statistics are taken if the policy wants.
 
         When it does, the tracker's statistics of the block are popped, all-reduced across
         ranks and passed to `observe`; otherwise the block runs with the tracker paused, at
-        the cost of a plain backward.
+        the cost of a plain backward. ``tracker=None`` is allowed for policies that read no
+        statistics (a constant batch, a schedule), which then need no hooks at all.
         """
+        if tracker is None:
+            if self.policy.stats_request.per_sample:
+                raise ValueError(
+                    f"the {self.policy.name} policy reads per-sample statistics: pass a "
+                    "GradStatsTracker(model, **scheduler.tracker_options) to measure()"
+                )
+            yield
+            return
         tracker.reset()  # passes from outside the block (e.g. evaluation) are not this step's
         if not self.wants_stats:
             with tracker.paused():

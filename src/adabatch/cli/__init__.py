@@ -4,7 +4,9 @@ Each command lives in its own module, listed once in `COMMANDS`. A command modul
 
 - ``HELP``: one line for ``adabatch --help``;
 - ``add_arguments(parser)``: its options and sub-commands on the given argparse parser;
-- ``run(args) -> int``: do the work and return the exit status.
+- ``run(args) -> int``: do the work and return the exit status;
+- optionally ``OVERRIDES = True``: the command takes configuration overrides
+  (``--policy.delta=0.1``), which argparse cannot declare; they arrive as ``args.overrides``.
 
 Exit statuses: 0 success, 1 failure (the message on stderr, without a traceback for the expected
 errors: missing or corrupted data, failed downloads, file system errors), 2 usage error.
@@ -20,11 +22,18 @@ from types import ModuleType
 
 from adabatch import __version__
 from adabatch.datasets.errors import DatasetFormatError
+from adabatch.experiments.config import ConfigError
+from adabatch.experiments.report import ReportError
+from adabatch.experiments.run import RunError
 
 __all__ = ["COMMANDS", "EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "CommandError", "main"]
 
 #: Command name → module. Adding a command is one line here plus its module.
 COMMANDS: dict[str, str] = {
+    "run": "adabatch.cli.run",
+    "compare": "adabatch.cli.compare",
+    "list": "adabatch.cli.list",
+    "report": "adabatch.cli.report",
     "data": "adabatch.cli.data",
 }
 
@@ -66,13 +75,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(_command(args.command), "OVERRIDES", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = extra
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         return int(args._run(args))
     # The errors a user can cause or fix; anything else is a bug and keeps its traceback.
-    except (CommandError, DatasetFormatError, OSError) as exc:
+    except (CommandError, ConfigError, DatasetFormatError, ReportError, RunError, OSError) as exc:
         print(f"adabatch: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

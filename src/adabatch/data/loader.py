@@ -262,6 +262,17 @@ class AdaptiveLoader:
         return self._epoch
 
     @property
+    def epoch_done(self) -> bool:
+        """Whether the epoch in progress has delivered all its batches.
+
+        True after the last batch of an epoch was handed out and before the next iteration
+        starts the next epoch, e.g. in a checkpoint taken right after an epoch's last step: a
+        resumed training loop then finishes that epoch (evaluation, epoch-end decisions)
+        instead of iterating into the next one.
+        """
+        return not self._batch_left()
+
+    @property
     def world_size(self) -> int:
         """Number of processes sharing each global batch."""
         return self.sampler.world_size

@@ -1,0 +1,1 @@
+"""Experiments: training runs, their saved files and the reports comparing them."""

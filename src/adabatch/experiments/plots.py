@@ -1,0 +1,209 @@
+"""Plots comparing methods: batch size, accuracy against epochs and time, loss against samples.
+
+Each method keeps one colour in every plot (``tab10``, in the comparison's method order); a line
+is the mean over seeds and the light band around it the range (minimum to maximum) over seeds.
+matplotlib is imported only when plotting, through its Agg canvas: no window, no global pyplot
+state, nothing left open.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .comparison import Comparison, Curve, compare, mean_curve, step_curve
+from .report import Run
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["PLOT_FILES", "plot_comparison"]
+
+#: The files written by `plot_comparison`, in the order it returns them.
+PLOT_FILES = (
+    "batch_size.png",
+    "accuracy_vs_epoch.png",
+    "accuracy_vs_time.png",
+    "loss_vs_samples.png",
+)
+
+_BAND_ALPHA = 0.18
+_DPI = 110
+
+
+def _import_matplotlib() -> dict[str, Any]:
+    try:
+        from matplotlib import colormaps, ticker
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError('plotting needs matplotlib: pip install "adabatch[experiments]"') from exc
+    return {"colormaps": colormaps, "ticker": ticker, "Canvas": FigureCanvasAgg, "Figure": Figure}
+
+
+def _draw(
+    ax: Axes, x: Iterable[float], curve: Curve, colour: Any, label: str, step: bool = False
+) -> None:
+    """The mean line of ``curve`` at ``x``, with the min-max band when there are several runs."""
+    x = list(x)
+    ax.plot(
+        x,
+        curve.mean,
+        color=colour,
+        label=label,
+        lw=1.8,
+        drawstyle="steps-post" if step else "default",
+    )
+    if curve.n > 1:
+        ax.fill_between(
+            x,
+            curve.low,
+            curve.high,
+            color=colour,
+            alpha=_BAND_ALPHA,
+            lw=0,
+            step="post" if step else None,
+        )
+
+
+def _plain(value: float, _position: Any = None) -> str:
+    return f"{value:g}"
+
+
+def _plain_2_5(value: float, _position: Any = None) -> str:
+    """Label the minor ticks 2 and 5 of each decade of a log axis only."""
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** math.floor(math.log10(value))
+    return f"{value:g}" if any(math.isclose(mantissa, m) for m in (2.0, 5.0)) else ""
+
+
+def _target_line(ax: Axes, target: float | None) -> None:
+    if target is not None:
+        ax.axhline(target, color="0.35", ls="--", lw=1.0, label=f"target {target:.2f}%")
+
+
+def plot_comparison(
+    runs: Comparison | Iterable[Run],
+    out_dir: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+) -> list[Path]:
+    """Write the four comparison plots as PNG files in ``out_dir``.
+
+    - ``batch_size.png``: the batch size in force at the end of each epoch (log2 axis);
+    - ``accuracy_vs_epoch.png``: test accuracy against epochs;
+    - ``accuracy_vs_time.png``: mean test accuracy against mean training time (evaluation
+      excluded);
+    - ``loss_vs_samples.png``: training loss of the step records against training samples seen
+      (binned, log axis).
+
+    The accuracy plots draw the target accuracy as a dashed line when there is one.
+
+    Args:
+        runs: A `Comparison` (its runs, order and target are used), or runs, compared with
+            `adabatch.experiments.comparison.compare`'s defaults (so completed runs only).
+        out_dir: The directory to write to (created if needed).
+        title: The plots' title, instead of the comparison's.
+
+    Returns:
+        The paths written, in the order above.
+
+    Raises:
+        ImportError: matplotlib is not installed.
+    """
+    mpl = _import_matplotlib()
+    comparison = runs if isinstance(runs, Comparison) else compare(runs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    palette = mpl["colormaps"]["tab10"]
+    ticker = mpl["ticker"]
+    order = list(comparison.method_order)
+    heading = title or comparison.title
+    methods = [summary.method for summary in comparison.methods]
+
+    def colour(method: str) -> Any:
+        return palette(order.index(method) % 10)
+
+    def label(method: str) -> str:
+        n = len(comparison.runs[method])
+        return f"{method} ({n} seed{'s' * (n != 1)})"
+
+    def figure(
+        name: str, subtitle: str, xlabel: str, ylabel: str, draw: Callable[[Axes], None]
+    ) -> Path:
+        fig = mpl["Figure"](figsize=(7.0, 4.4), layout="constrained")
+        mpl["Canvas"](fig)
+        ax = fig.add_subplot()
+        ax.set_title(f"{heading}: {subtitle}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3, lw=0.6)
+        if xlabel == "epoch":
+            ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+        draw(ax)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(frameon=False, fontsize="small")
+        path = out / name
+        fig.savefig(path, dpi=_DPI)
+        fig.clear()
+        return path
+
+    def batch_size(ax: Axes) -> None:
+        for method in methods:
+            curve = mean_curve(comparison.runs[method], "batch_size")
+            _draw(ax, curve.x, curve, colour(method), label(method), step=True)
+        ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(_plain))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+    def accuracy_vs_epoch(ax: Axes) -> None:
+        for method in methods:
+            curve = mean_curve(comparison.runs[method], "test_accuracy")
+            _draw(ax, curve.x, curve, colour(method), label(method))
+        _target_line(ax, comparison.target_accuracy)
+
+    def accuracy_vs_time(ax: Axes) -> None:
+        for method in methods:
+            curve = mean_curve(comparison.runs[method], "test_accuracy")
+            time = mean_curve(comparison.runs[method], "time")
+            _draw(ax, time.mean, curve, colour(method), label(method))
+        _target_line(ax, comparison.target_accuracy)
+
+    def loss_vs_samples(ax: Axes) -> None:
+        for method in methods:
+            curve = step_curve(comparison.runs[method], "loss", x="samples")
+            if curve.x:
+                _draw(ax, curve.x, curve, colour(method), label(method))
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no step records", transform=ax.transAxes, ha="center", va="center")
+            return
+        ax.set_yscale("log", nonpositive="mask")
+        # plain numbers (0.2, 0.5, 1, 2) rather than 2 × 10⁻¹: decades, and 2 and 5 between
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(_plain))
+        ax.yaxis.set_minor_formatter(ticker.FuncFormatter(_plain_2_5))
+        ax.xaxis.set_major_formatter(ticker.EngFormatter())
+
+    return [
+        figure(
+            PLOT_FILES[0], "batch size", "epoch", "batch size (samples, log₂ scale)", batch_size
+        ),
+        figure(PLOT_FILES[1], "test accuracy", "epoch", "test accuracy (%)", accuracy_vs_epoch),
+        figure(
+            PLOT_FILES[2],
+            "test accuracy against training time",
+            "training time (s, evaluation excluded)",
+            "test accuracy (%)",
+            accuracy_vs_time,
+        ),
+        figure(
+            PLOT_FILES[3],
+            "training loss",
+            "training samples seen",
+            "training loss (log scale)",
+            loss_vs_samples,
+        ),
+    ]

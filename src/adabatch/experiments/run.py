@@ -1,0 +1,291 @@
+"""One run of one experiment into a run directory, and whole suites of them.
+
+A run directory holds::
+
+    config.json     what ran: the experiment, suite, method, seed, the full configuration,
+                    the report settings of the suite, versions and machine
+    metrics.jsonl   the records (see `adabatch.training.callbacks`)
+    checkpoint.pt   the last checkpoint (written atomically)
+    summary.json    written when the run stops: status, final accuracy, totals
+    tensorboard/    TensorBoard events, when tensorboard is installed
+
+A directory that already holds a run is refused unless ``resume`` (continue it: its saved
+configuration must equal the requested one) or ``overwrite`` (delete it and start again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..training import DivergenceError, FitResult, JsonlLogger, ProgressBar, TensorBoardLogger
+from ..training.callbacks import Callback
+from .build import OPTION_LOOKUPS, build, describe
+from .config import Config, apply_overrides
+from .suites import Method, Suite
+
+__all__ = [
+    "RUN_FILES",
+    "RunError",
+    "RunOutcome",
+    "experiment_config",
+    "load_config_json",
+    "run_experiment",
+]
+
+#: The files (and folder) of a run directory.
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "tensorboard")
+
+
+class RunError(RuntimeError):
+    """A run cannot start or did not finish; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended: ``status`` and the `FitResult` (None if nothing ran)."""
+
+    path: Path
+    status: str
+    result: FitResult | None
+    summary: dict[str, Any]
+
+
+def experiment_config(
+    suite: Suite, method: Method, overrides: Sequence[tuple[str, Any]] = ()
+) -> Config:
+    """The suite's base configuration with the method's, then the user's overrides."""
+    config = apply_overrides(suite.base, dict(method.overrides), OPTION_LOOKUPS)
+    return apply_overrides(config, list(overrides), OPTION_LOOKUPS)
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunError(f"cannot read {path}: {exc}") from None
+
+
+def _run_record(suite: Suite, method: Method, config: Config) -> dict[str, Any]:
+    return {
+        "experiment": f"{suite.name}/{method.label}",
+        "suite": suite.name,
+        "method": method.label,
+        "description": method.description,
+        "seed": config.train.seed,
+        "report": suite.report_info(),
+        "config": config.to_dict(),
+        "versions": {
+            "adabatch": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+    }
+
+
+def _diff(saved: Any, mine: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(mine, dict):
+        out = []
+        for key in sorted(saved.keys() | mine.keys()):
+            out += _diff(saved.get(key), mine.get(key), f"{prefix}{key}.")
+        return out
+    return [] if saved == mine else [f"{prefix[:-1]}: saved {saved!r}, requested {mine!r}"]
+
+
+def _prepare_directory(
+    out: Path, record: Mapping[str, Any], *, resume: bool, overwrite: bool
+) -> str:
+    """Check ``out`` and return "fresh", "resume" or "done"."""
+    if resume and overwrite:
+        raise RunError("pass either --resume or --overwrite, not both")
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out} exists and is not a directory")
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if not present:
+        return "fresh"
+    if overwrite:
+        for name in present:
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        return "fresh"
+    config_path = out / "config.json"
+    if not config_path.exists():
+        raise RunError(
+            f"{out} holds run files ({', '.join(present)}) but no config.json; pass "
+            "--overwrite to start a new run there"
+        )
+    saved = _read_json(config_path)
+    status = "running or killed"
+    if (out / "summary.json").exists():
+        status = _read_json(out / "summary.json").get("status", "unknown")
+    if not resume:
+        raise RunError(
+            f"{out} already holds a run ({saved.get('experiment')}, seed {saved.get('seed')}, "
+            f"{status}); pass --resume to continue it or --overwrite to replace it, or choose "
+            "another --out"
+        )
+    diffs = _diff(saved.get("config"), record["config"])
+    if saved.get("experiment") != record["experiment"]:
+        diffs.insert(
+            0, f"experiment: saved {saved.get('experiment')!r}, requested {record['experiment']!r}"
+        )
+    if diffs:
+        raise RunError(
+            f"cannot resume {out}: its configuration differs from the requested one: "
+            + "; ".join(diffs)
+            + ". Resume with the same settings, or pass --overwrite"
+        )
+    return "done" if status == "completed" else "resume"
+
+
+@contextlib.contextmanager
+def _stop_on_signals(request_stop: Any) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the trainer to stop at the next step (checkpoint written)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        request_stop()
+        # A second signal is not gentle any more.
+        for sig, prev in previous.items():
+            signal.signal(sig, prev)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, prev in previous.items():
+            signal.signal(sig, prev)
+
+
+def _callbacks(out: Path, config: Config, progress: bool) -> list[Callback]:
+    callbacks: list[Callback] = [JsonlLogger(out / "metrics.jsonl")]
+    if progress:
+        callbacks.append(ProgressBar())
+    if config.train.tensorboard:
+        # optional: the JSONL file has everything
+        with contextlib.suppress(ImportError):
+            callbacks.append(TensorBoardLogger(out / "tensorboard"))
+    return callbacks
+
+
+def run_experiment(
+    suite: Suite,
+    method: Method,
+    config: Config,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Any = print,
+) -> RunOutcome:
+    """Train ``config`` into the run directory ``out`` and write its summary.
+
+    Raises:
+        RunError: the directory holds another run, the resumed run's configuration differs,
+            or the loss diverged (the message names the last good checkpoint).
+        ConfigError: an invalid configuration.
+    """
+    out = Path(out)
+    record = _run_record(suite, method, config)
+    state = _prepare_directory(out, record, resume=resume, overwrite=overwrite)
+    if state == "done":
+        summary = _read_json(out / "summary.json")
+        log(f"{out}: already completed ({record['experiment']}, seed {config.train.seed})")
+        return RunOutcome(out, "completed", None, summary)
+    if suite.hardware == "gpu" and not torch.cuda.is_available():
+        warnings.warn(
+            f"suite {suite.name!r} is sized for a GPU; on this CPU it will take very long "
+            "(shorten it with --epochs=N or data.train_size=N)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    built = build(config)
+    log(f"{record['experiment']} (seed {config.train.seed}) → {out}")
+    log(f"  {describe(built)}")
+    checkpoint = out / "checkpoint.pt"
+    trainer = built.trainer(_callbacks(out, config, progress), checkpoint_path=checkpoint)
+    if state == "resume" and checkpoint.exists():
+        trainer.load_checkpoint(checkpoint)
+        log(f"  resumed at epoch {trainer.epoch}, step {trainer.step}")
+    else:
+        (out / "metrics.jsonl").unlink(missing_ok=True)  # a run killed before its checkpoint
+        (out / "summary.json").unlink(missing_ok=True)
+        _write_json(out / "config.json", record)
+    (out / "summary.json").unlink(missing_ok=True)
+    try:
+        with _stop_on_signals(trainer.request_stop):
+            result = trainer.fit(config.train.epochs)
+    except DivergenceError as exc:
+        summary = _summary("diverged", trainer, None, message=str(exc))
+        _write_json(out / "summary.json", summary)
+        raise RunError(f"{record['experiment']} (seed {config.train.seed}): {exc}") from None
+    summary = _summary(result.status, trainer, result)
+    _write_json(out / "summary.json", summary)
+    if result.status == "interrupted":
+        log(f"  interrupted; continue with --resume (checkpoint {checkpoint})")
+    return RunOutcome(out, result.status, result, summary)
+
+
+def _summary(
+    status: str, trainer: Any, result: FitResult | None, message: str | None = None
+) -> dict[str, Any]:
+    last = trainer.last_epoch_record or {}
+    summary = {
+        "status": status,
+        "epochs": trainer.epoch,
+        "steps": trainer.step,
+        "samples": trainer.samples,
+        "train_time": trainer.clock.read(),
+        "final_batch_size": trainer.batch_size,
+        "final_test_accuracy": last.get("test_accuracy"),
+        "final_test_loss": last.get("test_loss"),
+        "decisions": len(trainer.scheduler.decisions),
+    }
+    if message is not None:
+        summary["message"] = message
+    return summary
+
+
+def load_config_json(path: str | Path) -> dict[str, Any]:
+    """Read a run's ``config.json`` (for tools that re-run or inspect a run)."""
+    return _read_json(Path(path) / "config.json")

@@ -1,0 +1,96 @@
+"""Evaluation: the mean loss and the accuracy of a model over a whole data set.
+
+Sums are taken per batch (the mean loss times the batch's size, the number of correct
+argmax predictions) and divided once at the end, so the result does not depend on the
+evaluation batch size. Under ``torch.distributed`` every rank evaluates its share of each
+batch and the sums are all-reduced: every rank returns the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ..data import AdaptiveLoader
+from ..distributed import is_distributed
+
+__all__ = ["evaluate"]
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    *,
+    batch_size: int = 1024,
+    device: torch.device | str | None = None,
+    batch_transform: Callable[[Any], Any] | None = None,
+) -> dict[str, float | None]:
+    """``{"test_loss": mean loss, "test_accuracy": percent correct}`` over ``dataset``.
+
+    Args:
+        model: the model (evaluated in ``eval`` mode, restored afterwards).
+        dataset: map-style data set of ``(input, target)`` pairs.
+        loss_fn: the training loss, reducing by the mean over a batch.
+        batch_size: evaluation batch size (global under DDP).
+        device: where batches go (None: where they are).
+        batch_transform: applied to each batch (e.g. normalisation).
+
+    ``test_accuracy`` is None when the outputs are not class scores (not ``N × K`` with integer
+    targets of shape ``N``).
+    """
+    size = len(dataset)  # type: ignore[arg-type]
+    if size == 0:
+        raise ValueError("the evaluation data set is empty")
+    loader = AdaptiveLoader(
+        dataset,
+        min(batch_size, size),
+        shuffle=False,
+        device=device,
+        batch_transform=batch_transform,
+    )
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, samples
+    classification = True
+    try:
+        with torch.no_grad():
+            for inputs, targets in loader:
+                n = len(targets)
+                if n == 0:  # this rank's share of a short last batch
+                    continue
+                outputs = model(inputs)
+                total[0] += float(loss_fn(outputs, targets)) * n
+                total[2] += n
+                if _is_classification(outputs, targets):
+                    total[1] += float((outputs.argmax(dim=1) == targets).sum())
+                else:
+                    classification = False
+    finally:
+        model.train(was_training)
+    if is_distributed():
+        dist.all_reduce(total)
+        flag = torch.tensor([int(classification)])
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        classification = bool(flag.item())
+    loss_sum, correct, count = total.tolist()
+    if count == 0:
+        raise ValueError("the evaluation data set is empty")
+    return {
+        "test_loss": loss_sum / count,
+        "test_accuracy": 100.0 * correct / count if classification else None,
+    }
+
+
+def _is_classification(outputs: Tensor, targets: Tensor) -> bool:
+    return (
+        outputs.dim() == 2
+        and targets.dim() == 1
+        and not torch.is_floating_point(targets)
+        and not torch.is_complex(targets)
+    )

@@ -1,0 +1,559 @@
+"""`Trainer`: the adaptive-batch training loop, every piece in plain sight.
+
+One optimizer step, in the order of the data flow (`Trainer.fit`)::
+
+    for batch in loader:                         # resizable loader: the policy's batch size
+        optimizer.zero_grad()
+        with scheduler.measure(tracker):         # per-sample statistics, on the steps the
+            loss = micro.backward(loss_of, batch)  # policy reads; micro-batches when the batch
+                                                 # exceeds memory; p.grad = the mean gradient
+        optimizer.step()                         # any torch optimizer
+        scheduler.step()                         # policy at its cadence → LR rule → resize
+    evaluate(); scheduler.step_epoch()           # epoch-cadence policies decide here
+
+Around it: a metrics record every ``log_every`` steps and at every decision, an evaluation
+record per epoch, callbacks (`adabatch.training.callbacks`), checkpoints written atomically,
+a non-finite loss caught before it reaches the parameters, and a stop request honoured at the
+next step boundary.
+
+Checkpoints hold the model, the optimizer, the batch-size scheduler (policy, LR coupling, LR
+scheduler, loader position), the micro-batcher's memory limit, the trainer's counters, the
+callbacks' state and every random stream (`adabatch.training.checkpoint`). A run resumed from
+one takes the identical trajectory: on CPU, the same batch sizes and bitwise the same
+parameters as a run that never stopped (with the loader's in-memory fast path or no workers;
+DataLoader workers draw their seeds when the iteration starts).
+
+Time: ``time`` in the records is training time (steps, statistics, data loading, logging),
+excluding evaluation and checkpointing — the measure the DiveBatch paper compares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ..data import AdaptiveLoader, MicroBatcher
+from ..distributed import is_distributed, rank
+from ..policies.base import Decision
+from ..scheduler import BatchSizeScheduler
+from ..stats import GradStatsTracker
+from .callbacks import Callback
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .evaluate import evaluate
+
+__all__ = ["DivergenceError", "FitResult", "Trainer", "fit"]
+
+_STATE_VERSION = 1
+
+
+class DivergenceError(RuntimeError):
+    """The training loss became NaN or infinite; the parameters were not updated with it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What `Trainer.fit` did.
+
+    Attributes:
+        status: "completed" or "interrupted" (a stop was requested).
+        epochs: completed epochs.
+        steps: optimizer steps taken.
+        samples: training samples consumed.
+        train_time: training seconds (evaluation and checkpoints excluded).
+        last_epoch: the last epoch record (None before the first evaluation).
+        decisions: every decision that changed the batch size or the LR.
+    """
+
+    status: str
+    epochs: int
+    steps: int
+    samples: int
+    train_time: float
+    last_epoch: dict[str, Any] | None
+    decisions: tuple[Decision, ...]
+
+
+class _Clock:
+    """Accumulated seconds while running; `pause` excludes evaluation and checkpoints."""
+
+    def __init__(self, elapsed: float = 0.0) -> None:
+        self.elapsed = elapsed
+        self._since: float | None = None
+
+    def start(self) -> None:
+        if self._since is None:
+            self._since = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._since is not None:
+            self.elapsed += time.perf_counter() - self._since
+            self._since = None
+
+    def read(self) -> float:
+        extra = 0.0 if self._since is None else time.perf_counter() - self._since
+        return self.elapsed + extra
+
+    @contextlib.contextmanager
+    def paused(self) -> Any:
+        running = self._since is not None
+        self.stop()
+        try:
+            yield
+        finally:
+            if running:
+                self.start()
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel (or similar) wrapper."""
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+class Trainer:
+    """Train with an adaptive batch size: loader, statistics, optimizer, policy, LR rule.
+
+    Args:
+        model: the model (optionally wrapped in DistributedDataParallel).
+        optimizer: any ``torch.optim.Optimizer`` (SGD, AdamW, the AdaGrad family, ...).
+        scheduler: the `BatchSizeScheduler` holding the policy, the `AdaptiveLoader` and the
+            LR coupling (with your LR scheduler, if any).
+        loss_fn: ``loss_fn(outputs, targets)``, reducing by the mean over the batch.
+        eval_data: data set evaluated after every epoch (and before the first); None: none.
+        eval_batch_size: its batch size.
+        eval_transform: batch transform for evaluation (e.g. normalisation only).
+        tracker_options: extra `GradStatsTracker` options (e.g. ``batchnorm="approximate"``)
+            for the tracker built when the policy reads per-sample statistics.
+        max_physical_batch_size: largest batch run at once; larger ones are micro-batched
+            (None: probe on the first out-of-memory error, single process).
+        callbacks: `Callback` objects (loggers, progress bar).
+        log_every: a "step" record every this many steps (and at every decision).
+        checkpoint_path: where to write checkpoints (None: no checkpoints).
+        checkpoint_every_steps: also checkpoint every this many steps (0: epoch ends only).
+        checkpoint_every_epochs: checkpoint every this many epochs (and at the last one).
+        generators: extra ``torch.Generator`` objects whose state is checkpointed (e.g. the
+            augmentation's).
+        eval_at_start: evaluate before the first step (the epoch-0 record).
+
+    Example::
+
+        policy = make_policy("divebatch", batch_size=32, max_batch_size=1024, delta=0.1, every=2)
+        loader = AdaptiveLoader(train_set, policy.batch_size, seed=0)
+        scheduler = BatchSizeScheduler(policy, loader, optimizer)
+        result = Trainer(model, optimizer, scheduler, eval_data=test_set).fit(epochs=10)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: BatchSizeScheduler,
+        *,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+        eval_data: Dataset | None = None,
+        eval_batch_size: int = 1024,
+        eval_transform: Callable[[Any], Any] | None = None,
+        tracker_options: Mapping[str, Any] | None = None,
+        max_physical_batch_size: int | None = None,
+        callbacks: Iterable[Callback] = (),
+        log_every: int = 50,
+        checkpoint_path: str | Path | None = None,
+        checkpoint_every_steps: int = 0,
+        checkpoint_every_epochs: int = 1,
+        generators: Sequence[torch.Generator] = (),
+        eval_at_start: bool = True,
+    ) -> None:
+        if not isinstance(scheduler, BatchSizeScheduler):
+            raise TypeError(
+                f"scheduler must be a BatchSizeScheduler, got {type(scheduler).__name__}"
+            )
+        if not isinstance(scheduler.loader, AdaptiveLoader):
+            raise TypeError(
+                "the scheduler's loader must be an adabatch AdaptiveLoader (the trainer iterates "
+                f"it), got {type(scheduler.loader).__name__}"
+            )
+        if scheduler.optimizer is not None and scheduler.optimizer is not optimizer:
+            raise ValueError("the scheduler couples the LR of a different optimizer")
+        for name, value in (
+            ("log_every", log_every),
+            ("eval_batch_size", eval_batch_size),
+            ("checkpoint_every_epochs", checkpoint_every_epochs),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if (
+            not isinstance(checkpoint_every_steps, int)
+            or isinstance(checkpoint_every_steps, bool)
+            or checkpoint_every_steps < 0
+        ):
+            raise ValueError(
+                f"checkpoint_every_steps must be an integer >= 0 (0: epoch ends only), got "
+                f"{checkpoint_every_steps!r}"
+            )
+        policy = scheduler.policy
+        if (
+            policy.stats_request.per_sample is False
+            and policy.cadence == "step"
+            and (getattr(policy, "estimator", "per-sample") != "per-sample")
+        ):
+            raise ValueError(
+                f"the {policy.name} policy with estimator={policy.estimator!r} is fed by your own "
+                "loop (observe_parts / RankGradNorms); the Trainer drives per-sample statistics "
+                "only: use estimator='per-sample'"
+            )
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.loader: AdaptiveLoader = scheduler.loader
+        self.loss_fn = loss_fn
+        self.eval_data = eval_data
+        self.eval_batch_size = eval_batch_size
+        self.eval_transform = eval_transform
+        self.callbacks: list[Callback] = list(callbacks)
+        self.log_every = log_every
+        self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
+        self.checkpoint_every_steps = checkpoint_every_steps
+        self.checkpoint_every_epochs = checkpoint_every_epochs
+        self.generators = list(generators)
+        self.eval_at_start = eval_at_start
+        # Hooks only when the policy reads per-sample statistics: otherwise a plain backward.
+        self.tracker: GradStatsTracker | None = None
+        if policy.stats_request.per_sample:
+            self.tracker = GradStatsTracker(
+                _unwrap(model),
+                loss_reduction="mean",
+                **scheduler.tracker_options,
+                **dict(tracker_options or {}),
+            )
+        self.micro = MicroBatcher(
+            model, max_physical_batch_size=max_physical_batch_size, tracker=self.tracker
+        )
+        self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self.epochs = 0  # the target of the fit() in progress
+        self.samples = 0  # training samples consumed (global)
+        self.samples_in_epoch = 0
+        self.clock = _Clock()
+        self.started = False  # the epoch-0 evaluation is done (or skipped)
+        self.last_epoch_record: dict[str, Any] | None = None
+        self._epoch_loss = [0.0, 0]  # loss sum, samples (this epoch)
+        self._log_loss = [0.0, 0]  # loss sum, samples (since the last step record)
+        self._lr = self._current_lr()
+        self._stop_requested = False
+        self._wall_start = time.perf_counter()
+        self._wall_offset = 0.0
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def step(self) -> int:
+        """Optimizer steps taken."""
+        return self.scheduler.step_count
+
+    @property
+    def epoch(self) -> int:
+        """Completed epochs (the epoch in progress, counted from 0)."""
+        return self.scheduler.epoch
+
+    @property
+    def batch_size(self) -> int:
+        """The global batch size in force."""
+        return self.scheduler.batch_size
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Samples in one epoch (the data set size, less a dropped last batch)."""
+        sampler = self.loader.sampler
+        size = sampler.dataset_size
+        if sampler.drop_last:
+            size -= size % self.loader.batch_size
+        return size
+
+    def request_stop(self) -> None:
+        """Stop at the next step boundary, after writing a checkpoint (e.g. from a signal)."""
+        self._stop_requested = True
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, epochs: int) -> FitResult:
+        """Train until ``epochs`` epochs are complete (counting those of a resumed run).
+
+        Raises:
+            DivergenceError: the loss became non-finite (the parameters keep the last
+                finite step; the last checkpoint on disk is the last good one).
+        """
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+        self.epochs = epochs
+        self._wall_start = time.perf_counter()
+        self._emit("on_fit_start")
+        status = "completed"
+        try:
+            if not self.started:
+                self.started = True
+                if self.eval_at_start and self.eval_data is not None:
+                    self._record_epoch(train_loss=None, decision=None)
+            self.clock.start()
+            while self.epoch < epochs:
+                # A checkpoint taken after an epoch's last step resumes at its end.
+                if not self.loader.epoch_done:
+                    for batch in self.loader:  # the resizable loader: the policy's size
+                        self.optimizer.zero_grad(set_to_none=True)
+                        with self.scheduler.measure(self.tracker):  # statistics when read
+                            loss = self._backward(batch)  # micro-batches; p.grad = mean
+                        self.optimizer.step()  # any torch optimizer
+                        decision = self.scheduler.step()  # policy → LR rule → resize
+                        self._after_step(loss, decision)
+                        if self._stop_requested:
+                            status = "interrupted"
+                            self._save()
+                            return self._result(status)
+                self._end_epoch()
+            self.clock.stop()
+        except DivergenceError:
+            status = "diverged"
+            raise
+        finally:
+            self.clock.stop()
+            self._emit("on_fit_end", status)
+        return self._result(status)
+
+    def _backward(self, batch: Any) -> Tensor:
+        """Forward and backward of one logical batch; returns its (local, mean) loss.
+
+        Under DDP the ranks' shares of a batch may differ by one sample; ``loss_weight``
+        (nᵣ·W/L) makes DDP's average of the ranks' gradients the exact global mean, and the
+        tracker is told so that the statistics stay per sample.
+        """
+        weight = self.loader.loss_weight
+
+        def loss_of(chunk: Any) -> Tensor:
+            inputs, targets = chunk
+            loss = self.loss_fn(self.model(inputs), targets)
+            return loss * weight if weight != 1.0 else loss
+
+        self._lr = self._current_lr()  # the LR this step uses
+        if self.tracker is not None and weight not in (0.0, 1.0):
+            with self.tracker.loss_weight(weight):
+                loss = self.micro.backward(loss_of, batch)
+        else:
+            loss = self.micro.backward(loss_of, batch)
+        return loss / weight if weight not in (0.0, 1.0) else loss
+
+    def _after_step(self, loss: Tensor, decision: Decision | None) -> None:
+        local = self.loader.last_batch_size
+        n = self.loader.last_global_batch_size
+        loss_sum = float(loss) * local
+        if is_distributed():
+            total = torch.tensor([loss_sum], dtype=torch.float64, device=loss.device)
+            dist.all_reduce(total)
+            loss_sum = float(total.item())
+        if not math.isfinite(loss_sum):
+            raise DivergenceError(
+                f"the training loss is {loss_sum / max(n, 1)} at epoch {self.epoch + 1}, step "
+                f"{self.step} (batch size {n}, lr {self._lr:.4g}); the run stops here"
+                + (
+                    f"; the last good checkpoint is {self.checkpoint_path}"
+                    if self.checkpoint_path is not None and self.checkpoint_path.exists()
+                    else ""
+                )
+                + ". Lower the learning rate (or its coupling to the batch size)"
+            )
+        self.samples += n
+        self.samples_in_epoch += n
+        for acc in (self._epoch_loss, self._log_loss):
+            acc[0] += loss_sum
+            acc[1] += n
+        self._emit("on_step_end")
+        changed = decision is not None and (decision.changed or decision.lr_factor != 1.0)
+        if self.step % self.log_every == 0 or changed:
+            loss_sum, count = self._log_loss
+            record = self._base_record("step", n)
+            record["loss"] = loss_sum / count if count else None
+            self._log_loss = [0.0, 0]
+            self._emit("on_record", _with_decision(record, decision))
+        if self.checkpoint_every_steps and self.step % self.checkpoint_every_steps == 0:
+            self._save()
+
+    def _end_epoch(self) -> None:
+        """Evaluate, let epoch-cadence policies decide, record, checkpoint."""
+        loss_sum, count = self._epoch_loss
+        train_loss = loss_sum / count if count else None
+        with self.clock.paused():
+            metrics = self._evaluate()
+        args = ()
+        lr_scheduler = (
+            None if self.scheduler.lr_coupling is None else (self.scheduler.lr_coupling.scheduler)
+        )
+        if isinstance(lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if metrics.get("test_loss") is None:
+                raise ValueError("ReduceLROnPlateau needs eval_data to read a test loss from")
+            args = (metrics["test_loss"],)
+        decision = self.scheduler.step_epoch(*args)
+        self._epoch_loss = [0.0, 0]
+        self.samples_in_epoch = 0
+        self._record_epoch(train_loss=train_loss, decision=decision, metrics=metrics)
+        if self.epoch % self.checkpoint_every_epochs == 0 or self.epoch == self.epochs:
+            self._save()
+
+    def _evaluate(self) -> dict[str, Any]:
+        if self.eval_data is None:
+            return {"test_loss": None, "test_accuracy": None}
+        pause = self.tracker.paused() if self.tracker is not None else contextlib.nullcontext()
+        with pause:
+            return evaluate(
+                self.model,
+                self.eval_data,
+                self.loss_fn,
+                batch_size=self.eval_batch_size,
+                device=self.device,
+                batch_transform=self.eval_transform,
+            )
+
+    def _record_epoch(
+        self,
+        *,
+        train_loss: float | None,
+        decision: Decision | None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> None:
+        if metrics is None:
+            with self.clock.paused():
+                metrics = self._evaluate()
+        record = self._base_record("epoch", self.batch_size)
+        record["elapsed"] = self._wall_offset + time.perf_counter() - self._wall_start
+        record["train_loss"] = train_loss
+        record.update(metrics)
+        record = _with_decision(record, decision)
+        self.last_epoch_record = record
+        self._emit("on_record", record)
+
+    def _base_record(self, kind: str, batch_size: int) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "epoch": self.epoch,
+            "step": self.step,
+            "samples": self.samples,
+            "time": self.clock.read(),
+            "batch_size": batch_size,
+            "lr": self._lr,
+        }
+
+    def _current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self, *args)
+
+    def _result(self, status: str) -> FitResult:
+        return FitResult(
+            status=status,
+            epochs=self.epoch,
+            steps=self.step,
+            samples=self.samples,
+            train_time=self.clock.read(),
+            last_epoch=self.last_epoch_record,
+            decisions=tuple(self.scheduler.decisions),
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs (see the module docstring)."""
+        return {
+            "version": _STATE_VERSION,
+            "model": _unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "micro": self.micro.state_dict(),
+            "trainer": {
+                "samples": self.samples,
+                "samples_in_epoch": self.samples_in_epoch,
+                "train_time": self.clock.read(),
+                "elapsed": self._wall_offset + time.perf_counter() - self._wall_start,
+                "started": self.started,
+                "epoch_loss": list(self._epoch_loss),
+                "log_loss": list(self._log_loss),
+                "lr": self._lr,
+                "last_epoch_record": self.last_epoch_record,
+            },
+            "callbacks": [c.state_dict() for c in self.callbacks],
+            "rng": rng_state(self.generators),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict` output into this trainer (built like the one that saved it)."""
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(
+                f"checkpoint format version {state.get('version')!r} is not the supported "
+                f"{_STATE_VERSION}"
+            )
+        if len(state["callbacks"]) != len(self.callbacks):
+            raise ValueError(
+                f"the checkpoint holds the state of {len(state['callbacks'])} callbacks, this "
+                f"trainer has {len(self.callbacks)}: build it with the same callbacks"
+            )
+        _unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])  # before the scheduler: LRs
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.micro.load_state_dict(state["micro"])
+        t = state["trainer"]
+        self.samples = int(t["samples"])
+        self.samples_in_epoch = int(t["samples_in_epoch"])
+        self.clock = _Clock(float(t["train_time"]))
+        self._wall_offset = float(t["elapsed"])
+        self.started = bool(t["started"])
+        self._epoch_loss = [float(t["epoch_loss"][0]), int(t["epoch_loss"][1])]
+        self._log_loss = [float(t["log_loss"][0]), int(t["log_loss"][1])]
+        self._lr = float(t["lr"])
+        self.last_epoch_record = t["last_epoch_record"]
+        for callback, c_state in zip(self.callbacks, state["callbacks"], strict=True):
+            callback.load_state_dict(c_state)
+        set_rng_state(state["rng"], self.generators)
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Write a checkpoint (atomically) to ``path`` or ``checkpoint_path``."""
+        target = Path(path) if path is not None else self.checkpoint_path
+        if target is None:
+            raise ValueError("no checkpoint path: pass one or build the Trainer with it")
+        with self.clock.paused():
+            return save_checkpoint(self.state_dict(), target)
+
+    def load_checkpoint(self, path: str | Path | None = None) -> None:
+        """Resume from ``path`` (default ``checkpoint_path``): call before `fit`."""
+        target = Path(path) if path is not None else self.checkpoint_path
+        if target is None:
+            raise ValueError("no checkpoint path: pass one or build the Trainer with it")
+        self.load_state_dict(load_checkpoint(target, map_location=self.device))
+
+    def _save(self) -> None:
+        if self.checkpoint_path is not None and rank() == 0:
+            self.save_checkpoint()
+
+
+def _with_decision(record: dict[str, Any], decision: Decision | None) -> dict[str, Any]:
+    """Add the statistic behind a decision taken at this point (any decision, also "keep")."""
+    if decision is not None:
+        record["decision_statistic"] = decision.statistic
+        record["decision_value"] = decision.value
+        record["next_batch_size"] = decision.new_batch_size
+    return record
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: BatchSizeScheduler,
+    epochs: int,
+    **options: Any,
+) -> FitResult:
+    """``Trainer(model, optimizer, scheduler, **options).fit(epochs)`` in one call."""
+    return Trainer(model, optimizer, scheduler, **options).fit(epochs)
