@@ -12,7 +12,7 @@ export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=429
 .PHONY: help demo test test-slow bench lint format clean
 
 help:
-	@echo "make demo       install into .venv and run the main job (quick statistics benchmark)"
+	@echo "make demo       install into .venv and run the main job (adabatch compare quick)"
 	@echo "make test       install into .venv and run the test suite (CI runs this)"
 	@echo "make test-slow  also run tests marked slow"
 	@echo "make bench      full statistics-overhead benchmark (Opacus, BackPACK included)"
@@ -36,8 +36,13 @@ $(VENV)/.installed-bench: $(VENV)/.installed-test
 	$(PIP) install $(PIPFLAGS) einops unfoldNd
 	@touch $@
 
-demo: $(VENV)/.installed-bench
-	$(PY) benchmarks/stats_overhead.py --quick
+$(VENV)/.installed-experiments: $(VENV)/.created pyproject.toml constraints.txt
+	$(PIP) install $(PIPFLAGS) -e ".[experiments]"
+	@touch $@
+
+# The main job: five methods on generated data, compared (table on stdout, plots in runs/demo).
+demo: $(VENV)/.installed-experiments
+	$(VENV)/bin/adabatch compare quick --out runs/demo --overwrite
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -m "not slow" -q

@@ -22,7 +22,7 @@ from types import ModuleType
 
 from adabatch import __version__
 from adabatch.datasets.errors import DatasetFormatError
-from adabatch.experiments.config import ConfigError
+from adabatch.experiments.config import ConfigError, join_override_values
 from adabatch.experiments.report import ReportError
 from adabatch.experiments.run import RunError
 
@@ -75,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
+        # `--policy.delta 0.1` (space form) must not let argparse take 0.1 as a positional.
+        argv = join_override_values(sys.argv[1:] if argv is None else argv)
         args, extra = parser.parse_known_args(argv)
         if extra and not getattr(_command(args.command), "OVERRIDES", False):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

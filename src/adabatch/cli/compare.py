@@ -11,12 +11,13 @@ first seed.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from adabatch.experiments.config import parse_overrides
+from adabatch.experiments.config import ConfigError, parse_overrides
 from adabatch.experiments.outputs import write_report
 from adabatch.experiments.report import find_runs
-from adabatch.experiments.run import experiment_config, run_experiment
+from adabatch.experiments.run import DivergedRunError, experiment_config, run_experiment
 from adabatch.experiments.suites import suite as get_suite
 
 from .run import add_run_options
@@ -47,27 +48,41 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.out) if args.out else Path("runs")
     seeds = args.seeds if args.seeds is not None else top.seeds
     if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     overrides = parse_overrides(args.overrides)
     wanted = None if not args.methods else [m.strip() for m in args.methods.split(",")]
-    failed = 0
+    failed: list[str] = []
     for part in parts:
         methods = part.methods if wanted is None else tuple(part.method(m) for m in wanted)
         first_seed = experiment_config(part, methods[0], overrides).train.seed
         for method in methods:
             for seed in range(first_seed, first_seed + seeds):
                 config = experiment_config(part, method, [*overrides, ("train.seed", seed)])
-                outcome = run_experiment(
-                    part,
-                    method,
-                    config,
-                    root / part.name / method.label / f"seed{seed}",
-                    resume=args.resume,
-                    overwrite=args.overwrite,
-                    progress=not args.no_progress,
-                )
-                failed += outcome.status != "completed"
+                try:
+                    outcome = run_experiment(
+                        part,
+                        method,
+                        config,
+                        root / part.name / method.label / f"seed{seed}",
+                        resume=args.resume,
+                        overwrite=args.overwrite,
+                        progress=not args.no_progress,
+                    )
+                except DivergedRunError as exc:
+                    # One diverged method is a result, not a reason to drop the others.
+                    print(f"adabatch: {exc}", file=sys.stderr)
+                    failed.append(f"{method.label} seed {seed} (diverged)")
+                    continue
+                if outcome.status == "interrupted":
+                    print(
+                        "adabatch: interrupted; continue the comparison with --resume",
+                        file=sys.stderr,
+                    )
+                    return 130
         runs = [r for r in find_runs([root / part.name]) if r.method in {m.label for m in methods}]
         print()
         print(write_report(runs, root / part.name / "report"))
-    return 0 if not failed else 1
+    if failed:
+        print(f"adabatch: not completed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0

@@ -23,11 +23,13 @@ valid.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -40,6 +42,8 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "apply_overrides",
+    "config_keys",
+    "join_override_values",
     "parse_overrides",
     "parse_value",
 ]
@@ -187,7 +191,7 @@ class Config:
 
     def copy(self) -> Config:
         """A deep copy."""
-        return Config.from_dict(self.to_dict())
+        return copy.deepcopy(self)
 
 
 _SECTIONS: dict[str, type] = {
@@ -309,7 +313,9 @@ def _coerce_option(value: Any, default: Any, key: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected a boolean, got {value!r}")
         return value
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, bool) and isinstance(default, (int, float)):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if isinstance(default, float) and isinstance(value, int):
         return float(value)
     if isinstance(default, int) and isinstance(value, float) and value.is_integer():
         return int(value)
@@ -349,6 +355,39 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def config_keys() -> set[str]:
+    """Every ``section.field`` and every bare field name (what an override may start with)."""
+    keys = set()
+    for name, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            keys.add(f.name)
+            keys.add(f"{name}.{f.name}")
+    return keys
+
+
+def join_override_values(argv: Iterable[str]) -> list[str]:
+    """Rewrite the space form ``--policy.delta 0.1`` as ``--policy.delta=0.1``.
+
+    A token is an override when it is ``--`` followed by a dotted key or a bare configuration
+    field name; the command line then parses the same wherever the overrides stand.
+    """
+    argv = list(argv)
+    bare = {k for k in config_keys() if "." not in k} - {"name", "options"}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        key = token[2:]
+        is_override = token.startswith("--") and "=" not in token and ("." in key or key in bare)
+        if is_override and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            out.append(f"{token}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
 def _resolve_key(key: str) -> tuple[str, str]:
     """``"policy.delta"`` → ("policy", "delta"); a unique bare field name → its section."""
     if "." in key:
@@ -364,16 +403,16 @@ def _resolve_key(key: str) -> tuple[str, str]:
     owners = [
         name
         for name, cls in _SECTIONS.items()
-        if key in {f.name for f in dataclasses.fields(cls)} and key not in ("name", "options")
+        if key in {f.name for f in dataclasses.fields(cls)} and key != "options"
     ]
     if len(owners) == 1:
         return owners[0], key
     if len(owners) > 1:
         raise ConfigError(f"{key!r} is ambiguous: write one of {[f'{o}.{key}' for o in owners]}")
-    every = [f"{n}.{f.name}" for n, c in _SECTIONS.items() for f in dataclasses.fields(c)]
-    raise ConfigError(
-        f"unknown key {key!r}; write section.key (e.g. policy.delta){_suggest(key, every)}"
-    )
+    bare = {f.name: f"{n}.{f.name}" for n, c in _SECTIONS.items() for f in dataclasses.fields(c)}
+    close = difflib.get_close_matches(key, list(bare), n=3)
+    hint = f" (did you mean {', '.join(bare[c] for c in close)}?)" if close else ""
+    raise ConfigError(f"unknown key {key!r}; write section.key (e.g. policy.delta){hint}")
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
@@ -413,7 +452,8 @@ def apply_overrides(
             )
         valid_options = _options_of(section, target.name, lookups)
         if field not in valid_options:
-            raise ConfigError(_unknown_option(section, target.name, field, valid_options))
+            own = [f for f in fields if f != "options"]
+            raise ConfigError(_unknown_option(section, target.name, field, valid_options, own))
         default = valid_options[field]
         if isinstance(value, str) and not isinstance(default, str):
             value = parse_value(value, _kind_of_default(default), key=key)
@@ -431,11 +471,14 @@ def _options_of(section: str, name: str, lookups: Mapping[str, OptionsLookup]) -
         raise ConfigError(f"{section}.name: {exc}") from None
 
 
-def _unknown_option(section: str, name: str, option: str, valid: Mapping[str, Any]) -> str:
+def _unknown_option(
+    section: str, name: str, option: str, valid: Mapping[str, Any], fields: Sequence[str] = ()
+) -> str:
     listed = ", ".join(valid) if valid else "(none)"
+    own = f"; the section's own keys: {', '.join(fields)}" if fields else ""
     return (
         f"unknown option {section}.{option} for {section} {name!r}; valid options: {listed}"
-        f"{_suggest(option, valid)}"
+        f"{own}{_suggest(option, [*fields, *valid])}"
     )
 
 
@@ -510,5 +553,11 @@ def _check_positive(config: Config) -> None:
     ):
         if value is not None and value < 1:
             raise ConfigError(f"{key} must be >= 1 (or none), got {value}")
-    if not config.optimizer.lr > 0:
-        raise ConfigError(f"optimizer.lr must be > 0, got {config.optimizer.lr}")
+    if not (config.optimizer.lr > 0 and math.isfinite(config.optimizer.lr)):
+        raise ConfigError(f"optimizer.lr must be a finite number > 0, got {config.optimizer.lr}")
+    for key, value, choices in (
+        ("train.batchnorm", config.train.batchnorm, ("error", "approximate")),
+        ("policy.lr_rule", config.policy.lr_rule, ("none", "linear", "sqrt")),
+    ):
+        if value not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")

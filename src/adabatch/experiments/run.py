@@ -40,6 +40,7 @@ from .suites import Method, Suite
 
 __all__ = [
     "RUN_FILES",
+    "DivergedRunError",
     "RunError",
     "RunOutcome",
     "experiment_config",
@@ -53,6 +54,10 @@ RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "t
 
 class RunError(RuntimeError):
     """A run cannot start or did not finish; the message says why and what to do."""
+
+
+class DivergedRunError(RunError):
+    """The run's training loss became non-finite (``summary.json`` says "diverged")."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,7 @@ def _diff(saved: Any, mine: Any, prefix: str = "") -> list[str]:
 def _prepare_directory(
     out: Path, record: Mapping[str, Any], *, resume: bool, overwrite: bool
 ) -> str:
-    """Check ``out`` and return "fresh", "resume" or "done"."""
+    """Check ``out`` and return "fresh", "overwrite", "resume" or "done"."""
     if resume and overwrite:
         raise RunError("pass either --resume or --overwrite, not both")
     if out.exists() and not out.is_dir():
@@ -138,10 +143,7 @@ def _prepare_directory(
     if not present:
         return "fresh"
     if overwrite:
-        for name in present:
-            target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        return "fresh"
+        return "overwrite"  # deleted once the new run has been built without error
     config_path = out / "config.json"
     if not config_path.exists():
         raise RunError(
@@ -238,8 +240,15 @@ def run_experiment(
             RuntimeWarning,
             stacklevel=2,
         )
+    built = build(config)  # configuration errors surface before anything is deleted
+    if state == "overwrite":
+        for name in RUN_FILES:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    built = build(config)
     log(f"{record['experiment']} (seed {config.train.seed}) → {out}")
     log(f"  {describe(built)}")
     checkpoint = out / "checkpoint.pt"
@@ -258,7 +267,9 @@ def run_experiment(
     except DivergenceError as exc:
         summary = _summary("diverged", trainer, None, message=str(exc))
         _write_json(out / "summary.json", summary)
-        raise RunError(f"{record['experiment']} (seed {config.train.seed}): {exc}") from None
+        raise DivergedRunError(
+            f"{record['experiment']} (seed {config.train.seed}): {exc}"
+        ) from None
     summary = _summary(result.status, trainer, result)
     _write_json(out / "summary.json", summary)
     if result.status == "interrupted":

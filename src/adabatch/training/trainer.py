@@ -309,9 +309,10 @@ class Trainer:
                         self.optimizer.zero_grad(set_to_none=True)
                         with self.scheduler.measure(self.tracker):  # statistics when read
                             loss = self._backward(batch)  # micro-batches; p.grad = mean
+                        loss_sum = self._check_loss(loss)  # a NaN never reaches the weights
                         self.optimizer.step()  # any torch optimizer
                         decision = self.scheduler.step()  # policy → LR rule → resize
-                        self._after_step(loss, decision)
+                        self._after_step(loss_sum, decision)
                         if self._stop_requested:
                             status = "interrupted"
                             self._save()
@@ -348,18 +349,23 @@ class Trainer:
             loss = self.micro.backward(loss_of, batch)
         return loss / weight if weight not in (0.0, 1.0) else loss
 
-    def _after_step(self, loss: Tensor, decision: Decision | None) -> None:
-        local = self.loader.last_batch_size
-        n = self.loader.last_global_batch_size
-        loss_sum = float(loss) * local
+    def _check_loss(self, loss: Tensor) -> float:
+        """The batch's summed loss over all ranks; raise if it is not finite.
+
+        Checked before the optimizer step, so that the parameters keep their last finite
+        values; under DDP the sum is all-reduced first, so every rank stops together.
+        """
+        loss_sum = float(loss) * self.loader.last_batch_size
         if is_distributed():
             total = torch.tensor([loss_sum], dtype=torch.float64, device=loss.device)
             dist.all_reduce(total)
             loss_sum = float(total.item())
         if not math.isfinite(loss_sum):
+            n = self.loader.last_global_batch_size
             raise DivergenceError(
                 f"the training loss is {loss_sum / max(n, 1)} at epoch {self.epoch + 1}, step "
-                f"{self.step} (batch size {n}, lr {self._lr:.4g}); the run stops here"
+                f"{self.step + 1} (batch size {n}, lr {self._lr:.4g}); the run stops here with "
+                "the parameters of the step before"
                 + (
                     f"; the last good checkpoint is {self.checkpoint_path}"
                     if self.checkpoint_path is not None and self.checkpoint_path.exists()
@@ -367,6 +373,10 @@ class Trainer:
                 )
                 + ". Lower the learning rate (or its coupling to the batch size)"
             )
+        return loss_sum
+
+    def _after_step(self, loss_sum: float, decision: Decision | None) -> None:
+        n = self.loader.last_global_batch_size
         self.samples += n
         self.samples_in_epoch += n
         for acc in (self._epoch_loss, self._log_loss):

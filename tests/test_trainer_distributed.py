@@ -1,0 +1,197 @@
+"""Two gloo processes: the Trainer over DDP equals one process on the same global batches.
+
+N = 25 with a norm test growing the batch 4 → 6 → 7 → 8: the first two epochs end with a global
+batch of one sample, so rank 1's share is empty there (it steps, all-reduces its statistics and its
+loss with nothing); the evaluation set (7 samples, batches of 3) ends the same way.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import math
+import os
+import pickle
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from adabatch import AdaptiveLoader, BatchSizeScheduler, make_policy
+from adabatch.data import rank_span
+from adabatch.datasets import ArrayDataset
+from adabatch.training import Callback, Trainer, load_checkpoint
+
+pytestmark = [
+    pytest.mark.distributed,
+    # The global batch of one sample leaves the norm test undefined: it keeps the batch, warns.
+    pytest.mark.filterwarnings("ignore:norm-test policy:RuntimeWarning"),
+]
+
+WORLD = 2
+EPOCHS = 3
+N = 25
+BATCH = 4
+TIMING = ("time", "elapsed")
+
+
+def _data(n: int, seed: int) -> ArrayDataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    teacher = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    noise = 0.5 * torch.randn(n, 3, generator=g, dtype=torch.float64)
+    return ArrayDataset(x, (x @ teacher + noise).argmax(1), num_classes=3)
+
+
+class Recorder(Callback):
+    def __init__(self) -> None:
+        self.global_sizes: list[int] = []
+        self.local_sizes: list[int] = []
+        self.records: list[dict[str, Any]] = []
+        self.statuses: list[str] = []
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        self.global_sizes.append(trainer.loader.last_global_batch_size)
+        self.local_sizes.append(trainer.loader.last_batch_size)
+
+    def on_record(self, trainer: Trainer, record: Any) -> None:
+        self.records.append({k: v for k, v in record.items() if k not in TIMING})
+
+    def on_fit_end(self, trainer: Trainer, status: str) -> None:
+        self.statuses.append(status)
+
+
+def _run(*, distributed: bool, checkpoint: str | None = None) -> dict[str, Any]:
+    torch.manual_seed(0)  # the same initial model on every rank and in the reference
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    policy = make_policy("norm-test", batch_size=BATCH, eta=0.8, max_batch_size=8)
+    loader = AdaptiveLoader(_data(N, 1), BATCH, seed=3)  # rank and world from the group
+    assert loader.world_size == (WORLD if distributed else 1)
+    scheduler = BatchSizeScheduler(policy, loader, optimizer, lr_rule="sqrt")
+    net = DistributedDataParallel(model) if distributed else model
+    recorder = Recorder()
+    trainer = Trainer(
+        net,
+        optimizer,
+        scheduler,
+        eval_data=_data(7, 2),
+        eval_batch_size=3,
+        callbacks=[recorder],
+        log_every=2,
+        checkpoint_path=checkpoint,
+    )
+    result = trainer.fit(EPOCHS)
+    out = {
+        "status": result.status,
+        "counters": (result.epochs, result.steps, result.samples),
+        "global": recorder.global_sizes,
+        "local": recorder.local_sizes,
+        "records": recorder.records,
+        "statuses": recorder.statuses,
+        "decisions": [
+            (d.step, d.epoch, d.old_batch_size, d.new_batch_size, d.statistic, d.value)
+            for d in scheduler.decisions
+        ],
+        "lr": optimizer.param_groups[0]["lr"],
+        "params": [p.detach().clone() for p in model.parameters()],
+    }
+    trainer.tracker.remove()
+    del trainer, net  # release the DDP reducer before the process group goes
+    return out
+
+
+def _worker(rank: int, init_file: str, out_dir: str) -> None:
+    from _dist import exit_worker  # imported here: the spawned process imports this by name
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    try:
+        record = _run(distributed=True, checkpoint=os.path.join(out_dir, "ckpt.pt"))
+        gc.collect()
+        dist.barrier()
+        with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
+            pickle.dump(record, f)
+    finally:
+        dist.destroy_process_group()
+    exit_worker()
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory) -> tuple[list[dict[str, Any]], Any]:
+    tmp = tmp_path_factory.mktemp("ddp_trainer")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.spawn(_worker, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True)
+    ranks = []
+    for r in range(WORLD):
+        with open(tmp / f"rank{r}.pkl", "rb") as f:
+            ranks.append(pickle.load(f))
+    return ranks, tmp
+
+
+def _canon(value: Any) -> Any:
+    """``value`` with NaN floats replaced by a marker (NaN != NaN would fail ==)."""
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    if isinstance(value, dict):
+        return {k: _canon(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_canon(v) for v in value)
+    return value
+
+
+def test_ranks_agree_and_a_rank_stepped_with_nothing(ddp) -> None:
+    ranks, _ = ddp
+    first, second = ranks
+    for key in ("status", "counters", "global", "records", "statuses", "decisions", "lr"):
+        assert _canon(first[key]) == _canon(second[key]), key
+    for p, q in zip(first["params"], second["params"], strict=True):
+        assert torch.equal(p, q)
+    assert first["status"] == "completed" and first["statuses"] == ["completed"]
+    # The shares partition each global batch, as rank_span says.
+    for n, a, b in zip(first["global"], first["local"], second["local"], strict=True):
+        assert (a, b) == tuple(hi - lo for lo, hi in (rank_span(n, WORLD, r) for r in (0, 1)))
+    assert 1 in first["global"] and 0 in second["local"]  # rank 1 had an empty share
+    assert first["decisions"], "no decision: the run does not exercise the policy"
+    # Two epochs ended with a global batch of one, at two different batch sizes.
+    assert first["global"].count(1) >= 2
+    assert len(first["decisions"]) >= 2
+
+
+def test_ddp_trainer_matches_a_single_process(ddp) -> None:
+    ranks, tmp = ddp
+    single = _run(distributed=False)
+    ddp_run = ranks[0]
+    assert single["global"] == single["local"] == ddp_run["global"]
+    assert single["counters"] == ddp_run["counters"]
+    assert len(single["decisions"]) == len(ddp_run["decisions"])
+    for mine, theirs in zip(single["decisions"], ddp_run["decisions"], strict=True):
+        assert mine[:5] == theirs[:5]
+        assert mine[5] == pytest.approx(theirs[5], rel=1e-9)
+    assert single["lr"] == pytest.approx(ddp_run["lr"], rel=1e-12)
+    for p, q in zip(single["params"], ddp_run["params"], strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+    # The records: same keys and counters; losses equal up to summation order.
+    assert len(single["records"]) == len(ddp_run["records"])
+    for mine, theirs in zip(single["records"], ddp_run["records"], strict=True):
+        assert mine.keys() == theirs.keys()
+        for key, value in mine.items():
+            if isinstance(value, float):
+                assert theirs[key] == pytest.approx(value, rel=1e-9, abs=1e-12, nan_ok=True), key
+            else:
+                assert theirs[key] == value, key
+    # Rank 0 wrote the final checkpoint; it holds the final parameters.
+    state = load_checkpoint(tmp / "ckpt.pt")
+    assert state["scheduler"]["epoch"] == EPOCHS
+    for p, q in zip(state["model"].values(), ddp_run["params"], strict=True):
+        assert torch.equal(p, q)
