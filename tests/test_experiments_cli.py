@@ -308,7 +308,7 @@ def test_interrupted_run_resumes_on_the_same_trajectory(
     assert timeless(records(a)) == timeless(records(b))
     epoch_steps = [r["step"] for r in records(b, "epoch")]
     assert epoch_steps[1] < 23 < epoch_steps[2] - 1  # the stop was inside epoch 2
-    assert records(b, "epoch")[1]["batch_size"] > 16  # after a resize
+    assert records(b, "epoch")[1]["next_batch_size"] > 16  # a resize at the end of epoch 1
     assert 20 in [r["step"] for r in records(b, "step")]  # and after a step record
     ka, kb = checkpoint(a), checkpoint(b)
     assert ka["model"].keys() == kb["model"].keys()

@@ -249,6 +249,7 @@ class Trainer:
         self._epoch_loss = [0.0, 0]  # loss sum, samples (this epoch)
         self._log_loss = [0.0, 0]  # loss sum, samples (since the last step record)
         self._lr = self._current_lr()
+        self._step_batch_size = scheduler.batch_size
         self._stop_requested = False
         self._wall_start = time.perf_counter()
         self._wall_offset = 0.0
@@ -293,6 +294,7 @@ class Trainer:
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
         self.epochs = epochs
+        self._stop_requested = False  # a stop honoured by an earlier fit() is spent
         self._wall_start = time.perf_counter()
         self._emit("on_fit_start")
         status = "completed"
@@ -304,7 +306,7 @@ class Trainer:
             self.clock.start()
             while self.epoch < epochs:
                 # A checkpoint taken after an epoch's last step resumes at its end.
-                if not self.loader.epoch_done:
+                if not (self.loader.epoch_done and self.loader.epoch == self.epoch):
                     for batch in self.loader:  # the resizable loader: the policy's size
                         self.optimizer.zero_grad(set_to_none=True)
                         with self.scheduler.measure(self.tracker):  # statistics when read
@@ -342,6 +344,7 @@ class Trainer:
             return loss * weight if weight != 1.0 else loss
 
         self._lr = self._current_lr()  # the LR this step uses
+        self._step_batch_size = self.scheduler.batch_size  # and its batch size (requested)
         if self.tracker is not None and weight not in (0.0, 1.0):
             with self.tracker.loss_weight(weight):
                 loss = self.micro.backward(loss_of, batch)
@@ -438,7 +441,9 @@ class Trainer:
         if metrics is None:
             with self.clock.paused():
                 metrics = self._evaluate()
-        record = self._base_record("epoch", self.batch_size)
+        # The batch size and LR of the epoch's last step (epoch 0: the initial ones); a
+        # decision taken at the epoch's end is in the decision fields.
+        record = self._base_record("epoch", self._step_batch_size)
         record["elapsed"] = self._wall_offset + time.perf_counter() - self._wall_start
         record["train_loss"] = train_loss
         record.update(metrics)
@@ -493,6 +498,7 @@ class Trainer:
                 "epoch_loss": list(self._epoch_loss),
                 "log_loss": list(self._log_loss),
                 "lr": self._lr,
+                "step_batch_size": self._step_batch_size,
                 "last_epoch_record": self.last_epoch_record,
             },
             "callbacks": [c.state_dict() for c in self.callbacks],
@@ -524,6 +530,7 @@ class Trainer:
         self._epoch_loss = [float(t["epoch_loss"][0]), int(t["epoch_loss"][1])]
         self._log_loss = [float(t["log_loss"][0]), int(t["log_loss"][1])]
         self._lr = float(t["lr"])
+        self._step_batch_size = int(t["step_batch_size"])
         self.last_epoch_record = t["last_epoch_record"]
         for callback, c_state in zip(self.callbacks, state["callbacks"], strict=True):
             callback.load_state_dict(c_state)
