@@ -46,7 +46,7 @@ def write_report(
         (target / "report.json").write_text(
             json.dumps(comparison_to_json(comparison), indent=2) + "\n", encoding="utf-8"
         )
-        written = plot_comparison(comparison, target) if plots else []
+        written = plot_comparison(comparison, target, title=suite_name) if plots else []
         files = ", ".join(p.name for p in [target / "report.md", target / "report.json", *written])
         texts.append(f"{text}\nwritten to {target}: {files}")
     return "\n\n".join(texts)

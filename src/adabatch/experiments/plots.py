@@ -55,7 +55,7 @@ def _draw(
         color=colour,
         label=label,
         lw=1.8,
-        drawstyle="steps-post" if step else "default",
+        drawstyle="steps-pre" if step else "default",
     )
     if curve.n > 1:
         ax.fill_between(
@@ -94,7 +94,8 @@ def plot_comparison(
 ) -> list[Path]:
     """Write the four comparison plots as PNG files in ``out_dir``.
 
-    - ``batch_size.png``: the batch size in force at the end of each epoch (log2 axis);
+    - ``batch_size.png``: each epoch's batch size (that of its last step), drawn over the
+      epoch (log2 axis);
     - ``accuracy_vs_epoch.png``: test accuracy against epochs;
     - ``accuracy_vs_time.png``: mean test accuracy against mean training time (evaluation
       excluded);

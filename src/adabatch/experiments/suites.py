@@ -69,7 +69,7 @@ class Suite:
     baselines: tuple[str, ...] = ()
     target_accuracy: float | None = None
     hardware: str = "cpu"
-    seeds: int = 1
+    seeds: int = 3
     parts: tuple[str, ...] = ()
 
     def method(self, label: str) -> Method:
