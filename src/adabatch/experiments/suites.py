@@ -169,33 +169,44 @@ _MNIST_MLP = Suite(
         "on MNIST with an MLP, where this CPU's throughput grows ~3× from b = 32 to b = 512"
     ),
     expected=(
-        "DiveBatch reaches small-batch SGD's target accuracy ≥ 2× faster in wall time, with "
-        "final accuracy within 0.5 points"
+        "DiveBatch reaches small-batch SGD's target accuracy sooner in wall time, with final "
+        "accuracy within 0.5 points (the issue's goal is 2×; see BENCHMARKS.md for what is "
+        "measured)"
     ),
     base=_config(
         data=DataConfig(name="mnist"),
         model=ModelConfig(name="mlp", options={"hidden": (512,)}),
-        optimizer=OptimizerConfig(name="sgd", lr=0.05, options={"momentum": 0.9}),
+        optimizer=OptimizerConfig(name="sgd", lr=0.1),
+        schedule=ScheduleConfig(name="cosine"),
         policy=PolicyConfig(name="constant", batch_size=32),
         train=TrainConfig(epochs=12, log_every=50),
     ),
     methods=(
         _m("sgd-small", "SGD, constant batch 32", policy__name="constant"),
-        _m("sgd-large", "SGD, constant batch 1024", policy__batch_size=1024),
+        _m("sgd-large", "SGD, constant batch 512", policy__batch_size=512),
         _m(
             "adabatch",
-            "AdaBatch schedule: ×2 every 2 epochs (32 → 1024)",
+            "AdaBatch schedule: ×2 every 2 epochs (32 → 512)",
             policy__name="schedule",
             policy__every=2,
-            policy__max_batch_size=1024,
+            policy__max_batch_size=512,
         ),
         _m(
             "divebatch",
-            "DiveBatch δ = 0.1, R = 2 epochs, cap 1024",
+            "DiveBatch δ = 0.01, R = 2 epochs, cap 512",
             policy__name="divebatch",
-            policy__delta=0.1,
+            policy__delta=0.01,
             policy__every=2,
-            policy__max_batch_size=1024,
+            policy__max_batch_size=512,
+        ),
+        _m(
+            "divebatch-sqrt",
+            "DiveBatch δ = 0.01, R = 2 epochs, cap 512, LR × √(B/B₀)",
+            policy__name="divebatch",
+            policy__delta=0.01,
+            policy__every=2,
+            policy__max_batch_size=512,
+            policy__lr_rule="sqrt",
         ),
     ),
     baselines=("sgd-small", "sgd-large"),
