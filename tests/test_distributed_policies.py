@@ -8,21 +8,17 @@ identical, and equal to a single-process run over the same global batches.
 
 from __future__ import annotations
 
-import datetime
-import gc
 import math
-import os
-import pickle
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from _dist import run_on_ranks
 from adabatch import AdaptiveLoader, BatchSizeScheduler, GradStatsTracker, make_policy
 from adabatch.data.sampler import rank_span
 from adabatch.datasets import ArrayDataset
@@ -130,7 +126,7 @@ def _run(case: str, *, distributed: bool) -> dict[str, Any]:
         scheduler.step_epoch()
         _check_lockstep(scheduler, distributed)
     tracker.remove()
-    del net  # release the DDP reducer before the process group goes (see _worker)
+    del net  # release the DDP reducer before the process group goes (see _dist.run_on_ranks)
     state = scheduler.state_dict()
     return {
         **record,
@@ -142,41 +138,14 @@ def _run(case: str, *, distributed: bool) -> dict[str, Any]:
     }
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    from _dist import exit_worker  # imported here: the spawned process imports this by name
-
-    # A short timeout: a collective that one rank never joins fails instead of hanging.
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
-    )
-    try:
-        records = {case: _run(case, distributed=True) for case in CASES}
-        # Tearing the group down under a live DDP reducer can abort the process: every DDP
-        # object is gone (collected with its reference cycles) and both ranks are done first.
-        gc.collect()
-        dist.barrier()
-        with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
-            pickle.dump(records, f)
-    finally:
-        dist.destroy_process_group()
-    exit_worker()
+def _ddp_cases(rank: int, out_dir: str) -> dict[str, dict[str, Any]]:
+    return {case: _run(case, distributed=True) for case in CASES}
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict[str, dict[str, Any]]]:
     """Every rank's records of every case, from one two-process run."""
-    tmp = tmp_path_factory.mktemp("ddp_policies")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True)
-    out = []
-    for r in range(WORLD):
-        with open(tmp / f"rank{r}.pkl", "rb") as f:
-            out.append(pickle.load(f))
-    return out
+    return run_on_ranks(_ddp_cases, tmp_path_factory.mktemp("ddp_policies"), world=WORLD)
 
 
 def _shared(record: dict[str, Any]) -> dict[str, Any]:

@@ -9,17 +9,15 @@ exactly those without the hook.
 from __future__ import annotations
 
 import copy
-import os
-import pickle
+from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from _dist import run_on_ranks
 from adabatch.policies import parts_estimates
 from adabatch.policies.rank_norms import RankGradNorms
 from adabatch.stats import GradStatsTracker
@@ -41,39 +39,28 @@ def _model() -> nn.Module:
     return nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).double()
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    from _dist import exit_worker
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        x, y = _data()
-        share = SHARES[rank]
-        n = share.stop - share.start
-        weight = n * WORLD / 8  # AdaptiveLoader.loss_weight: DDP's average is the global mean
-        plain = DistributedDataParallel(_model())
-        hooked = DistributedDataParallel(_model())
-        norms = RankGradNorms()
-        hooked.register_comm_hook(norms, norms.hook)
-        for net in (plain, hooked):
-            (F.cross_entropy(net(x[share]), y[share]) * weight).backward()
-        estimates = norms.estimates(hooked, loss_weight=weight, local_size=n)
-        same = all(
-            torch.equal(a.grad, b.grad)
-            for a, b in zip(plain.parameters(), hooked.parameters(), strict=True)
-        )
-        with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
-            pickle.dump({"estimates": estimates, "same_grads": same}, f)
-        del plain, hooked
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    exit_worker()
+def _ddp_norms(rank: int, out_dir: str) -> dict[str, Any]:
+    x, y = _data()
+    share = SHARES[rank]
+    n = share.stop - share.start
+    weight = n * WORLD / 8  # AdaptiveLoader.loss_weight: DDP's average is the global mean
+    plain = DistributedDataParallel(_model())
+    hooked = DistributedDataParallel(_model())
+    norms = RankGradNorms()
+    hooked.register_comm_hook(norms, norms.hook)
+    for net in (plain, hooked):
+        (F.cross_entropy(net(x[share]), y[share]) * weight).backward()
+    estimates = norms.estimates(hooked, loss_weight=weight, local_size=n)
+    same = all(
+        torch.equal(a.grad, b.grad)
+        for a, b in zip(plain.parameters(), hooked.parameters(), strict=True)
+    )
+    del plain, hooked
+    return {"estimates": estimates, "same_grads": same}
 
 
 def test_rank_norms_match_the_parts_estimate(tmp_path) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
-    results = [pickle.loads((tmp_path / f"rank{r}.pkl").read_bytes()) for r in range(WORLD)]
+    results = run_on_ranks(_ddp_norms, tmp_path, world=WORLD)
     assert all(r["same_grads"] for r in results)  # the hook leaves DDP's gradients alone
     assert results[0]["estimates"] == results[1]["estimates"]  # every rank agrees
 

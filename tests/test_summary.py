@@ -94,3 +94,24 @@ def test_cached_grad_sum_norm_matches_a_fresh_computation():
     assert float(seeded.grad_sum_sq_norm) == expected == float(lazy.grad_sum_sq_norm)
     merged = seeded + seeded  # a new summary: its own value, not a copied cache
     assert float(merged.grad_sum_sq_norm) == pytest.approx(4 * expected)
+
+
+def test_accumulate_equals_add_and_sums_into_its_own_tensors() -> None:
+    torch.manual_seed(1)
+    a, b = make(3), make(4)
+    expected = a + b
+    owned = a.detach_copy()
+    other_before = {k: v.clone() for k, v in b.grad_sum.items()}
+    total = owned.accumulate(b)
+    for f in ("num_samples", "num_groups"):
+        assert getattr(total, f) == getattr(expected, f)
+    for f in ("sum_sq_norms", "sum_sq_inner", "group_norm4_sum", "group_ratio_sum"):
+        assert torch.equal(getattr(total, f), getattr(expected, f))
+    for field in ("grad_sum", "coord_sq_sum"):
+        for k in expected.grad_sum:
+            assert torch.equal(getattr(total, field)[k], getattr(expected, field)[k])
+            # summed in place: the result holds the accumulator's own storage
+            assert getattr(total, field)[k].data_ptr() == getattr(owned, field)[k].data_ptr()
+    assert all(torch.equal(b.grad_sum[k], other_before[k]) for k in other_before)
+    with pytest.raises(TypeError, match="can only accumulate GradStats"):
+        owned.accumulate(3)  # type: ignore[arg-type]

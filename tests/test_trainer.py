@@ -833,6 +833,20 @@ def test_progress_bar_runs_with_tqdm(capsys) -> None:
 
 
 # ---------------------------------------------------------------------- 7. bad input
+def test_trainer_refuses_a_policy_fed_by_the_callers_loop() -> None:
+    model = nn.Sequential(nn.Linear(6, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for estimator, refused in (("two-batch", True), ("per-sample", False)):
+        pol = make_policy("noise-scale", batch_size=8, estimator=estimator)
+        assert pol.stats_request.from_caller is refused
+        sched = BatchSizeScheduler(pol, AdaptiveLoader(TRAIN, 8, seed=0), opt)
+        if refused:
+            with pytest.raises(ValueError, match="fed by your own loop"):
+                Trainer(model, opt, sched)
+        else:
+            assert Trainer(model, opt, sched).tracker is not None
+
+
 def test_trainer_rejects_bad_arguments() -> None:
     trainer = _tiny_trainer()
     with pytest.raises(TypeError, match="BatchSizeScheduler, got dict"):

@@ -7,20 +7,16 @@ loss with nothing); the evaluation set (7 samples, batches of 3) ends the same w
 
 from __future__ import annotations
 
-import datetime
-import gc
 import math
 import os
-import pickle
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from _dist import run_on_ranks
 from adabatch import AdaptiveLoader, BatchSizeScheduler, make_policy
 from adabatch.data import rank_span
 from adabatch.datasets import ArrayDataset
@@ -105,38 +101,14 @@ def _run(*, distributed: bool, checkpoint: str | None = None) -> dict[str, Any]:
     return out
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    from _dist import exit_worker  # imported here: the spawned process imports this by name
-
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
-    )
-    try:
-        record = _run(distributed=True, checkpoint=os.path.join(out_dir, "ckpt.pt"))
-        gc.collect()
-        dist.barrier()
-        with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as f:
-            pickle.dump(record, f)
-    finally:
-        dist.destroy_process_group()
-    exit_worker()
+def _ddp_run(rank: int, out_dir: str) -> dict[str, Any]:
+    return _run(distributed=True, checkpoint=os.path.join(out_dir, "ckpt.pt"))
 
 
 @pytest.fixture(scope="module")
 def ddp(tmp_path_factory) -> tuple[list[dict[str, Any]], Any]:
     tmp = tmp_path_factory.mktemp("ddp_trainer")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True)
-    ranks = []
-    for r in range(WORLD):
-        with open(tmp / f"rank{r}.pkl", "rb") as f:
-            ranks.append(pickle.load(f))
-    return ranks, tmp
+    return run_on_ranks(_ddp_run, tmp, world=WORLD), tmp
 
 
 def _canon(value: Any) -> Any:

@@ -17,7 +17,12 @@ from pathlib import Path
 from adabatch.experiments.config import ConfigError, parse_overrides
 from adabatch.experiments.outputs import write_report
 from adabatch.experiments.report import find_runs
-from adabatch.experiments.run import DivergedRunError, experiment_config, run_experiment
+from adabatch.experiments.run import (
+    DivergedRunError,
+    default_run_dir,
+    experiment_config,
+    run_experiment,
+)
 from adabatch.experiments.suites import suite as get_suite
 
 from .run import add_run_options
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                         part,
                         method,
                         config,
-                        root / part.name / method.label / f"seed{seed}",
+                        default_run_dir(part, method, seed, root),
                         resume=args.resume,
                         overwrite=args.overwrite,
                         progress=not args.no_progress,

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from adabatch.experiments.config import parse_overrides
-from adabatch.experiments.run import experiment_config, run_experiment
+from adabatch.experiments.run import default_run_dir, experiment_config, run_experiment
 from adabatch.experiments.suites import experiment
 
 __all__ = ["HELP", "OVERRIDES", "add_arguments", "run"]
@@ -49,11 +49,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the experiment; exit status 0 when it completed (or was already complete)."""
     suite, method = experiment(args.experiment)
     config = experiment_config(suite, method, parse_overrides(args.overrides))
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("runs") / suite.name / method.label / (f"seed{config.train.seed}")
-    )
+    out = Path(args.out) if args.out else default_run_dir(suite, method, config.train.seed)
     outcome = run_experiment(
         suite,
         method,

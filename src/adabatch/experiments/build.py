@@ -254,9 +254,9 @@ def build(config: Config) -> Built:
             dataset_size=len(data.train),
             **config.policy.options,
         )
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # the component's own check: a config error here
         raise ConfigError(str(exc)) from None
     lr_scheduler = build_lr_scheduler(config, optimizer)
     loader = AdaptiveLoader(

@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import signal
-import tempfile
 import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,6 +31,7 @@ from typing import Any
 import torch
 
 from .. import __version__
+from .._atomic import atomic_write
 from ..training import DivergenceError, FitResult, JsonlLogger, ProgressBar, TensorBoardLogger
 from ..training.callbacks import Callback
 from .build import OPTION_LOOKUPS, build, describe
@@ -43,8 +43,8 @@ __all__ = [
     "DivergedRunError",
     "RunError",
     "RunOutcome",
+    "default_run_dir",
     "experiment_config",
-    "load_config_json",
     "run_experiment",
 ]
 
@@ -70,6 +70,11 @@ class RunOutcome:
     summary: dict[str, Any]
 
 
+def default_run_dir(suite: Suite, method: Method, seed: int, root: str | Path = "runs") -> Path:
+    """Where a run goes unless told: ``root/SUITE/METHOD/seedN``."""
+    return Path(root) / suite.name / method.label / f"seed{seed}"
+
+
 def experiment_config(
     suite: Suite, method: Method, overrides: Sequence[tuple[str, Any]] = ()
 ) -> Config:
@@ -80,15 +85,7 @@ def experiment_config(
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write JSON atomically (temporary file, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"), text=True)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -258,7 +255,6 @@ def run_experiment(
         log(f"  resumed at epoch {trainer.epoch}, step {trainer.step}")
     else:
         (out / "metrics.jsonl").unlink(missing_ok=True)  # a run killed before its checkpoint
-        (out / "summary.json").unlink(missing_ok=True)
         _write_json(out / "config.json", record)
     (out / "summary.json").unlink(missing_ok=True)
     try:
@@ -295,8 +291,3 @@ def _summary(
     if message is not None:
         summary["message"] = message
     return summary
-
-
-def load_config_json(path: str | Path) -> dict[str, Any]:
-    """Read a run's ``config.json`` (for tools that re-run or inspect a run)."""
-    return _read_json(Path(path) / "config.json")

@@ -63,11 +63,14 @@ class StatsRequest:
         per_sample: the policy reads a `GradStats` (Σgᵢ and S2) through `observe`.
         inner_products: it also needs P2 (``inner_products=True`` in the engine).
         coordinates: it also needs Σgᵢ⊙gᵢ (``coordinates=True``).
+        from_caller: the policy is fed by the caller's own methods (e.g. the noise scale's
+            ``observe_norms``), not from a tracker: a generic loop cannot drive it.
     """
 
     per_sample: bool = False
     inner_products: bool = False
     coordinates: bool = False
+    from_caller: bool = False
 
     def tracker_options(self) -> dict[str, bool]:
         """Keyword arguments for `GradStatsTracker` / `compute_stats`."""

@@ -175,7 +175,7 @@ class DiveBatchPolicy(BatchSizePolicy):
             return
         if self._window.sum_sq_norms.device != stats.sum_sq_norms.device:
             self._window = self._window.to(stats.sum_sq_norms.device)  # restored elsewhere
-        self._window = self._window + stats
+        self._window = self._window.accumulate(stats)  # owned (a detach_copy): in place
 
     def after_step(self, *, step: int, epoch: int) -> Decision | None:  # noqa: D102
         if self.every_steps is None or (step + 1) % self.every_steps:

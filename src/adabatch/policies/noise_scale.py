@@ -182,7 +182,8 @@ class NoiseScalePolicy(BatchSizePolicy):
 
     @property
     def stats_request(self) -> StatsRequest:  # noqa: D102 - see base
-        return StatsRequest(per_sample=self.estimator == "per-sample")
+        per_sample = self.estimator == "per-sample"
+        return StatsRequest(per_sample=per_sample, from_caller=not per_sample)
 
     @property
     def cadence(self) -> str:  # noqa: D102 - see base

@@ -114,23 +114,31 @@ def _layer_fields(
     return q.sum(), num_samples * mean_sq.square().sum(), ratio.sum()
 
 
-def _add_maps(a: Mapping[str, Tensor], b: Mapping[str, Tensor], what: str) -> dict[str, Tensor]:
+def _add_maps(
+    a: Mapping[str, Tensor], b: Mapping[str, Tensor], what: str, in_place: bool = False
+) -> dict[str, Tensor]:
     if a.keys() != b.keys():
         missing = sorted(set(a) ^ set(b))
         raise ValueError(
             f"cannot add GradStats over different parameters: {what} keys differ in "
             f"{missing[:5]}; merge only statistics of the same model's trainable parameters"
         )
+    if in_place:
+        return {k: a[k].add_(b[k]) for k in a}
     return {k: a[k] + b[k] for k in a}
 
 
-def _add_optional(a: Tensor | None, b: Tensor | None, what: str) -> Tensor | None:
+def _add_optional(
+    a: Tensor | None, b: Tensor | None, what: str, in_place: bool = False
+) -> Tensor | None:
     if (a is None) != (b is None):
         raise ValueError(
             f"cannot add GradStats where only one side has {what}; compute both with the "
             f"same options (inner_products=..., coordinates=...)"
         )
-    return None if a is None or b is None else a + b
+    if a is None or b is None:
+        return None
+    return a.add_(b) if in_place else a + b
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -269,7 +277,21 @@ class GradStats:
     def __add__(self, other: GradStats) -> GradStats:
         if not isinstance(other, GradStats):
             return NotImplemented
-        grad_sum = _add_maps(self.grad_sum, other.grad_sum, "grad_sum")
+        return self._combine(other, in_place=False)
+
+    def accumulate(self, other: GradStats) -> GradStats:
+        """``self + other``, summed into ``self``'s tensors (they are updated in place).
+
+        For running sums over many steps (DiveBatch's epoch window): it saves allocating a
+        new gradient-sized map every step. Call it only on statistics you own (e.g. a
+        `detach_copy`), and use the returned summary, not ``self``, afterwards.
+        """
+        if not isinstance(other, GradStats):
+            raise TypeError(f"can only accumulate GradStats, got {type(other).__name__}")
+        return self._combine(other, in_place=True)
+
+    def _combine(self, other: GradStats, *, in_place: bool) -> GradStats:
+        grad_sum = _add_maps(self.grad_sum, other.grad_sum, "grad_sum", in_place)
         if (self.coord_sq_sum is None) != (other.coord_sq_sum is None):
             raise ValueError(
                 "cannot add GradStats where only one side has coord_sq_sum; compute both "
@@ -277,7 +299,7 @@ class GradStats:
             )
         coords = None
         if self.coord_sq_sum is not None and other.coord_sq_sum is not None:
-            coords = _add_maps(self.coord_sq_sum, other.coord_sq_sum, "coord_sq_sum")
+            coords = _add_maps(self.coord_sq_sum, other.coord_sq_sum, "coord_sq_sum", in_place)
         if (self.layer_inner_sum is None) != (other.layer_inner_sum is None):
             raise ValueError(
                 "cannot add GradStats where only one side has the layerwise inner products "
@@ -287,15 +309,27 @@ class GradStats:
         return GradStats(
             num_samples=self.num_samples + other.num_samples,
             grad_sum=grad_sum,
-            sum_sq_norms=self.sum_sq_norms + other.sum_sq_norms,
-            sum_sq_inner=_add_optional(self.sum_sq_inner, other.sum_sq_inner, "sum_sq_inner"),
+            sum_sq_norms=_add_optional(self.sum_sq_norms, other.sum_sq_norms, "S2", in_place),
+            sum_sq_inner=_add_optional(
+                self.sum_sq_inner, other.sum_sq_inner, "sum_sq_inner", in_place
+            ),
             coord_sq_sum=coords,
             num_groups=self.num_groups + other.num_groups,
-            group_norm4_sum=_add_optional(self.group_norm4_sum, other.group_norm4_sum, "P2"),
-            group_ratio_sum=_add_optional(self.group_ratio_sum, other.group_ratio_sum, "P2"),
-            layer_inner_sum=_add_optional(self.layer_inner_sum, other.layer_inner_sum, "Q"),
-            layer_norm4_sum=_add_optional(self.layer_norm4_sum, other.layer_norm4_sum, "Q"),
-            layer_ratio_sum=_add_optional(self.layer_ratio_sum, other.layer_ratio_sum, "Q"),
+            group_norm4_sum=_add_optional(
+                self.group_norm4_sum, other.group_norm4_sum, "P2", in_place
+            ),
+            group_ratio_sum=_add_optional(
+                self.group_ratio_sum, other.group_ratio_sum, "P2", in_place
+            ),
+            layer_inner_sum=_add_optional(
+                self.layer_inner_sum, other.layer_inner_sum, "Q", in_place
+            ),
+            layer_norm4_sum=_add_optional(
+                self.layer_norm4_sum, other.layer_norm4_sum, "Q", in_place
+            ),
+            layer_ratio_sum=_add_optional(
+                self.layer_ratio_sum, other.layer_ratio_sum, "Q", in_place
+            ),
         )
 
     def __radd__(self, other: object) -> GradStats:

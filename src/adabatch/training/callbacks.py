@@ -230,8 +230,11 @@ class TensorBoardLogger(Callback):
         x = int(record["samples"])
         self._last_samples = x
         if record["kind"] == "step":
-            scalars = {"loss": record["loss"], "batch_size": record["batch_size"]}
-            scalars["lr"] = record["lr"]
+            scalars = {
+                "loss": record["loss"],
+                "batch_size": record["batch_size"],
+                "lr": record["lr"],
+            }
             prefix = "train"
         else:
             scalars = {

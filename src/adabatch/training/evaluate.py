@@ -56,8 +56,10 @@ def evaluate(
     )
     was_training = model.training
     model.eval()
-    total = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, samples
-    classification = True
+    # loss sum, correct, samples, batches that were not classification: summed on the
+    # device (no synchronisation per batch), read once at the end
+    where = next((p.device for p in model.parameters()), torch.device("cpu"))
+    total = torch.zeros(4, dtype=torch.float64, device=where)
     try:
         with torch.no_grad():
             for inputs, targets in loader:
@@ -65,20 +67,18 @@ def evaluate(
                 if n == 0:  # this rank's share of a short last batch
                     continue
                 outputs = model(inputs)
-                total[0] += float(loss_fn(outputs, targets)) * n
+                total[0] += loss_fn(outputs, targets).detach().double() * n
                 total[2] += n
                 if _is_classification(outputs, targets):
-                    total[1] += float((outputs.argmax(dim=1) == targets).sum())
+                    total[1] += (outputs.argmax(dim=1) == targets).sum()
                 else:
-                    classification = False
+                    total[3] += 1
     finally:
         model.train(was_training)
     if is_distributed():
         dist.all_reduce(total)
-        flag = torch.tensor([int(classification)])
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        classification = bool(flag.item())
-    loss_sum, correct, count = total.tolist()
+    loss_sum, correct, count, other = total.tolist()
+    classification = other == 0
     if count == 0:
         raise ValueError("the evaluation data set is empty")
     return {

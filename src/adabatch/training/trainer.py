@@ -202,15 +202,11 @@ class Trainer:
                 f"{checkpoint_every_steps!r}"
             )
         policy = scheduler.policy
-        if (
-            policy.stats_request.per_sample is False
-            and policy.cadence == "step"
-            and (getattr(policy, "estimator", "per-sample") != "per-sample")
-        ):
+        if policy.stats_request.from_caller:
             raise ValueError(
-                f"the {policy.name} policy with estimator={policy.estimator!r} is fed by your own "
-                "loop (observe_parts / RankGradNorms); the Trainer drives per-sample statistics "
-                "only: use estimator='per-sample'"
+                f"this {policy.name} policy is fed by your own loop (e.g. observe_parts / "
+                "RankGradNorms for the two-batch noise scale); the Trainer feeds per-sample "
+                "statistics only (for the noise scale: estimator='per-sample')"
             )
         self.model = model
         self.optimizer = optimizer
