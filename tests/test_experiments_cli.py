@@ -546,3 +546,21 @@ def test_ctrl_c_stops_the_whole_comparison(
     assert summary(Path("runs/quick/sgd-small/seed0"))["status"] == "interrupted"
     assert code != 0
     assert not Path("runs/quick/divebatch").exists()
+
+
+def test_list_into_a_closed_pipe_stops_quietly() -> None:
+    # `adabatch list | head -1`: the reader goes away before the output is written.
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adabatch", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "error" not in err, err
+    assert proc.returncode == 1

@@ -22,7 +22,7 @@ from adabatch.experiments.comparison import (
     mean_sem,
     step_curve,
 )
-from adabatch.experiments.plots import plot_comparison
+from adabatch.experiments.plots import accuracy_floor, plot_comparison
 from adabatch.experiments.report import ReportError, Run, find_runs, load_run
 from adabatch.experiments.tables import comparison_to_json, format_count, render_table
 
@@ -577,3 +577,21 @@ def test_plots_without_matplotlib_say_what_to_install(suite, tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=re.escape('pip install "adabatch[experiments]"')):
         plot_comparison(suite, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("finals", "target", "expected"),
+    [
+        ([98.4, 96.3], 98.0, 94.3),  # the lowest final sets it
+        ([85.0, 84.9], 73.0, 71.0),  # a target below every final sets it
+        ([1.5, 30.0], None, 0.0),  # never below 0
+        ([float("nan"), 90.0], None, 88.0),  # a run without a final accuracy is skipped
+    ],
+)
+def test_accuracy_floor(finals: list[float], target: float | None, expected: float) -> None:
+    assert accuracy_floor(finals, target) == pytest.approx(expected)
+
+
+def test_accuracy_floor_without_finals_is_none() -> None:
+    assert accuracy_floor([], 90.0) is None
+    assert accuracy_floor([float("nan")]) is None

@@ -1,7 +1,9 @@
 """Plots comparing methods: batch size, accuracy against epochs and time, loss against samples.
 
-Each method keeps one colour in every plot (``tab10``, in the comparison's method order); a line
-is the mean over seeds and the light band around it the range (minimum to maximum) over seeds.
+Each method keeps one colour in every plot (``tab10``, in the comparison's method order), and
+baselines are dashed; a line is the mean over seeds and the light band around it the range
+(minimum to maximum) over seeds. The accuracy axes start a little below the lowest final accuracy
+(`accuracy_floor`), so the differences that matter are not squeezed into the top of the plot.
 matplotlib is imported only when plotting, through its Agg canvas: no window, no global pyplot
 state, nothing left open.
 """
@@ -20,7 +22,7 @@ from .report import Run
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["PLOT_FILES", "plot_comparison"]
+__all__ = ["PLOT_FILES", "accuracy_floor", "plot_comparison"]
 
 #: The files written by `plot_comparison`, in the order it returns them.
 PLOT_FILES = (
@@ -44,8 +46,33 @@ def _import_matplotlib() -> dict[str, Any]:
     return {"colormaps": colormaps, "ticker": ticker, "Canvas": FigureCanvasAgg, "Figure": Figure}
 
 
+def accuracy_floor(
+    finals: Iterable[float], target: float | None = None, margin: float = 2.0
+) -> float | None:
+    """The lower end of an accuracy axis (None when there is no finite final accuracy).
+
+    It lies ``margin`` points below the lowest final accuracy and below the target, and never
+    below 0. The first epochs (10 % → 90 %) would otherwise set the scale and flatten the last
+    points of accuracy, which are what a comparison is about.
+    """
+    values = [v for v in finals if math.isfinite(v)]
+    if not values:
+        return None
+    if target is not None and math.isfinite(target):
+        values.append(target)
+    return max(0.0, min(values) - margin)
+
+
 def _draw(
-    ax: Axes, x: Iterable[float], curve: Curve, colour: Any, label: str, step: bool = False
+    ax: Axes,
+    x: Iterable[float],
+    curve: Curve,
+    colour: Any,
+    label: str,
+    step: bool = False,
+    *,
+    dashed: bool = False,
+    lw: float = 1.8,
 ) -> None:
     """The mean line of ``curve`` at ``x``, with the min-max band when there are several runs."""
     x = list(x)
@@ -54,7 +81,8 @@ def _draw(
         curve.mean,
         color=colour,
         label=label,
-        lw=1.8,
+        lw=lw,
+        ls=(0, (5, 2)) if dashed else "-",
         drawstyle="steps-pre" if step else "default",
     )
     if curve.n > 1:
@@ -125,6 +153,11 @@ def plot_comparison(
     order = list(comparison.method_order)
     heading = title or comparison.title
     methods = [summary.method for summary in comparison.methods]
+    baselines = set(comparison.baselines)
+    floor = accuracy_floor(
+        (summary.final_accuracy_mean for summary in comparison.methods),
+        comparison.target_accuracy,
+    )
 
     def colour(method: str) -> Any:
         return palette(order.index(method) % 10)
@@ -153,10 +186,27 @@ def plot_comparison(
         fig.clear()
         return path
 
+    def draw(ax: Axes, x: Iterable[float], curve: Curve, method: str, **kwargs: Any) -> None:
+        _draw(ax, x, curve, colour(method), label(method), dashed=method in baselines, **kwargs)
+
+    def accuracy_axis(ax: Axes) -> None:
+        _target_line(ax, comparison.target_accuracy)
+        if floor is None:
+            return
+        # The top too: autoscaling chose it with the first epochs' low values in view.
+        highest = max(
+            (float(y) for line in ax.lines for y in line.get_ydata() if math.isfinite(y)),
+            default=floor + 1.0,
+        )
+        ax.set_ylim(floor, max(highest, floor + 1.0) + 0.05 * max(highest - floor, 1.0))
+
     def batch_size(ax: Axes) -> None:
-        for method in methods:
+        for i, method in enumerate(methods):
             curve = mean_curve(comparison.runs[method], "batch_size")
-            _draw(ax, curve.x, curve, colour(method), label(method), step=True)
+            # Constant batches often coincide: earlier methods are drawn wider, so a line
+            # drawn over another leaves it visible on both sides.
+            lw = 1.6 + 2.0 * (len(methods) - 1 - i) / max(1, len(methods) - 1)
+            draw(ax, curve.x, curve, method, step=True, lw=lw)
         ax.set_yscale("log", base=2)
         ax.yaxis.set_major_formatter(ticker.FuncFormatter(_plain))
         ax.yaxis.set_minor_formatter(ticker.NullFormatter())
@@ -164,21 +214,21 @@ def plot_comparison(
     def accuracy_vs_epoch(ax: Axes) -> None:
         for method in methods:
             curve = mean_curve(comparison.runs[method], "test_accuracy")
-            _draw(ax, curve.x, curve, colour(method), label(method))
-        _target_line(ax, comparison.target_accuracy)
+            draw(ax, curve.x, curve, method)
+        accuracy_axis(ax)
 
     def accuracy_vs_time(ax: Axes) -> None:
         for method in methods:
             curve = mean_curve(comparison.runs[method], "test_accuracy")
             time = mean_curve(comparison.runs[method], "time")
-            _draw(ax, time.mean, curve, colour(method), label(method))
-        _target_line(ax, comparison.target_accuracy)
+            draw(ax, time.mean, curve, method)
+        accuracy_axis(ax)
 
     def loss_vs_samples(ax: Axes) -> None:
         for method in methods:
             curve = step_curve(comparison.runs[method], "loss", x="samples")
             if curve.x:
-                _draw(ax, curve.x, curve, colour(method), label(method))
+                draw(ax, curve.x, curve, method)
         if not ax.lines:
             ax.text(0.5, 0.5, "no step records", transform=ax.transAxes, ha="center", va="center")
             return

@@ -166,12 +166,16 @@ _MNIST_MLP = Suite(
     description="DiveBatch vs SGD on the MNIST MLP 784-512-10 (wall-clock speed-up on a CPU)",
     mirrors=(
         "DiveBatch Table A's comparison (SGD small / large batch, AdaBatch doubling, DiveBatch) "
-        "on MNIST with an MLP, where this CPU's throughput grows ~3× from b = 32 to b = 512"
+        "on MNIST with an MLP, where this CPU's throughput grows ~3× from b = 32 to b = 512; "
+        "plus the step-window DiveBatch with the paper's linear LR rescale, and SGD-128 with a "
+        "linearly scaled LR as the tuned fixed-batch baseline"
     ),
     expected=(
-        "DiveBatch reaches small-batch SGD's target accuracy sooner in wall time, with final "
-        "accuracy within 0.5 points (the issue's goal is 2×; see BENCHMARKS.md for what is "
-        "measured)"
+        "the paper's epoch-window DiveBatch gains little here (it measures whole epochs at "
+        "b = 32, and without an LR coupling b = 512 learns slowly per sample); the step-window "
+        "DiveBatch with the LR rescale reaches SGD-32's 98 % about 2× sooner at the same final "
+        "accuracy; SGD-128 with the linearly scaled LR, tuned by hand, is as fast or faster: "
+        "on this easy problem a batch of 128 is already below the critical batch size"
     ),
     base=_config(
         data=DataConfig(name="mnist"),
@@ -182,8 +186,14 @@ _MNIST_MLP = Suite(
         train=TrainConfig(epochs=12, log_every=50),
     ),
     methods=(
-        _m("sgd-small", "SGD, constant batch 32", policy__name="constant"),
-        _m("sgd-large", "SGD, constant batch 512", policy__batch_size=512),
+        _m("sgd-small", "SGD, constant batch 32, LR 0.1", policy__name="constant"),
+        _m("sgd-large", "SGD, constant batch 512, LR 0.1", policy__batch_size=512),
+        _m(
+            "sgd-128-lr",
+            "SGD, constant batch 128, LR 0.4 (linearly scaled)",
+            policy__batch_size=128,
+            optimizer__lr=0.4,
+        ),
         _m(
             "adabatch",
             "AdaBatch schedule: ×2 every 2 epochs (32 → 512)",
@@ -193,23 +203,26 @@ _MNIST_MLP = Suite(
         ),
         _m(
             "divebatch",
-            "DiveBatch δ = 0.01, R = 2 epochs, cap 512",
+            "DiveBatch as in the paper: δ = 0.01, R = 2 epochs, cap 512",
             policy__name="divebatch",
             policy__delta=0.01,
             policy__every=2,
             policy__max_batch_size=512,
         ),
         _m(
-            "divebatch-sqrt",
-            "DiveBatch δ = 0.01, R = 2 epochs, cap 512, LR × √(B/B₀)",
+            # Linear rescaling is stable up to B = 128 here (LR 0.4); at 256 (LR 0.8) and 512
+            # (LR 1.6) it loses 0.7 and 5 points (BENCHMARKS.md), hence the cap.
+            "divebatch-window",
+            "DiveBatch every 300 steps from the last 100, δ = 0.01, cap 128, LR × B'/B",
             policy__name="divebatch",
             policy__delta=0.01,
-            policy__every=2,
-            policy__max_batch_size=512,
-            policy__lr_rule="sqrt",
+            policy__every_steps=300,
+            policy__window_steps=100,
+            policy__max_batch_size=128,
+            policy__rescale_lr=True,
         ),
     ),
-    baselines=("sgd-small", "sgd-large"),
+    baselines=("sgd-small", "sgd-large", "sgd-128-lr"),
     target_accuracy=98.0,
 )
 
@@ -353,7 +366,8 @@ _FASHION = Suite(
     expected=(
         "DiveBatch and AdaBatch reach their plateau in fewer steps and samples than SGD-128; "
         "on this CPU the CNN's throughput is flat above b = 128, so wall-clock gains are small; "
-        "SGD-2048 with the base LR ends lowest"
+        "SGD-2048 with the base LR ends lowest; the paper's linear LR rescale (×16 to 0.8 with "
+        "momentum 0.9) diverges in this CNN without normalisation layers"
     ),
     base=_config(
         data=DataConfig(name="fashion-mnist"),
@@ -369,7 +383,7 @@ _FASHION = Suite(
         if m.label in ("sgd-128", "sgd-2048", "adabatch", "divebatch", "divebatch-rescale")
     ),
     baselines=("sgd-128", "sgd-2048"),
-    target_accuracy=88.0,
+    target_accuracy=91.0,
     seeds=3,
 )
 
