@@ -123,7 +123,13 @@ def main() -> None:
     zero_loss = objective(X, ys, np.zeros(X.shape[1]), "logistic")
     print(f"data: {desc}; loss at w = 0: {zero_loss:.4f}")
     record = max(1, n // 10)
-    step = args.step or pick_step(X, y, args.epochs, (0.5, 1.0, 2.0, 4.0, 8.0))
+    # The grid spans 1/(L·‖x‖²) (L = 1/4 for the logistic loss, median row norm) × 1/8 … 4:
+    # {0.5, …, 16} for unit-norm rows; LIBSVM files need not be normalised.
+    row_sq = np.asarray(X.multiply(X).sum(axis=1)).reshape(-1)
+    base = 4.0 / float(np.median(row_sq[row_sq > 0]))
+    step = args.step or pick_step(
+        X, y, args.epochs, tuple(base * f for f in (1 / 8, 1 / 4, 1 / 2, 1, 2, 4))
+    )
     print(
         f"single-sample step γ = {step:g}; budget {args.epochs:g} epochs = "
         f"{int(args.epochs * n):,} samples"

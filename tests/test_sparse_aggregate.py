@@ -88,6 +88,18 @@ def test_csr_array_and_float32_are_accepted() -> None:
     np.testing.assert_allclose(got, [1.5, 3.0])
 
 
+def test_torch_sparse_csr_tensor_is_accepted() -> None:
+    import torch
+
+    dense = np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    coef = np.array([1.0, -1.0])
+    tensor = torch.tensor(dense).to_sparse_csr()
+    np.testing.assert_array_equal(aggregate(tensor, coef), aggregate(sp.csr_matrix(dense), coef))
+    np.testing.assert_array_equal(column_counts(tensor), [2, 0, 1])
+    with pytest.raises(TypeError, match=r"CSR.*Tensor"):
+        aggregate(torch.tensor(dense), coef)  # a dense tensor is refused, not densified
+
+
 @pytest.mark.parametrize(
     ("X", "coef", "rule", "error", "match"),
     [

@@ -16,6 +16,15 @@ single-sample step size: sparse linear models keep SGD's sample efficiency as th
 ``benchmarks/sparse_adabatch.py`` runs the comparison; BENCHMARKS.md has its tables.
 """
 
+try:
+    import numpy  # noqa: F401
+    import scipy.sparse  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"adabatch.sparse needs numpy and scipy ({exc.name} is missing): "
+        'pip install "adabatch[sparse]"'
+    ) from exc
+
 from .aggregate import RULES, aggregate, column_counts
 from .data import to_scipy
 from .embedding import AdaBatchEmbeddings, EmbeddingAggregation

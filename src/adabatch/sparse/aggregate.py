@@ -18,6 +18,7 @@ an occurrence.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Literal
 
 import numpy as np
@@ -29,19 +30,41 @@ Rule = Literal["adabatch", "mean"]
 RULES: tuple[str, ...] = ("adabatch", "mean")
 
 
+def _from_torch(X: Any) -> Any:
+    """A torch sparse CSR tensor as a scipy CSR matrix (the arrays are copied)."""
+    import scipy.sparse as sp
+
+    X = X.detach().cpu()
+    return sp.csr_matrix(
+        (
+            X.values().numpy().copy(),
+            X.col_indices().numpy().copy(),
+            X.crow_indices().numpy().copy(),
+        ),
+        shape=tuple(X.shape),
+    )
+
+
 def require_csr(X: Any, name: str = "X") -> Any:
     """``X`` in canonical CSR form (sorted, duplicates summed; a copy only if needed).
 
+    A 2-d torch tensor in the ``sparse_csr`` layout is accepted too (converted to scipy).
+
     Raises:
-        TypeError: ``X`` is not a scipy.sparse CSR matrix or array.
+        TypeError: ``X`` is neither a scipy.sparse CSR matrix or array nor a torch CSR tensor.
     """
     import scipy.sparse as sp
 
+    torch = sys.modules.get("torch")  # a torch tensor can only exist if torch is imported
+    if torch is not None and isinstance(X, torch.Tensor) and X.layout == torch.sparse_csr:
+        if X.dim() != 2:
+            raise TypeError(f"{name} must be a 2-d sparse CSR tensor, got {X.dim()} dims")
+        X = _from_torch(X)
     if not (sp.issparse(X) and X.format == "csr"):
         got = f"scipy.sparse {X.format!r} matrix" if sp.issparse(X) else type(X).__name__
         raise TypeError(
-            f"{name} must be a scipy.sparse CSR matrix, got {got}; convert it with "
-            f"scipy.sparse.csr_matrix({name}) (or {name}.tocsr())"
+            f"{name} must be a scipy.sparse CSR matrix (or a torch sparse CSR tensor), got "
+            f"{got}; convert it with scipy.sparse.csr_matrix({name}) (or {name}.tocsr())"
         )
     if not X.has_canonical_format:
         X = X.copy()
