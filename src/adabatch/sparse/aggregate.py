@@ -30,21 +30,6 @@ Rule = Literal["adabatch", "mean"]
 RULES: tuple[str, ...] = ("adabatch", "mean")
 
 
-def _from_torch(X: Any) -> Any:
-    """A torch sparse CSR tensor as a scipy CSR matrix (the arrays are copied)."""
-    import scipy.sparse as sp
-
-    X = X.detach().cpu()
-    return sp.csr_matrix(
-        (
-            X.values().numpy().copy(),
-            X.col_indices().numpy().copy(),
-            X.crow_indices().numpy().copy(),
-        ),
-        shape=tuple(X.shape),
-    )
-
-
 def require_csr(X: Any, name: str = "X") -> Any:
     """``X`` in canonical CSR form (sorted, duplicates summed; a copy only if needed).
 
@@ -59,7 +44,9 @@ def require_csr(X: Any, name: str = "X") -> Any:
     if torch is not None and isinstance(X, torch.Tensor) and X.layout == torch.sparse_csr:
         if X.dim() != 2:
             raise TypeError(f"{name} must be a 2-d sparse CSR tensor, got {X.dim()} dims")
-        X = _from_torch(X)
+        from .data import csr_from_torch  # data.py needs numpy only; no import cycle
+
+        X = csr_from_torch(X)
     if not (sp.issparse(X) and X.format == "csr"):
         got = f"scipy.sparse {X.format!r} matrix" if sp.issparse(X) else type(X).__name__
         raise TypeError(

@@ -11,7 +11,29 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_scipy"]
+__all__ = ["csr_from_torch", "to_scipy"]
+
+
+def csr_from_torch(tensor: Any) -> Any:
+    """A 2-d torch tensor in the ``sparse_csr`` layout as a ``scipy.sparse.csr_matrix``.
+
+    The arrays are copied (no aliasing of the tensor); float32/float64 values keep their dtype,
+    other dtypes become float64.
+    """
+    import scipy.sparse as sp
+
+    tensor = tensor.detach().cpu()
+    values = tensor.values().numpy()
+    if values.dtype not in (np.float32, np.float64):
+        values = values.astype(np.float64)
+    return sp.csr_matrix(
+        (
+            np.array(values, copy=True),
+            np.array(tensor.col_indices().numpy(), copy=True),
+            np.array(tensor.crow_indices().numpy(), copy=True),
+        ),
+        shape=tuple(int(s) for s in tensor.shape),
+    )
 
 
 def to_scipy(dataset: Any) -> tuple[Any, np.ndarray]:
@@ -32,7 +54,6 @@ def to_scipy(dataset: Any) -> tuple[Any, np.ndarray]:
         TypeError: ``dataset`` has no torch ``features``/``targets`` tensors.
         ValueError: targets that are not one per row.
     """
-    import scipy.sparse as sp
     import torch
 
     features = getattr(dataset, "features", None)
@@ -47,19 +68,8 @@ def to_scipy(dataset: Any) -> tuple[Any, np.ndarray]:
         raise ValueError(f"features must be an n × d matrix, got shape {tuple(features.shape)}")
     if features.layout != torch.sparse_csr:
         features = features.to_sparse_csr()
-    features = features.detach().cpu()
-    n, d = (int(s) for s in features.shape)
-    values = features.values().numpy()
-    if values.dtype not in (np.float32, np.float64):
-        values = values.astype(np.float64)
-    X = sp.csr_matrix(
-        (
-            np.array(values, copy=True),
-            np.array(features.col_indices().numpy(), copy=True),
-            np.array(features.crow_indices().numpy(), copy=True),
-        ),
-        shape=(n, d),
-    )
+    X = csr_from_torch(features)
+    n = X.shape[0]
     y = np.array(targets.detach().cpu().numpy(), copy=True)
     if y.ndim != 1 or y.shape[0] != n:
         raise ValueError(
