@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine
 from adabatch.sparse import objective, signed_labels
 from adabatch.sparse.data import to_scipy
+from adabatch.sparse.experiment import (
+    efficiency,
+    pick_step,
+    plot_efficiency,
+    render_efficiency,
+    step_grid,
+)
 from adabatch.sparse.lockfree import hogwild
 from adabatch.sparse.parallel import parallel_adabatch
-from adabatch.sparse.sequential import DivergenceError, sgd
+from adabatch.sparse.sequential import DivergenceError
 from adabatch.sparse.variance_reduction import svrg
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BATCHES = (1, 8, 32, 128, 512)
 
 
 def load(args: argparse.Namespace) -> tuple[Any, np.ndarray, Any, np.ndarray, str]:
@@ -72,29 +77,6 @@ def final(result: Any) -> tuple[float, float | None]:
     return result.trace.loss[-1], result.trace.test_error[-1]
 
 
-def run_sgd(X: Any, y: np.ndarray, Xt: Any, yt: np.ndarray, **kw: Any) -> dict[str, Any]:
-    try:
-        res = sgd(X, y, X_test=Xt, y_test=yt, **kw)
-    except DivergenceError:
-        return {"diverged": True}
-    loss, err = final(res)
-    return {"diverged": False, "loss": loss, "test_error": err, "trace": res.trace.as_dict()}
-
-
-def pick_step(X: Any, y: np.ndarray, epochs: float, grid: tuple[float, ...]) -> float:
-    """The single-sample step with the lowest loss after the budget, at b = 1."""
-    best, best_loss = grid[0], math.inf
-    for step in grid:
-        try:
-            res = sgd(X, y, batch_size=1, step_size=step, epochs=epochs)
-        except DivergenceError:
-            continue
-        print(f"  b=1, step {step:g}: loss {res.trace.loss[-1]:.4f}")
-        if res.trace.loss[-1] < best_loss:
-            best, best_loss = step, res.trace.loss[-1]
-    return best
-
-
 def time_to(trace: dict[str, list[Any]], target: float) -> float | None:
     for t, loss in zip(trace["time"], trace["loss"], strict=True):
         if loss <= target:
@@ -123,55 +105,19 @@ def main() -> None:
     zero_loss = objective(X, ys, np.zeros(X.shape[1]), "logistic")
     print(f"data: {desc}; loss at w = 0: {zero_loss:.4f}")
     record = max(1, n // 10)
-    # The grid spans 1/(L·‖x‖²) (L = 1/4 for the logistic loss, median row norm) × 1/8 … 4:
-    # {0.5, …, 16} for unit-norm rows; LIBSVM files need not be normalised.
-    row_sq = np.asarray(X.multiply(X).sum(axis=1)).reshape(-1)
-    base = 4.0 / float(np.median(row_sq[row_sq > 0]))
-    step = args.step or pick_step(
-        X, y, args.epochs, tuple(base * f for f in (1 / 8, 1 / 4, 1 / 2, 1, 2, 4))
-    )
+    step = args.step or pick_step(X, y, args.epochs)
+    grid = ", ".join(f"{g:g}" for g in step_grid(X))
     print(
-        f"single-sample step γ = {step:g}; budget {args.epochs:g} epochs = "
-        f"{int(args.epochs * n):,} samples"
+        f"single-sample step γ = {step:g} (the best at b = 1 over {grid}); "
+        f"budget {args.epochs:g} epochs = {int(args.epochs * n):,} samples"
     )
 
     # 1. sample efficiency -------------------------------------------------------------
-    common = {"step_size": step, "epochs": args.epochs, "record_every": record, "seed": 0}
-    efficiency: dict[str, dict[str, Any]] = {}
-    print(
-        "\n| b | mean, γ: loss | AdaBatch, γ: loss | mean, γ·b: loss | test error % "
-        "(mean γ / AdaBatch / mean γ·b) |"
+    result = efficiency(
+        X, y, step_size=step, epochs=args.epochs, X_test=Xt, y_test=yt, record_every=record
     )
-    print("|---:|---:|---:|---:|---|")
-    for b in BATCHES:
-        row = {
-            "mean": run_sgd(X, y, Xt, yt, batch_size=b, rule="mean", **common),
-            "adabatch": run_sgd(X, y, Xt, yt, batch_size=b, rule="adabatch", **common),
-            "mean_scaled": run_sgd(
-                X, y, Xt, yt, batch_size=b, rule="mean", scale_step=True, **common
-            ),
-        }
-        efficiency[str(b)] = row
-
-        def cell(r: dict[str, Any], key: str, scale: float = 1.0, digits: int = 4) -> str:
-            return "diverged" if r["diverged"] else f"{scale * r[key]:.{digits}f}"
-
-        errors = " / ".join(cell(r, "test_error", 100, 2) for r in row.values())
-        print(
-            f"| {b} | {cell(row['mean'], 'loss')} | {cell(row['adabatch'], 'loss')} | "
-            f"{cell(row['mean_scaled'], 'loss')} | {errors} |"
-        )
-    base = efficiency["1"]["adabatch"]["loss"]
-    print("\nloss increase over b = 1 at the same sample budget (loss_b − loss_1):")
-    for b in BATCHES[1:]:
-        row = efficiency[str(b)]
-        parts = [
-            f"{rule} {row[rule]['loss'] - base:+.4f}"
-            if not row[rule]["diverged"]
-            else f"{rule} diverged"
-            for rule in ("mean", "adabatch", "mean_scaled")
-        ]
-        print(f"  b={b}: " + ", ".join(parts))
+    print()
+    print(render_efficiency(result))
 
     # 2. parallel ----------------------------------------------------------------------
     par_kw = {"step_size": step, "epochs": args.epochs, "record_every": max(1, n // 20)}
@@ -234,40 +180,14 @@ def main() -> None:
         "data": desc,
         "step_size": step,
         "epochs": args.epochs,
-        "efficiency": efficiency,
+        "efficiency": result.as_dict(),
         "parallel": parallel,
         "parallel_target": target,
         "svrg": svrg_results,
     }
     out.write_text(json.dumps(payload, indent=1) + "\n")
-    plot(efficiency, out.with_suffix(".png"), desc, step)
+    plot_efficiency(result, out.with_suffix(".png"), desc)
     print(f"\nwritten: {out}, {out.with_suffix('.png')}")
-
-
-def plot(efficiency: dict[str, Any], path: Path, desc: str, step: float) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4.4), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, rule, title in (
-        (axes[0], "mean", f"mean aggregation, step γ = {step:g}"),
-        (axes[1], "adabatch", f"AdaBatch aggregation, step γ = {step:g}"),
-    ):
-        for i, (b, row) in enumerate(efficiency.items()):
-            r = row[rule]
-            if r["diverged"]:
-                continue
-            t = r["trace"]
-            ax.plot(t["samples"], t["loss"], color=f"C{i}", label=f"b = {b}")
-        ax.set_title(title)
-        ax.set_xlabel("samples seen")
-        ax.grid(True, alpha=0.3)
-        ax.legend(frameon=False)
-    axes[0].set_ylabel("training loss")
-    fig.suptitle(desc, fontsize="small")
-    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = _command(name)
-        sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
+        # No abbreviations: an override such as --n=3000 or --out_dim=8 must never be taken
+        # for a prefix of one of the command's own options (--no-progress, --out).
+        sub = commands.add_parser(
+            name, help=module.HELP, description=module.HELP, allow_abbrev=False
+        )
         module.add_arguments(sub)
         sub.set_defaults(_run=module.run)
     return parser

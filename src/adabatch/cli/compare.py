@@ -46,6 +46,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(out=None)
 
 
+#: The options of the ``sparse`` suite (its solvers take no `Config`), with their types.
+SPARSE_OPTIONS = {"n": int, "d": int, "nnz": int, "epochs": float, "step": float}
+
+
+def _sparse_options(items: list[str]) -> dict[str, float | int]:
+    """``--n=20000 --epochs=1`` → {"n": 20000, "epochs": 1.0} (errors name the valid ones)."""
+    valid = ", ".join(f"--{k}" for k in SPARSE_OPTIONS)
+    options: dict[str, float | int] = {}
+    for item in items:
+        key, sep, value = item.lstrip("-").partition("=")
+        if key not in SPARSE_OPTIONS or not sep:
+            raise ConfigError(f"the sparse suite takes {valid} (as --key=value); got {item!r}")
+        try:
+            number = SPARSE_OPTIONS[key](value)
+        except ValueError:
+            kind = SPARSE_OPTIONS[key].__name__
+            raise ConfigError(f"--{key} must be a number ({kind}), got {value!r}") from None
+        if not number > 0:
+            raise ConfigError(f"--{key} must be > 0, got {value!r}")
+        options[key] = number
+    return options
+
+
+def _run_sparse(args: argparse.Namespace, seeds: int, root: Path) -> int:
+    """``adabatch compare sparse``: the numpy-solver comparison, written like a report."""
+    from adabatch.sparse.experiment import run_comparison
+
+    options = _sparse_options(args.overrides)
+    if args.methods:
+        raise ConfigError("the sparse suite has no methods to choose: drop --methods")
+    out = root / "sparse" / "report"
+    if (out / "report.json").exists() and not args.overwrite:
+        raise ConfigError(
+            f"{out} holds a sparse comparison; pass --overwrite to replace it (it has no "
+            f"partial state for --resume to continue)"
+        )
+    step = options.pop("step", None)
+    text = run_comparison(out, seeds=seeds, step_size=step, **options)  # type: ignore[arg-type]
+    print(text)
+    print(f"\nwritten to {out}: report.md, report.json, loss_vs_samples.png")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the suite(s) and report."""
     top = get_suite(args.suite)
@@ -54,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seeds is not None else top.seeds
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if top.runner == "sparse":
+        return _run_sparse(args, seeds, root)
     overrides = parse_overrides(args.overrides)
     wanted = None if not args.methods else [m.strip() for m in args.methods.split(",")]
     failed: list[str] = []
