@@ -57,6 +57,13 @@ def test_sparse_is_listed_and_has_no_single_runs(capsys: pytest.CaptureFixture) 
     assert "sparse/adabatch" in capsys.readouterr().err
 
 
-def test_options_are_not_taken_for_abbreviations(tmp_path: Path) -> None:
-    # --n=… once matched --no-progress by prefix; sub-commands take no abbreviations now.
-    assert main(["compare", "quick", "--out", str(tmp_path), "--no-prog"]) != 0
+def test_options_are_not_taken_for_abbreviations(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # --n=… once matched --no-progress by prefix; sub-commands take no abbreviations now, so
+    # --no-prog is an (unknown) override, not --no-progress. Tiny overrides keep a regression
+    # (a real run) short.
+    tiny = ["--epochs=1", "--data.num_train=200", "--data.num_test=50", "--data.image_size=8"]
+    assert main(["run", "quick/sgd-small", "--out", str(tmp_path / "r"), *tiny, "--no-prog"]) == 1
+    assert "no-prog" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

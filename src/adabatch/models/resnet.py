@@ -10,28 +10,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._block import BasicBlock
 from ._norm import make_norm
-
-
-class _BasicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int, norm: str):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = make_norm(norm, c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = make_norm(norm, c_out)
-        self.stride = stride
-        self.pad = c_out - c_in
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        shortcut = x
-        if self.stride != 1 or self.pad:
-            # Option A: subsample, then zero-pad the new channels (half on each side).
-            shortcut = x[:, :, :: self.stride, :: self.stride]
-            shortcut = F.pad(shortcut, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
-        return F.relu(out + shortcut)
 
 
 class ResNetCIFAR(nn.Module):
@@ -50,7 +30,9 @@ class ResNetCIFAR(nn.Module):
         c_in = 16
         for c_out, stride in ((16, 1), (32, 2), (64, 2)):
             for i in range(n):
-                blocks.append(_BasicBlock(c_in, c_out, stride if i == 0 else 1, norm))
+                blocks.append(
+                    BasicBlock(c_in, c_out, stride if i == 0 else 1, norm, shortcut="pad")
+                )
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(64, num_classes)

@@ -17,35 +17,13 @@ no layer mixes the samples of a batch.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validate import as_int, check_choice
+from ._block import BasicBlock
 from ._norm import make_norm
 
 STEMS = ("cifar", "imagenet")
-
-
-class _BasicBlock(nn.Module):
-    """Two 3×3 convolutions with a residual connection (projected when the shape changes)."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int, norm: str):
-        super().__init__()
-        # No conv biases: each convolution feeds a norm layer, which has its own shift.
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = make_norm(norm, c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = make_norm(norm, c_out)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), make_norm(norm, c_out)
-            )
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
 
 
 class ResNet18(nn.Module):
@@ -95,7 +73,8 @@ class ResNet18(nn.Module):
         for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
             stages.append(
                 nn.Sequential(
-                    _BasicBlock(c_in, c_out, stride, norm), _BasicBlock(c_out, c_out, 1, norm)
+                    BasicBlock(c_in, c_out, stride, norm, "projection"),
+                    BasicBlock(c_out, c_out, 1, norm, "projection"),
                 )
             )
             c_in = c_out
