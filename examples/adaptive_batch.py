@@ -47,10 +47,10 @@ def main(epochs: int = 4) -> list[dict[str, float]]:
             scheduler.step()  # may resize the loader (next batch) and rescale the LR
         scheduler.step_epoch()
         # --------------------------------------------------------------------------------
-        last = policy.last_decision
+        last = scheduler.last_decision
         row = {
             "epoch": epoch,
-            "batch": policy.batch_size,
+            "batch": scheduler.batch_size,
             "steps": scheduler.step_count - steps,
             "lr": optimizer.param_groups[0]["lr"],
             "T": last.value if last is not None else float("nan"),

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from adabatch import BatchSizeScheduler
+from adabatch.data import ResizableBatchSampler
 from adabatch.stats import GradStats
 from adabatch.stats.engines._dense import stats_from_per_sample
 
@@ -74,24 +76,37 @@ def corrupted(stats: GradStats, value: float) -> GradStats:
     return dataclasses.replace(stats, sum_sq_norms=torch.tensor(value, dtype=torch.float64))
 
 
-def drive(policy, *, epochs: int, steps_per_epoch: int, seed: int = 0, start=(0, 0), feed=None):
-    """Run the policy's cadence over synthetic steps; return every decision taken.
+def scheduler_for(policy, *, dataset_size: int | None = None):
+    """A `BatchSizeScheduler` over a bare sampler: the policy's cadence with no model.
 
-    ``feed(stats, step)`` may replace the statistics of a step (e.g. to corrupt them).
-    ``start=(epoch, step)`` resumes a run part-way.
+    The sampler's data set is the policy's N, or 10⁹ samples (effectively no cap) without one.
     """
+    n = dataset_size or policy.dataset_size or 10**9
+    return BatchSizeScheduler(policy, ResizableBatchSampler(n, policy.batch_size))
+
+
+def drive(
+    policy=None, *, epochs: int, steps_per_epoch: int, seed: int = 0, feed=None, scheduler=None
+):
+    """Run a policy's cadence over synthetic steps; return every decision taken.
+
+    The policy runs in a `BatchSizeScheduler` (``scheduler``, or a fresh `scheduler_for`),
+    which asks for statistics when the policy wants them, calls it at its decision points and
+    resizes the sampler. ``feed(stats, step)`` may replace the statistics of a step (e.g. to
+    corrupt them). A scheduler restored from a checkpoint continues at its own step and epoch.
+    """
+    sched = scheduler if scheduler is not None else scheduler_for(policy)
     decisions = []
-    epoch0, step = start
-    for epoch in range(epoch0, epochs):
+    for _ in range(sched.epoch, epochs):
         for _ in range(steps_per_epoch):
-            if policy.wants_stats(step=step, epoch=epoch):
-                stats = stats_at(policy.batch_size, step, seed=seed)
-                policy.observe(feed(stats, step) if feed else stats)
-            d = policy.after_step(step=step, epoch=epoch)
+            step = sched.step_count
+            if sched.wants_stats:
+                stats = stats_at(sched.batch_size, step, seed=seed)
+                sched.observe(feed(stats, step) if feed else stats)
+            d = sched.step()
             if d is not None:
                 decisions.append(d)
-            step += 1
-        d = policy.after_epoch(epoch=epoch)
+        d = sched.step_epoch()
         if d is not None:
             decisions.append(d)
     return decisions

@@ -208,14 +208,16 @@ def test_optional_field_takes_none_word() -> None:
 
 
 def test_option_valid_for_divebatch() -> None:
-    c = divebatch(("policy.delta", "0.2"), ("policy.every", "3"), ("policy.rescale_lr", "yes"))
+    c = divebatch(("policy.delta", "0.2"), ("policy.every", "3"), ("policy.every_steps", "6"))
     assert c.policy.options == {
         "max_batch_size": 64,
         "delta": 0.2,
         "every": 3,
-        "rescale_lr": True,
+        "every_steps": 6,
     }
     assert type(c.policy.options["max_batch_size"]) is int
+    schedule = apply(QUICK, ("policy.name", "schedule"), ("policy.lr_fallback", "yes"))
+    assert schedule.policy.options["lr_fallback"] is True
 
 
 def test_option_invalid_for_norm_test_lists_valid_and_suggests() -> None:

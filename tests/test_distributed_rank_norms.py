@@ -18,9 +18,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from _dist import run_on_ranks
-from adabatch.policies import parts_estimates
-from adabatch.policies.rank_norms import RankGradNorms
-from adabatch.stats import GradStatsTracker
+from adabatch.distributed import RankGradNorms
+from adabatch.stats import GradStatsTracker, parts_estimates
 
 pytestmark = pytest.mark.distributed
 

@@ -272,7 +272,7 @@ def _stop_at(monkeypatch: pytest.MonkeyPatch, step: int, action: Any) -> list[in
 
     def after_step(self: Trainer, loss: Any, decision: Any) -> None:
         original(self, loss, decision)
-        if not fired and self.step == step:
+        if not fired and self.step_count == step:
             fired.append(step)
             action(self)
 
@@ -408,7 +408,7 @@ def test_divergence_leaves_the_last_finite_parameters() -> None:
     before: dict[str, torch.Tensor] = {}
 
     def poison(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> Any:
-        if module.training and trainer.step == 2:
+        if module.training and trainer.step_count == 2:
             if not before:
                 before.update({k: v.clone() for k, v in module.state_dict().items()})
             return output * float("nan")

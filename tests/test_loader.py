@@ -293,7 +293,7 @@ def test_len_follows_a_pending_resize():
 
 def test_load_state_dict_checks_the_version():
     loader = AdaptiveLoader(data(8), 2)
-    with pytest.raises(ValueError, match="loader state version 99 is not supported"):
+    with pytest.raises(ValueError, match="sampler state version 99 is not supported"):
         loader.load_state_dict({**loader.state_dict(), "version": 99})
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler as sched
 
-from adabatch.policies import LR_RULES, LRCoupling, lr_scale
+from adabatch.lr_coupling import LR_RULES, LRCoupling, lr_scale
 
 
 def optimizer(lrs=(0.1, 0.02)) -> torch.optim.SGD:

@@ -16,13 +16,16 @@ import pytest
 import torch
 from torch import nn
 
-from adabatch.policies import (
-    NoiseScalePolicy,
+from _streams import scheduler_for
+from adabatch.policies import NoiseScalePolicy, ema_value
+from adabatch.stats import (
+    GradStatsTracker,
+    NoiseEstimate,
+    mean_sq_norm,
     parts_estimates,
     per_sample_estimates,
     two_batch_estimates,
 )
-from adabatch.stats import GradStatsTracker, mean_sq_norm
 
 D, SIGMA = 4, 0.7
 U = torch.tensor([0.5, -1.0, 0.25, 0.75], dtype=torch.float64)
@@ -96,9 +99,11 @@ def test_the_check_detects_a_biased_estimator(estimates):
 
 def test_smoothed_noise_scale_converges_to_b_simple(estimates):
     policy = NoiseScalePolicy(8, smoothing=0.999, interval=1)
-    for trace, grad_sq in estimates["per_sample"]:
-        policy.observe_estimates(trace, grad_sq)
-    assert policy.noise_scale == pytest.approx(TRACE / GRAD_SQ, rel=0.1)
+    state = policy.init()
+    for estimate in estimates["per_sample"]:
+        state, skipped = policy.update(state, estimate)
+        assert skipped is None
+    assert policy.noise_scale(state) == pytest.approx(TRACE / GRAD_SQ, rel=0.1)
 
 
 def test_two_batch_formula_by_hand():
@@ -123,9 +128,10 @@ def test_parts_need_two_non_empty_parts():
 def test_policy_decides_every_interval_from_the_ratio_of_averages():
     policy = NoiseScalePolicy(4, factor=2.0, smoothing=0.5, interval=3, max_batch_size=1000)
     feed = [(10.0, 1.0), (30.0, 2.0), (20.0, 1.0)]
+    state = policy.init()
     for step, (trace, grad_sq) in enumerate(feed):
-        policy.observe_estimates(trace, grad_sq)
-        d = policy.after_step(step=step, epoch=0)
+        estimate = NoiseEstimate(trace, grad_sq)
+        state, d = policy.decide(state, estimate, batch_size=4, step=step, epoch=0)
         assert (d is None) == (step < 2)
     # Both averages weigh the three points 0.25, 0.5, 1 (normalised alike): the ratio is
     # (2.5 + 15 + 20)/(0.25 + 1 + 1) = 16.67, times the factor 2.
@@ -135,19 +141,29 @@ def test_policy_decides_every_interval_from_the_ratio_of_averages():
 
 def test_non_positive_signal_goes_to_the_cap_and_monotone_holds():
     policy = NoiseScalePolicy(16, interval=1, max_batch_size=64)
-    policy.observe_estimates(5.0, -1.0)
-    assert policy.after_step(step=0, epoch=0).new_batch_size == 64
+    _, d = policy.decide(policy.init(), NoiseEstimate(5.0, -1.0), batch_size=16, step=0, epoch=0)
+    assert d.new_batch_size == 64
     shrinking = NoiseScalePolicy(16, interval=1, smoothing=0.0, monotone=False)
-    shrinking.observe_estimates(4.0, 1.0)
-    assert shrinking.after_step(step=0, epoch=0).new_batch_size == 4
+    estimate = NoiseEstimate(4.0, 1.0)
+    _, d = shrinking.decide(shrinking.init(), estimate, batch_size=16, step=0, epoch=0)
+    assert d.new_batch_size == 4
 
 
 def test_two_batch_policy_refuses_per_sample_statistics():
     policy = NoiseScalePolicy(8, estimator="two-batch")
-    assert not policy.wants_stats(step=0, epoch=0)
     assert not policy.stats_request.per_sample
-    with pytest.raises(RuntimeError, match="two-batch estimator"):
-        policy.observe(None)  # type: ignore[arg-type]
+    model = model_at_u()
+    x, y = draw(8, torch.Generator().manual_seed(0))
+    sched = scheduler_for(policy)
+    with GradStatsTracker(model) as tracker:
+        with sched.measure(tracker):  # the tracker is paused: nothing per sample is computed
+            loss_fn(model, x, y).backward()
+        assert tracker.num_passes == 0
+        loss_fn(model, x, y).backward()
+        stats = tracker.pop()
+    sched.observe(stats)
+    with pytest.raises(TypeError, match="two-batch estimator"):
+        sched.step()
 
 
 def test_observe_parts_feeds_the_two_batch_estimates():
@@ -161,9 +177,9 @@ def test_observe_parts_feeds_the_two_batch_estimates():
             loss_fn(model, x, y).backward()
             parts.append(tracker.pop())
     policy = NoiseScalePolicy(8, estimator="two-batch", smoothing=0.0, interval=1)
-    policy.observe_parts(parts)
+    state, _ = policy.update(policy.init(), parts_estimates(parts))
     trace, grad_sq = parts_estimates(parts)
-    assert policy.noise_scale == pytest.approx(trace / grad_sq)
+    assert policy.noise_scale(state) == pytest.approx(trace / grad_sq)
     # By hand: the small norm is the parts' mean ‖ḡ_r‖² at the harmonic-mean size 4.5.
     small = sum(mean_sq_norm(p) for p in parts) / 3
     big = mean_sq_norm(parts[0] + parts[1] + parts[2])
@@ -184,10 +200,12 @@ def test_observe_norms_from_accumulated_grads_needs_no_per_sample_work():
             first_sq = float(model.weight.grad.pow(2).sum())
     final_sq = float(model.weight.grad.pow(2).sum())
     policy = NoiseScalePolicy(8, estimator="two-batch", smoothing=0.0)
-    policy.observe_norms(first_sq * (12 / 4) ** 2, 4, final_sq, 12)
+    state, _ = policy.update(
+        policy.init(), two_batch_estimates(first_sq * (12 / 4) ** 2, 4, final_sq, 12)
+    )
     # The same two norms from explicit per-sample gradients gᵢ = xᵢ(xᵢᵀu − yᵢ):
     g = x * (x @ U - y).unsqueeze(1)
     small, big = float(g[:4].mean(0).pow(2).sum()), float(g.mean(0).pow(2).sum())
     trace, grad_sq = two_batch_estimates(small, 4, big, 12)
-    assert policy.trace.value == pytest.approx(trace, rel=1e-9)
-    assert policy.grad_sq.value == pytest.approx(grad_sq, rel=1e-9)
+    assert ema_value(state.trace, policy.smoothing) == pytest.approx(trace, rel=1e-9)
+    assert ema_value(state.grad_sq, policy.smoothing) == pytest.approx(grad_sq, rel=1e-9)

@@ -10,9 +10,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
-from _streams import NUM_PARAMS, corrupted, drive, per_sample_gradients, stats_at
+from _streams import NUM_PARAMS, corrupted, drive, per_sample_gradients, scheduler_for, stats_at
+from adabatch import BatchSizeScheduler
+from adabatch.data import ResizableBatchSampler
 from adabatch.policies import (
+    NO_STATE,
     POLICIES,
     AugmentedInnerProductTest,
     ConstantPolicy,
@@ -55,7 +59,7 @@ def test_every_policy_has_a_contract_config():
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_bounds_integers_and_dataset_size(name):
     policy = build(name, **BOUNDS)
-    assert policy.max_batch_size == 188  # min(200, N=190) rounded down to a multiple of 4
+    assert policy.cap == 188  # min(200, N=190) rounded down to a multiple of 4
     decisions = drive(policy, epochs=8, steps_per_epoch=6)
     sizes = [d.new_batch_size for d in decisions]
     for size in sizes:
@@ -76,38 +80,40 @@ def test_decisions_are_deterministic(name):
 @pytest.mark.parametrize("name", READS_STATS)
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_non_finite_statistics_keep_the_batch_and_warn_once(name, bad):
-    policy = build(name)
+    sched = scheduler_for(build(name))
     with pytest.warns(RuntimeWarning) as record:
         decisions = drive(
-            policy, epochs=3, steps_per_epoch=4, feed=lambda s, step: corrupted(s, bad)
+            scheduler=sched, epochs=3, steps_per_epoch=4, feed=lambda s, step: corrupted(s, bad)
         )
-    assert policy.batch_size == 8
+    assert sched.batch_size == 8
     assert all(not d.changed for d in decisions)
     assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_state_dict_round_trip_resumes_identically(name):
-    whole = build(name)
-    expected = drive(whole, epochs=6, steps_per_epoch=5)
+    whole = scheduler_for(build(name))
+    expected = drive(scheduler=whole, epochs=6, steps_per_epoch=5)
 
-    first = build(name)
-    before = drive(first, epochs=3, steps_per_epoch=5)
+    first = scheduler_for(build(name))
+    before = drive(scheduler=first, epochs=3, steps_per_epoch=5)
     buffer = io.BytesIO()
     torch.save(first.state_dict(), buffer)
     buffer.seek(0)
-    resumed = policy_from_state_dict(torch.load(buffer, weights_only=True))
-    after = drive(resumed, epochs=6, steps_per_epoch=5, start=(3, 15))
+    state = torch.load(buffer, weights_only=True)
+    resumed = scheduler_for(policy_from_state_dict(state["policy"]))
+    resumed.load_state_dict(state)
+    after = drive(scheduler=resumed, epochs=6, steps_per_epoch=5)
     assert before + after == expected
     assert resumed.batch_size == whole.batch_size
 
 
 def test_load_state_dict_refuses_another_policy_or_config():
-    state = build("norm-test").state_dict()
+    state = scheduler_for(build("norm-test")).state_dict()
     with pytest.raises(ValueError, match="'norm-test' policy, not 'constant'"):
-        build("constant").load_state_dict(state)
+        scheduler_for(build("constant")).load_state_dict(state)
     with pytest.raises(ValueError, match=r"configured differently in \['eta'\]"):
-        build("norm-test", eta=0.25).load_state_dict(state)
+        scheduler_for(build("norm-test", eta=0.25)).load_state_dict(state)
 
 
 # ------------------------------------------------------------------------------ bad config
@@ -183,20 +189,25 @@ def authors_divebatch(*, epochs, steps, n, delta, every, b0, b_max, lr0, seed):
 
 @pytest.mark.parametrize("every", [1, 2])
 def test_divebatch_policy_matches_the_authors_loop(every):
+    # The paper's LR rescale (×B'/B at each resize) is the scheduler's linear rule.
     config = dict(dataset_size=20_000, delta=0.01, every=every, max_batch_size=2048)
-    policy = DiveBatchPolicy(16, rescale_lr=True, **config)
-    lr, trace, step = 0.1, [], 0
-    for epoch in range(8):
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = BatchSizeScheduler(
+        DiveBatchPolicy(16, **config),
+        ResizableBatchSampler(20_000, 16),
+        optimizer,
+        lr_rule="linear",
+    )
+    trace = []
+    for _ in range(8):
         for _ in range(5):
-            if policy.wants_stats(step=step, epoch=epoch):
-                policy.observe(stats_at(policy.batch_size, step, seed=4))
-            assert policy.after_step(step=step, epoch=epoch) is None
-            step += 1
-        d = policy.after_epoch(epoch=epoch)
+            if sched.wants_stats:
+                sched.observe(stats_at(sched.batch_size, sched.step_count, seed=4))
+            assert sched.step() is None
+        d = sched.step_epoch()
         if d is not None:
-            lr *= d.lr_factor
             assert d.statistic == "diversity" and d.value > 0
-        trace.append((policy.batch_size, lr))
+        trace.append((sched.batch_size, optimizer.param_groups[0]["lr"]))
     expected = authors_divebatch(
         epochs=8, steps=5, n=20_000, delta=0.01, every=every, b0=16, b_max=2048, lr0=0.1, seed=4
     )
@@ -207,46 +218,60 @@ def test_divebatch_policy_matches_the_authors_loop(every):
 
 def test_divebatch_measures_only_the_epoch_before_a_resize_and_stops_at_the_cap():
     policy = DiveBatchPolicy(8, dataset_size=1000, max_batch_size=64, every=3, delta=10.0)
-    measured = [e for e in range(9) if policy.wants_stats(step=0, epoch=e)]
+    measured = [e for e in range(9) if policy.cadence.measures(e)]
     assert measured == [2, 5, 8]
-    policy.observe(stats_at(8, 0))
-    d = policy.after_epoch(epoch=2)
+    sched = scheduler_for(policy)
+    assert [sched.step_epoch(), sched.step_epoch()] == [None, None]  # epochs 0 and 1
+    assert sched.wants_stats  # epoch 2
+    sched.observe(stats_at(8, 0))
+    d = sched.step_epoch()
     assert d is not None and d.new_batch_size == 64  # δ large: straight to the cap
-    assert not any(policy.wants_stats(step=0, epoch=e) for e in range(20))
-    assert policy.after_epoch(epoch=5) is None  # nothing measured, nothing decided
+    later = {}
+    for epoch in range(3, 23):
+        assert not sched.wants_stats  # at the cap: nothing is measured any more
+        later[epoch] = sched.step_epoch()
+    assert later[5] is None  # nothing measured, nothing decided
 
 
 def test_divebatch_step_window():
     policy = DiveBatchPolicy(
         8, dataset_size=5000, max_batch_size=512, every_steps=4, window_steps=2, delta=0.05
     )
-    wanted = [s for s in range(12) if policy.wants_stats(step=s, epoch=0)]
+    wanted = [s for s in range(12) if policy.cadence.measures(s)]
     assert wanted == [2, 3, 6, 7, 10, 11]
-    for s in (2, 3):
-        policy.observe(stats_at(8, s))
-    assert policy.after_step(step=2, epoch=0) is None
-    d = policy.after_step(step=3, epoch=0)
+    sched = scheduler_for(policy)
+    decisions = []
+    for s in range(4):
+        if sched.wants_stats:
+            sched.observe(stats_at(8, s))
+        decisions.append(sched.step())
+    assert decisions[:3] == [None, None, None]
+    d = decisions[3]
     window = stats_at(8, 2) + stats_at(8, 3)
     s2 = float(window.sum_sq_norms)
     a2 = sum(float((t * t).sum()) for t in window.grad_sum.values())
     expected = min(max(math.floor(0.05 * 5000 * s2 / a2), 8), 512)
     assert d is not None and d.new_batch_size == expected and d.step == 3
-    assert policy.after_epoch(epoch=0) is None  # the step variant ignores epochs
+    assert sched.step_epoch() is None  # the step variant ignores epochs
 
 
 # ------------------------------------------------------------------------------ schedule
 def test_devarakonda_schedule():
-    policy = SchedulePolicy(128, factor=2, every=2, lr_factor=0.5, max_batch_size=1024)
-    out = [policy.after_epoch(epoch=e) for e in range(10)]
+    sched = scheduler_for(
+        SchedulePolicy(128, factor=2, every=2, lr_factor=0.5, max_batch_size=1024)
+    )
+    out = [sched.step_epoch() for e in range(10)]
     sizes = [(e, d.new_batch_size, d.lr_factor) for e, d in enumerate(out) if d is not None]
     assert sizes == [(1, 256, 0.5), (3, 512, 0.5), (5, 1024, 0.5), (7, 1024, 0.5), (9, 1024, 0.5)]
 
 
 def test_smith_schedule_falls_back_to_lr_decay_at_the_cap():
-    policy = SchedulePolicy(
-        128, factor=5, milestones=[60, 120, 160], lr_fallback=True, max_batch_size=5000
+    sched = scheduler_for(
+        SchedulePolicy(
+            128, factor=5, milestones=[60, 120, 160], lr_fallback=True, max_batch_size=5000
+        )
     )
-    out = {e: policy.after_epoch(epoch=e) for e in range(200)}
+    out = {e: sched.step_epoch() for e in range(200)}
     decided = {e: (d.new_batch_size, d.lr_factor) for e, d in out.items() if d is not None}
     # 128 → 640 → 3200 (LR kept), then 5000 is only ×1.5625: the LR takes 1.5625/5.
     assert decided == {59: (640, 1.0), 119: (3200, 1.0), 159: (5000, pytest.approx(0.3125))}
@@ -256,35 +281,38 @@ def test_smith_schedule_falls_back_to_lr_decay_at_the_cap():
 def test_norm_test_policy_follows_its_rule_at_its_interval():
     policy = NormTest(4, eta=0.3, interval=3, max_batch_size=100)
     # The AdAdaGrad code tests when iter_num % test_interval == 0.
-    assert [s for s in range(9) if policy.wants_stats(step=s, epoch=0)] == [0, 3, 6]
+    assert [s for s in range(9) if policy.cadence.measures(s)] == [0, 3, 6]
+    assert [s for s in range(9) if policy.cadence.decides_at(s)] == [0, 3, 6]
     stats = stats_at(4, 3)
-    policy.observe(stats)
-    d = policy.after_step(step=3, epoch=0)
+    state, d = policy.decide(NO_STATE, stats, batch_size=4, step=3, epoch=0)
     t = norm_test_size(stats, eta=0.3)
     assert d.value == pytest.approx(t)
     assert d.new_batch_size == min(100, max(4, math.ceil(t)))
-    assert policy.after_step(step=4, epoch=0) is None  # nothing observed: no decision
+    # Nothing observed (the batch at its cap): no decision.
+    assert policy.decide(state, None, batch_size=4, step=4, epoch=0) == (state, None)
 
 
 def test_tests_never_shrink():
     policy = NormTest(64, eta=10.0, max_batch_size=128)  # a loose test asks for little
-    policy.observe(stats_at(64, 0))
-    d = policy.after_step(step=0, epoch=0)
+    _, d = policy.decide(NO_STATE, stats_at(64, 0), batch_size=64, step=0, epoch=0)
     assert d.suggested < 64 and d.new_batch_size == 64
 
 
 def test_espath_auto_split_without_smoothing_is_the_norm_test():
     aug = AugmentedInnerProductTest(8, epsilon=0.4, smoothing=0.0)
     assert aug.mode == "global"  # the default with ε: the equivalence is about global variances
+    state = aug.init()
     for step in range(5):
         stats = stats_at(8, step)
-        assert aug.suggested_size(stats) == pytest.approx(norm_test_size(stats, eta=0.4), rel=1e-9)
+        state, t = aug.suggested_size(state, stats)
+        assert t == pytest.approx(norm_test_size(stats, eta=0.4), rel=1e-9)
 
 
 def test_espath_fixed_split():
     aug = AugmentedInnerProductTest(8, epsilon=0.5, split=0.36)
-    assert aug.theta == pytest.approx(0.3) and aug.nu == pytest.approx(0.4)
-    assert aug.theta**2 + aug.nu**2 == pytest.approx(0.25)
+    theta, nu = aug.tolerances
+    assert theta == pytest.approx(0.3) and nu == pytest.approx(0.4)
+    assert theta**2 + nu**2 == pytest.approx(0.25)
 
 
 def test_coordinate_test_reads_coordinates():
@@ -294,18 +322,18 @@ def test_coordinate_test_reads_coordinates():
 
 def test_no_statistics_policies_refuse_observe():
     with pytest.raises(RuntimeError, match="reads no statistics"):
-        build("constant").observe(stats_at(8, 0))
+        scheduler_for(build("constant")).observe(stats_at(8, 0))
 
 
 def test_nan_suggestion_warns_once_per_policy():
-    a, b = build("norm-test"), build("norm-test")
+    a, b = scheduler_for(build("norm-test")), scheduler_for(build("norm-test"))
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        for p in (a, b):
+        for sched in (a, b):
             for step in range(3):
-                p.observe(corrupted(stats_at(8, step), math.nan))
-                p.after_step(step=step, epoch=0)
-    assert len(record) == 2  # once per policy instance
+                sched.observe(corrupted(stats_at(8, step), math.nan))
+                sched.step()
+    assert len(record) == 2  # once per scheduler (one run of the policy)
     assert "keeping batch size 8" in str(record[0].message)
 
 
@@ -357,13 +385,12 @@ def test_uncapped_policies_keep_the_batch_on_an_infinite_size():
     from _streams import stats_of
 
     policy = NormTest(4)  # no max_batch_size, no dataset_size: nowhere to go
-    policy.observe(stats_of(zero_mean))
-    with pytest.warns(RuntimeWarning, match="infinite and the policy has no cap"):
-        d = policy.after_step(step=0, epoch=0)
+    _, d = policy.decide(NO_STATE, stats_of(zero_mean), batch_size=4, step=0, epoch=0)
+    assert "infinite and the policy has no cap" in d.note  # the scheduler warns with it
     assert d.new_batch_size == 4
     capped = NormTest(4, max_batch_size=32)
-    capped.observe(stats_of(zero_mean))
-    assert capped.after_step(step=0, epoch=0).new_batch_size == 32
+    _, d = capped.decide(NO_STATE, stats_of(zero_mean), batch_size=4, step=0, epoch=0)
+    assert d.new_batch_size == 32 and d.note is None
 
 
 def test_divebatch_all_zero_gradients_keep_the_batch():
@@ -371,20 +398,21 @@ def test_divebatch_all_zero_gradients_keep_the_batch():
 
     zero = GradStats.from_batch(4, {"w": torch.zeros(3)}, torch.tensor(0.0))
     policy = DiveBatchPolicy(8, dataset_size=100, max_batch_size=64, every=1)
-    policy.observe(zero)
-    assert policy.after_epoch(epoch=0).new_batch_size == 8  # the authors' 0/(0 + 1e-10) = 0
+    _, d = policy.decide(NO_STATE, zero, batch_size=8, step=None, epoch=0)
+    assert d.new_batch_size == 8  # the authors' 0/(0 + 1e-10) = 0
 
 
 def test_smith_fallback_never_raises_the_lr():
     policy = SchedulePolicy(
         104, factor=1.5, milestones=[1], lr_fallback=True, multiple_of=8, max_batch_size=1000
     )
-    d = policy.after_epoch(epoch=0)
+    _, d = policy.decide(NO_STATE, None, batch_size=104, step=None, epoch=0)
     assert d.new_batch_size == 160 and d.lr_factor == 1.0  # 156 rounded up to a multiple of 8
 
 
-def test_a_pending_test_result_survives_a_checkpoint():
-    policy = NormTest(4, eta=0.3, max_batch_size=100)
-    policy.observe(stats_at(4, 0))
-    restored = policy_from_state_dict(policy.state_dict())
-    assert restored.after_step(step=0, epoch=0) == policy.after_step(step=0, epoch=0)
+def test_observed_statistics_survive_a_checkpoint():
+    sched = scheduler_for(NormTest(4, eta=0.3, max_batch_size=100))
+    sched.observe(stats_at(4, 0))
+    restored = scheduler_for(NormTest(4, eta=0.3, max_batch_size=100))
+    restored.load_state_dict(sched.state_dict())
+    assert restored.step() == sched.step()

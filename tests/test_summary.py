@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adabatch.stats import GradStats
+from adabatch.stats import GradStats, NoiseEstimate, StatsWindow
 
 
 def make(b: int = 3, inner: bool = True, coords: bool = True, names=("w", "b")) -> GradStats:
@@ -96,13 +96,19 @@ def test_cached_grad_sum_norm_matches_a_fresh_computation():
     assert float(merged.grad_sum_sq_norm) == pytest.approx(4 * expected)
 
 
-def test_accumulate_equals_add_and_sums_into_its_own_tensors() -> None:
+def test_window_sum_equals_add_and_sums_into_its_own_tensors() -> None:
     torch.manual_seed(1)
-    a, b = make(3), make(4)
-    expected = a + b
-    owned = a.detach_copy()
-    other_before = {k: v.clone() for k, v in b.grad_sum.items()}
-    total = owned.accumulate(b)
+    a, b, c = make(3), make(4), make(2)
+    expected = a + b + c
+    inputs = {"a": a, "b": b, "c": c}
+    before = {n: {k: v.clone() for k, v in s.grad_sum.items()} for n, s in inputs.items()}
+    window = StatsWindow()
+    window.add(a)
+    window.add(b)
+    owned = {k: v.data_ptr() for k, v in window.state_dict()["value"]["grad_sum"].items()}
+    window.add(c)
+    total = window.pop()
+    assert window.empty and window.pop() is None
     for f in ("num_samples", "num_groups"):
         assert getattr(total, f) == getattr(expected, f)
     for f in ("sum_sq_norms", "sum_sq_inner", "group_norm4_sum", "group_ratio_sum"):
@@ -110,8 +116,18 @@ def test_accumulate_equals_add_and_sums_into_its_own_tensors() -> None:
     for field in ("grad_sum", "coord_sq_sum"):
         for k in expected.grad_sum:
             assert torch.equal(getattr(total, field)[k], getattr(expected, field)[k])
-            # summed in place: the result holds the accumulator's own storage
-            assert getattr(total, field)[k].data_ptr() == getattr(owned, field)[k].data_ptr()
-    assert all(torch.equal(b.grad_sum[k], other_before[k]) for k in other_before)
-    with pytest.raises(TypeError, match="can only accumulate GradStats"):
-        owned.accumulate(3)  # type: ignore[arg-type]
+    # The third summary was summed in place into the window's own buffers (one allocation
+    # per window), and no summary handed to the window was modified.
+    assert {k: v.data_ptr() for k, v in total.grad_sum.items()} == owned
+    for name, stats in inputs.items():
+        assert all(torch.equal(stats.grad_sum[k], before[name][k]) for k in before[name])
+
+
+def test_window_holds_a_single_summary_by_reference_and_refuses_mixing() -> None:
+    a = make(3)
+    window = StatsWindow()
+    window.add(a)
+    assert window.pop() is a  # one step's statistics: no copy
+    window.add(NoiseEstimate(1.0, 2.0))
+    with pytest.raises(ValueError, match="only GradStats add up"):
+        window.add(a)

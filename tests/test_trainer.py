@@ -106,8 +106,8 @@ class Probe(Callback):
             self.params.append([p.detach().clone() for p in trainer.model.parameters()])
         path = trainer.checkpoint_path
         if self.snapshot and path is not None and path.exists():
-            self.snapshots[trainer.step] = path.read_bytes()
-        if trainer.step == self.stop_at:
+            self.snapshots[trainer.step_count] = path.read_bytes()
+        if trainer.step_count == self.stop_at:
             trainer.request_stop()
 
     def on_record(self, trainer: Trainer, record: Any) -> None:
@@ -320,7 +320,7 @@ def test_killed_run_resumes_from_its_periodic_checkpoint(
         path = tmp_path / f"killed-{s}.pt"
         path.write_bytes(blob)
         state = load_checkpoint(path)
-        k, cursor = state["scheduler"]["step_count"], state["scheduler"]["loader"]["sampler"]
+        k, cursor = state["scheduler"]["step_count"], state["scheduler"]["sampler"]
         assert k < s
         if 0 < cursor["cursor"] < N and not cases:
             cases.append((k, path))  # mid-epoch
@@ -425,7 +425,7 @@ def _nan_trainer(tmp_path: Path, bad_step: int, **options: Any) -> tuple[Trainer
 
     def loss_fn(outputs, targets):
         loss = F.cross_entropy(outputs, targets)
-        # The step about to be taken is number trainer.step (0-based).
+        # The step about to be taken is number trainer.step_count (0-based).
         return loss * math.nan if sched.step_count == bad_step and model.training else loss
 
     trace = ParamTrace()
@@ -838,10 +838,10 @@ def test_trainer_refuses_a_policy_fed_by_the_callers_loop() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     for estimator, refused in (("two-batch", True), ("per-sample", False)):
         pol = make_policy("noise-scale", batch_size=8, estimator=estimator)
-        assert pol.stats_request.from_caller is refused
+        assert pol.stats_request.per_sample is not refused
         sched = BatchSizeScheduler(pol, AdaptiveLoader(TRAIN, 8, seed=0), opt)
         if refused:
-            with pytest.raises(ValueError, match="fed by your own loop"):
+            with pytest.raises(ValueError, match="reads statistics that are not per-sample"):
                 Trainer(model, opt, sched)
         else:
             assert Trainer(model, opt, sched).tracker is not None
@@ -852,19 +852,25 @@ def test_trainer_rejects_bad_arguments() -> None:
     with pytest.raises(TypeError, match="BatchSizeScheduler, got dict"):
         Trainer(trainer.model, trainer.optimizer, {})  # type: ignore[arg-type]
     for name, value in (("log_every", 0), ("eval_batch_size", -2), ("checkpoint_every_epochs", 0)):
-        with pytest.raises(ValueError, match=rf"{name} must be an integer >= 1, got {value}"):
+        with pytest.raises(ValueError, match=rf"{name} must be >= 1, got {value}"):
             Trainer(trainer.model, trainer.optimizer, trainer.scheduler, **{name: value})
-    with pytest.raises(ValueError, match=r"checkpoint_every_steps must be .* got -1"):
+    with pytest.raises(ValueError, match=r"checkpoint_every_steps must be >= 0, got -1"):
         Trainer(trainer.model, trainer.optimizer, trainer.scheduler, checkpoint_every_steps=-1)
-    with pytest.raises(ValueError, match=r"log_every .* got True"):
+    # The wrong type is a TypeError, as everywhere in adabatch.
+    with pytest.raises(TypeError, match=r"log_every must be an integer, got bool True"):
         Trainer(trainer.model, trainer.optimizer, trainer.scheduler, log_every=True)
-    for epochs in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match=f"epochs must be an integer >= 1, got {epochs}"):
+    for epochs, error, text in (
+        (0, ValueError, "epochs must be >= 1, got 0"),
+        (-1, ValueError, "epochs must be >= 1, got -1"),
+        (1.5, TypeError, "epochs must be an integer, got float 1.5"),
+        (True, TypeError, "epochs must be an integer, got bool True"),
+    ):
+        with pytest.raises(error, match=text):
             trainer.fit(epochs)  # type: ignore[arg-type]
     other = torch.optim.SGD(trainer.model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="different optimizer"):
         Trainer(trainer.model, other, trainer.scheduler)
-    assert trainer.step == 0  # nothing ran
+    assert trainer.step_count == 0  # nothing ran
 
 
 def test_load_checkpoint_errors(tmp_path) -> None:
@@ -897,7 +903,7 @@ def test_checkpoint_with_other_callbacks_is_refused(tmp_path) -> None:
         assert torch.equal(p, q)  # refused before anything was restored
     same = _tiny_trainer([Callback(), Callback()], checkpoint_path=path)
     same.load_checkpoint()
-    assert same.step == saver.step and same.epoch == 1
+    assert same.step_count == saver.step_count and same.epoch == 1
 
 
 def test_save_checkpoint_is_atomic(tmp_path, monkeypatch) -> None:

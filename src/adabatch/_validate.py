@@ -1,15 +1,27 @@
-"""Argument checks shared across the package, each with an error naming the value received."""
+"""Argument checks shared across the package, each with an error naming the value received.
+
+Conventions, the same everywhere: a value of the wrong type raises ``TypeError``, a value of
+the right type outside its range raises ``ValueError``; the message reads "NAME must be ...,
+got VALUE" and, where a fix is not obvious, ends with a hint (``hint="; use ..."``).
+"""
 
 from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["as_int", "check_choice", "check_positive"]
+__all__ = [
+    "as_int",
+    "as_optional_int",
+    "check_choice",
+    "check_nonnegative",
+    "check_positive",
+]
 
 
-def as_int(value: Any, name: str, minimum: int | None = None) -> int:
+def as_int(value: Any, name: str, minimum: int | None = None, *, hint: str = "") -> int:
     """``value`` as an int (numpy integers included; bool, float and str refused).
 
     Raises:
@@ -17,31 +29,57 @@ def as_int(value: Any, name: str, minimum: int | None = None) -> int:
         ValueError: ``value`` is below ``minimum``.
     """
     if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got bool {value!r}")
+        raise TypeError(f"{name} must be an integer, got bool {value!r}{hint}")
     try:
         number = operator.index(value)
     except TypeError:
         raise TypeError(
-            f"{name} must be an integer, got {type(value).__name__} {value!r}"
+            f"{name} must be an integer, got {type(value).__name__} {value!r}{hint}"
         ) from None
     if minimum is not None and number < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {number}")
+        raise ValueError(f"{name} must be >= {minimum}, got {number}{hint}")
     return number
 
 
-def check_positive(name: str, value: Any, *, hint: str = "") -> float:
-    """``value`` as a float that is positive and finite, else a ValueError naming it."""
+def as_optional_int(
+    value: Any, name: str, minimum: int | None = None, *, hint: str = ""
+) -> int | None:
+    """None, or ``value`` checked by `as_int`."""
+    return None if value is None else as_int(value, name, minimum, hint=hint)
+
+
+def _as_float(name: str, value: Any, hint: str) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got bool {value!r}{hint}")
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}") from None
+        raise TypeError(
+            f"{name} must be a number, got {type(value).__name__} {value!r}{hint}"
+        ) from None
+
+
+def check_positive(name: str, value: Any, *, hint: str = "") -> float:
+    """``value`` as a float that is positive and finite, else an error naming it."""
+    number = _as_float(name, value, hint)
     if not (number > 0 and math.isfinite(number)):
         raise ValueError(f"{name} must be a positive finite number{hint}, got {value!r}")
     return number
 
 
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+def check_nonnegative(name: str, value: Any, *, hint: str = "") -> float:
+    """``value`` as a float that is finite and ≥ 0, else an error naming it."""
+    number = _as_float(name, value, hint)
+    if not (number >= 0 and math.isfinite(number)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}{hint}")
+    return number
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str], *, hint: str = "") -> str:
     """``value`` if it is one of ``choices``, else a ValueError listing them."""
+    choices = tuple(choices)
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+        raise ValueError(
+            f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}{hint}"
+        )
     return value

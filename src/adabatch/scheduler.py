@@ -1,7 +1,7 @@
 """`BatchSizeScheduler`: a batch-size policy driven like an LR scheduler, in your own loop.
 
-It ties a policy (`adabatch.policies`), the resizable loader or sampler (`adabatch.data`),
-the optimizer and an LR rule (`adabatch.policies.LRCoupling`)::
+It ties a policy (`adabatch.policies`), the resizable sampler — directly or inside an
+`adabatch.data.AdaptiveLoader` —, the optimizer and an LR rule (`adabatch.lr_coupling`)::
 
     policy = make_policy("norm-test", batch_size=32, eta=0.1, max_batch_size=4096)
     loader = AdaptiveLoader(dataset, policy.batch_size, seed=0)
@@ -16,54 +16,76 @@ the optimizer and an LR rule (`adabatch.policies.LRCoupling`)::
             scheduler.step()                       # may resize the loader, rescale the LR
         scheduler.step_epoch()
 
-Cadence: `measure` (or `observe`) feeds the statistics of the step about to be taken when
-the policy wants them; `step` after every optimizer step; `step_epoch` after every epoch.
-A resize applies from the next batch the loader yields; the LR changes at once, so the next
-optimizer step (the first at the new size) uses it. With DDP, `measure` all-reduces the
-statistics, and every rank reaches the same decision from the same sums.
+What it owns, and what it does not. The batch size, the epoch and the position belong to the
+sampler: the scheduler reads the size from it and writes decisions to it. The policy is a pure
+configuration: the scheduler holds its state and the statistics measured since its last
+decision (a `StatsWindow`), and counts what only the loop knows — optimizer steps taken and
+epochs ended (like an LR scheduler counts its ``step()`` calls).
+
+Cadence (the policy's `Cadence`): `measure` (or `observe`) feeds the statistics of the step
+about to be taken when the step lies in the window of a decision; `step` after every optimizer
+step and `step_epoch` after every epoch call the policy at its decision points with the
+window's statistics, summed and all-reduced across ranks (one collective per decision). A
+resize applies from the next batch the loader yields; the LR changes at once, so the next
+optimizer step (the first at the new size) uses it. Every rank reaches the same decision from
+the same sums.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 
 from .distributed import all_reduce_stats
-from .policies.base import BatchSizePolicy, Decision
-from .policies.lr_coupling import LRCoupling
+from .lr_coupling import LRCoupling
+from .policies.base import BatchSizePolicy, Decision, state_from_plain, state_to_plain
 from .stats.summary import GradStats
+from .stats.window import StatsWindow
 
 __all__ = ["BatchSizeScheduler"]
 
+# 1: adabatch 0.1 (the policy held the batch size and its window); 2: this layout.
+_STATE_VERSION = 2
 
-def _dataset_size(loader: Any) -> int | None:
+
+def _sampler_of(loader: Any) -> Any:
+    """The `ResizableBatchSampler` itself, or the one inside an `AdaptiveLoader`."""
     sampler = getattr(loader, "sampler", loader)
-    size = getattr(sampler, "dataset_size", None)
-    return None if size is None else int(size)
+    for needed in ("batch_size", "set_batch_size", "dataset_size"):
+        if not hasattr(sampler, needed):
+            raise TypeError(
+                f"loader must be resizable (an AdaptiveLoader or ResizableBatchSampler), got "
+                f"{type(loader).__name__}"
+            )
+    return sampler
 
 
 class BatchSizeScheduler:
-    """Step a batch-size policy, resize the loader and couple the learning rate.
+    """Run a batch-size policy: measure, decide, resize the sampler, couple the learning rate.
 
     Args:
-        policy: a `BatchSizePolicy` (e.g. from `adabatch.policies.make_policy`).
-        loader: an `AdaptiveLoader` or `ResizableBatchSampler` (anything with
-            ``batch_size`` and ``set_batch_size``) whose batch size equals the policy's.
+        policy: a `BatchSizePolicy` (e.g. from `adabatch.policies.make_policy`); its
+            ``batch_size`` (B₀) must be the sampler's initial size.
+        loader: an `AdaptiveLoader` or `ResizableBatchSampler`: the owner of the batch size.
         optimizer: the optimizer whose LR is coupled (None: leave LRs alone).
-        lr_rule: "none", "linear" or "sqrt" (see `adabatch.policies.lr_coupling`).
+        lr_rule: "none", "linear" or "sqrt" (see `adabatch.lr_coupling`).
         lr_scheduler: your LR scheduler; it is stepped on the unscaled LRs (arguments such
             as ReduceLROnPlateau's metric go through `step_epoch` / `step`).
         lr_scheduler_interval: step it in `step_epoch` ("epoch") or in `step` ("step").
 
     Attributes:
+        policy: the policy, bound to the sampler's data set size.
+        sampler: the sampler whose batch size the decisions set.
         lr_coupling: the `LRCoupling` (None without an optimizer).
         step_count: optimizer steps taken so far.
-        epoch: the epoch in progress.
+        epoch: the epoch in progress (epochs ended so far).
         decisions: the decisions that changed the batch size or the LR, in order.
+        last_decision: the last decision the policy returned (a kept batch included).
     """
 
     def __init__(
@@ -81,11 +103,7 @@ class BatchSizeScheduler:
                 f"policy must be a BatchSizePolicy (see adabatch.policies.POLICIES), got "
                 f"{type(policy).__name__}"
             )
-        if not hasattr(loader, "set_batch_size") or not hasattr(loader, "batch_size"):
-            raise TypeError(
-                f"loader must be resizable (an AdaptiveLoader or ResizableBatchSampler), got "
-                f"{type(loader).__name__}"
-            )
+        sampler = _sampler_of(loader)
         if lr_scheduler_interval not in ("epoch", "step"):
             raise ValueError(
                 f"lr_scheduler_interval must be 'epoch' or 'step', got {lr_scheduler_interval!r}"
@@ -94,54 +112,43 @@ class BatchSizeScheduler:
             raise ValueError("lr_scheduler needs the optimizer it drives (optimizer=...)")
         if optimizer is None and lr_rule != "none":
             raise ValueError(f"lr_rule={lr_rule!r} needs the optimizer (optimizer=...)")
-        if policy.batch_size != policy.initial_batch_size:
-            raise ValueError(
-                f"the policy already moved its batch from {policy.initial_batch_size} to "
-                f"{policy.batch_size}; to resume, build the scheduler from a fresh policy and "
-                "call BatchSizeScheduler.load_state_dict (it restores the LR factors too)"
-            )
-        if policy.cadence == "step" and getattr(loader, "resize_at", "batch") == "epoch":
+        if policy.cadence.unit == "step" and getattr(sampler, "resize_at", "batch") == "epoch":
             raise ValueError(
                 f"the {policy.name} policy decides after optimizer steps, but the loader "
                 "applies resizes only at epoch starts (resize_at='epoch'): the LR would change "
                 "before the batch does; use resize_at='batch'"
             )
-        if getattr(policy, "rescale_lr", False) and lr_rule != "none":
+        policy = policy.bind(int(sampler.dataset_size))
+        if sampler.batch_size != policy.batch_size:
             raise ValueError(
-                f"DiveBatch's rescale_lr already multiplies the LR by B'/B at each resize; "
-                f"lr_rule={lr_rule!r} would scale it a second time: use lr_rule='none'"
-            )
-        size = _dataset_size(loader)
-        if size is not None:
-            policy.set_dataset_size(size)
-        if loader.batch_size != policy.batch_size:
-            raise ValueError(
-                f"the loader's batch size ({loader.batch_size}) differs from the policy's "
+                f"the loader's batch size ({sampler.batch_size}) differs from the policy's "
                 f"({policy.batch_size}); build the loader with policy.batch_size"
             )
         self.policy = policy
         self.loader = loader
+        self.sampler = sampler
         self.optimizer = optimizer
         self.lr_scheduler_interval = lr_scheduler_interval
         self.lr_coupling = (
             None
             if optimizer is None
             else LRCoupling(
-                optimizer,
-                rule=lr_rule,
-                base_batch_size=policy.initial_batch_size,
-                scheduler=lr_scheduler,
+                optimizer, rule=lr_rule, base_batch_size=policy.batch_size, scheduler=lr_scheduler
             )
         )
         self.step_count = 0
         self.epoch = 0
         self.decisions: list[Decision] = []
+        self.last_decision: Decision | None = None
+        self._state = policy.init()
+        self._window = StatsWindow()
+        self._warned = False
 
     # ------------------------------------------------------------------ statistics
     @property
     def batch_size(self) -> int:
-        """The batch size in force."""
-        return self.policy.batch_size
+        """The batch size in force (the sampler's requested size)."""
+        return self.sampler.batch_size
 
     @property
     def tracker_options(self) -> dict[str, bool]:
@@ -149,18 +156,28 @@ class BatchSizeScheduler:
         return self.policy.stats_request.tracker_options()
 
     @property
+    def state(self) -> Any:
+        """The policy's state (what its `decide` returned last)."""
+        return self._state
+
+    @property
     def wants_stats(self) -> bool:
         """Whether the policy wants the statistics of the step about to be taken."""
-        return self.policy.wants_stats(step=self.step_count, epoch=self.epoch)
+        cadence = self.policy.cadence
+        if cadence.window == 0:
+            return False
+        if not cadence.measure_at_cap and self.batch_size >= self.policy.cap:
+            return False
+        return cadence.measures(self.step_count if cadence.unit == "step" else self.epoch)
 
     @contextlib.contextmanager
     def measure(self, tracker: Any | None) -> Iterator[None]:
         """Run the step's forward/backward inside; statistics are taken if the policy wants.
 
-        When it does, the tracker's statistics of the block are popped, all-reduced across
-        ranks and passed to `observe`; otherwise the block runs with the tracker paused, at
-        the cost of a plain backward. ``tracker=None`` is allowed for policies that read no
-        statistics (a constant batch, a schedule), which then need no hooks at all.
+        When it does, the tracker's statistics of the block are popped into the window;
+        otherwise the block runs with the tracker paused, at the cost of a plain backward.
+        ``tracker=None`` is allowed for policies that read no per-sample statistics (a
+        constant batch, a schedule), which then need no hooks at all.
         """
         if tracker is None:
             if self.policy.stats_request.per_sample:
@@ -171,16 +188,22 @@ class BatchSizeScheduler:
             yield
             return
         tracker.reset()  # passes from outside the block (e.g. evaluation) are not this step's
-        if not self.wants_stats:
+        if not (self.wants_stats and self.policy.stats_request.per_sample):
             with tracker.paused():
                 yield
             return
         yield
-        self.observe(all_reduce_stats(tracker.pop()))
+        self.observe(tracker.pop())
 
-    def observe(self, stats: GradStats) -> None:
-        """Feed the (all-reduced) statistics of the step about to be taken."""
-        self.policy.observe(stats)
+    def observe(self, stats: GradStats | Any) -> None:
+        """Feed this rank's statistics of the step about to be taken (or a `NoiseEstimate`).
+
+        They are summed into the window of the next decision; the decision all-reduces the
+        sum across ranks, so pass this rank's own statistics.
+        """
+        if self.policy.cadence.window == 0:
+            raise RuntimeError(f"the {self.policy.name!r} policy reads no statistics")
+        self._window.add(stats)
 
     # ------------------------------------------------------------------ stepping
     def step(self, *lr_scheduler_args: Any) -> Decision | None:
@@ -188,7 +211,10 @@ class BatchSizeScheduler:
 
         With ``lr_scheduler_interval="step"``, arguments go to the LR scheduler's ``step``.
         """
-        decision = self.policy.after_step(step=self.step_count, epoch=self.epoch)
+        cadence = self.policy.cadence
+        decision = None
+        if cadence.unit == "step" and cadence.decides_at(self.step_count):
+            decision = self._decide(step=self.step_count)
         self.step_count += 1
         self._apply(decision)
         if self.lr_scheduler_interval == "step":
@@ -201,11 +227,23 @@ class BatchSizeScheduler:
         With ``lr_scheduler_interval="epoch"``, arguments go to the LR scheduler's ``step``
         (e.g. ``scheduler.step_epoch(val_loss)`` for ``ReduceLROnPlateau``).
         """
-        decision = self.policy.after_epoch(epoch=self.epoch)
+        cadence = self.policy.cadence
+        decision = None
+        if cadence.unit == "epoch" and cadence.decides_at(self.epoch):
+            decision = self._decide(step=None)
         self.epoch += 1
         self._apply(decision)
         if self.lr_scheduler_interval == "epoch":
             self._step_lr_scheduler(lr_scheduler_args)
+        return decision
+
+    def _decide(self, *, step: int | None) -> Decision | None:
+        stats = self._window.pop()
+        if isinstance(stats, GradStats):
+            stats = all_reduce_stats(stats)
+        self._state, decision = self.policy.decide(
+            self._state, stats, batch_size=self.batch_size, step=step, epoch=self.epoch
+        )
         return decision
 
     def _step_lr_scheduler(self, args: tuple[Any, ...]) -> None:
@@ -215,8 +253,12 @@ class BatchSizeScheduler:
     def _apply(self, decision: Decision | None) -> None:
         if decision is None:
             return
+        self.last_decision = decision
+        if decision.note is not None and not self._warned:
+            self._warned = True  # once per scheduler: the same cause repeats every step
+            warnings.warn(decision.note, RuntimeWarning, stacklevel=3)
         if decision.changed:
-            self.loader.set_batch_size(decision.new_batch_size)
+            self.sampler.set_batch_size(decision.new_batch_size)
         if self.lr_coupling is not None:
             self.lr_coupling.update(decision.new_batch_size, decision.lr_factor)
         if decision.changed or decision.lr_factor != 1.0:
@@ -224,34 +266,55 @@ class BatchSizeScheduler:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Policy, LR coupling (with the LR scheduler), loader, step and epoch counters."""
+        """Policy (configuration and state), window, LR coupling, sampler, counters."""
         return {
+            "version": _STATE_VERSION,
             "policy": self.policy.state_dict(),
+            "policy_state": state_to_plain(self._state),
+            "window": self._window.state_dict(),
             "lr": None if self.lr_coupling is None else self.lr_coupling.state_dict(),
-            "loader": self.loader.state_dict() if hasattr(self.loader, "state_dict") else None,
+            "sampler": self.sampler.state_dict(),
             "step_count": self.step_count,
             "epoch": self.epoch,
             "decisions": [dataclasses.asdict(d) for d in self.decisions],
+            "last_decision": None
+            if self.last_decision is None
+            else dataclasses.asdict(self.last_decision),
+            "warned": self._warned,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore `state_dict`: the run continues as if it had not stopped.
 
-        Load the optimizer's own state first: this rewrites its LRs to the coupled values.
+        Build the scheduler as the saved one was built (same policy configuration, a fresh
+        loader), load the optimizer's own state first (this rewrites its LRs to the coupled
+        values), then call this.
         """
-        self.policy.load_state_dict(state["policy"])
+        version = state.get("version")
+        if version != _STATE_VERSION:
+            raise ValueError(
+                f"BatchSizeScheduler state version {version!r} is not supported: this "
+                f"adabatch reads version {_STATE_VERSION} (states without a version were "
+                "written by adabatch 0.1, whose policies held the batch size; resume such a "
+                "run with adabatch 0.1, or start it again)"
+            )
+        self.policy.check_state_dict(state["policy"])
+        self._state = state_from_plain(self.policy.init(), state["policy_state"])
+        self._window.load_state_dict(state["window"])
         if self.lr_coupling is not None and state.get("lr") is not None:
             self.lr_coupling.load_state_dict(state["lr"])
-        if state.get("loader") is not None and hasattr(self.loader, "load_state_dict"):
-            self.loader.load_state_dict(state["loader"])
-        if self.loader.batch_size != self.policy.batch_size:
-            self.loader.set_batch_size(self.policy.batch_size)
+        # Through the loader when there is one: it also ends a running iteration.
+        getattr(self.loader, "load_state_dict", self.sampler.load_state_dict)(state["sampler"])
         self.step_count = int(state["step_count"])
         self.epoch = int(state["epoch"])
         self.decisions = [Decision(**d) for d in state["decisions"]]
+        last = state["last_decision"]
+        self.last_decision = None if last is None else Decision(**last)
+        self._warned = bool(state["warned"])
 
     def __repr__(self) -> str:
         return (
-            f"BatchSizeScheduler({self.policy!r}, step {self.step_count}, epoch {self.epoch}, "
-            f"lr rule {None if self.lr_coupling is None else self.lr_coupling.rule!r})"
+            f"BatchSizeScheduler({self.policy!r}, batch size {self.batch_size}, step "
+            f"{self.step_count}, epoch {self.epoch}, lr rule "
+            f"{None if self.lr_coupling is None else self.lr_coupling.rule!r})"
         )

@@ -11,10 +11,10 @@
   ``batch_transform=lambda b: (augment(b[0]), b[1])``.
 """
 
-from .loader import AdaptiveLoader, ResizeAt, ResizeEvent, has_fast_path
+from .loader import AdaptiveLoader, has_fast_path
 from .memory import free_memory, is_out_of_memory, probe_max_batch_size
 from .micro import Chunk, MicroBatcher, accumulate_gradients, batch_length, split_batch
-from .sampler import ResizableBatchSampler, epoch_order, epoch_seed, rank_span
+from .sampler import ResizableBatchSampler, ResizeEvent, Span, epoch_order, epoch_seed, rank_span
 from .transforms import (
     CHANNEL_STATS,
     Augment,
@@ -31,8 +31,8 @@ __all__ = [
     "Chunk",
     "MicroBatcher",
     "ResizableBatchSampler",
-    "ResizeAt",
     "ResizeEvent",
+    "Span",
     "accumulate_gradients",
     "batch_length",
     "cifar_train_augment",

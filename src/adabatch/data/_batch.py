@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .rows import gather_csr_rows
+
 __all__ = ["map_tensors", "slice_rows", "tensors_in"]
 
 
@@ -56,8 +58,6 @@ def _rows(t: Tensor, start: int, stop: int) -> Tensor:
     if t.dim() == 0:
         return t
     if t.layout == torch.sparse_csr:
-        from ..datasets.base import gather_csr_rows
-
         return gather_csr_rows(t, torch.arange(start, stop, device=t.device))
     if t.layout == torch.sparse_coo:
         return t.index_select(0, torch.arange(start, stop, device=t.device))

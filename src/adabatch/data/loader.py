@@ -22,50 +22,28 @@ Each delivered batch's real size is recorded (`last_batch_size`, `last_global_ba
 and the first batch of every new size is logged on the ``adabatch.data`` logger and appended
 to `resizes` — feed the policy the real size, not the requested one.
 
-`state_dict` records the position of the last batch *delivered*, not the sampler's
-read-ahead position, so a checkpoint taken between two batches resumes exactly.
+The loader stores no batch size and no position: they are the sampler's (NOTE [one owner] in
+`adabatch.data.sampler`), which records the position of the last batch *delivered* — not the
+workers' read-ahead — so a checkpoint taken between two batches resumes exactly.
 """
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
-from .._validate import as_int
-from ..datasets.base import take_rows
+from .._types import ResizeAt
 from ._batch import map_tensors, slice_rows
-from .sampler import ResizableBatchSampler, batches_per_epoch
+from .rows import take_rows
+from .sampler import ResizableBatchSampler, ResizeEvent, Span
 
 __all__ = ["AdaptiveLoader", "ResizeAt", "ResizeEvent", "has_fast_path"]
-
-log = logging.getLogger("adabatch.data")
-
-ResizeAt = Literal["batch", "epoch"]
-_RESIZE_AT = ("batch", "epoch")
-_STATE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ResizeEvent:
-    """The first batch delivered at a new requested size: where, the sizes, its real length.
-
-    ``first_batch`` can be below ``new_size`` when fewer samples were left in the epoch.
-    """
-
-    epoch: int
-    position: int  # position in the epoch's order where that batch starts
-    old_size: int
-    new_size: int
-    first_batch: int  # global number of samples the batch really had
-
 
 _ENDED = object()  # marks an iteration ended by set_epoch / load_state_dict
 
@@ -101,7 +79,7 @@ class _EmptySafeCollate:
 
 
 class _SpanRecorder:
-    """The DataLoader's ``batch_sampler``: the sampler's batches, with a record of each span.
+    """The DataLoader's ``batch_sampler``: the sampler's plan, with a record of each span.
 
     The DataLoader delivers batches in the order it requested them, so the oldest record
     describes the next batch to arrive; the loader pops it on delivery.
@@ -109,15 +87,13 @@ class _SpanRecorder:
 
     def __init__(self, sampler: ResizableBatchSampler) -> None:
         self.sampler = sampler
-        # (epoch, global start, global end, local length, requested size) per batch sent
-        self.in_flight: deque[tuple[int, int, int, int, int]] = deque()
+        self.in_flight: deque[Span] = deque()
 
     def __iter__(self) -> Iterator[list[int]]:
         self.in_flight.clear()  # a new iteration: whatever was in flight was discarded
-        sampler = self.sampler
-        for epoch, start, end, lo, hi in sampler._spans(advance=False):
-            self.in_flight.append((epoch, start, end, hi - lo, sampler.batch_size))
-            yield sampler._order_list(epoch)[lo:hi]
+        for span in self.sampler.plan():
+            self.in_flight.append(span)
+            yield self.sampler.index_list(span)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -178,8 +154,6 @@ class AdaptiveLoader:
         batch_transform: Callable[[Any], Any] | None = None,
         resize_at: ResizeAt = "batch",
     ) -> None:
-        if resize_at not in _RESIZE_AT:
-            raise ValueError(f"resize_at must be one of {_RESIZE_AT}, got {resize_at!r}")
         try:
             size = len(dataset)  # type: ignore[arg-type]
         except TypeError:
@@ -204,6 +178,7 @@ class AdaptiveLoader:
             drop_last=drop_last,
             rank=rank,
             world_size=world_size,
+            resize_at=resize_at,
         )
         can_gather = has_fast_path(dataset)
         auto = can_gather and num_workers == 0 and collate_fn is None
@@ -220,7 +195,6 @@ class AdaptiveLoader:
         self.device = torch.device(device) if device is not None else None
         self.pin_memory = pin_memory
         self.batch_transform = batch_transform
-        self.resize_at: ResizeAt = resize_at
         self._recorder = _SpanRecorder(self.sampler)
         self._dataloader: DataLoader | None = None
         if not self.fast_path:
@@ -238,44 +212,54 @@ class AdaptiveLoader:
                 prefetch_factor=prefetch_factor,
                 persistent_workers=persistent_workers,
             )
-        # Position of the last batch *delivered* (the sampler itself may be ahead of it when
-        # DataLoader workers prefetch).
-        self._epoch = 0
-        self._cursor = 0
-        self._pending: int | None = None  # resize_at="epoch": size for the next epoch
-        self._rewind = False  # resize_at="batch": drop prefetched batches before the next one
         self._active: object | None = None  # token of the running iteration
-        self._delivered_size: int | None = None  # global size of the last batch delivered
-        self.last_batch_size = 0
-        self.last_global_batch_size = 0
-        self.resizes: list[ResizeEvent] = []
 
-    # ------------------------------------------------------------------ size and epoch
+    # ------------------------------------------------------------------ the sampler's state
     @property
     def batch_size(self) -> int:
-        """The requested global batch size (pending resizes included)."""
-        return self._pending if self._pending is not None else self.sampler.batch_size
+        """The requested global batch size (the sampler's; pending resizes included)."""
+        return self.sampler.batch_size
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Request global batch size ``batch_size`` (applied per ``resize_at``)."""
+        self.sampler.set_batch_size(batch_size)
+
+    @property
+    def resize_at(self) -> ResizeAt:
+        """When a requested size takes effect: "batch" or "epoch" (the sampler's setting)."""
+        return self.sampler.resize_at
 
     @property
     def epoch(self) -> int:
-        """The epoch of the next batch to be delivered."""
-        return self._epoch
+        """The epoch in progress (the sampler's)."""
+        return self.sampler.epoch
 
     @property
     def epoch_done(self) -> bool:
-        """Whether the epoch in progress has delivered all its batches.
+        """Whether the epoch in progress has delivered all its batches (see the sampler)."""
+        return self.sampler.epoch_done
 
-        True after the last batch of an epoch was handed out and before the next iteration
-        starts the next epoch, e.g. in a checkpoint taken right after an epoch's last step: a
-        resumed training loop then finishes that epoch (evaluation, epoch-end decisions)
-        instead of iterating into the next one.
-        """
-        return not self._batch_left()
+    @property
+    def resizes(self) -> list[ResizeEvent]:
+        """The first batch delivered at each new size (the sampler's record)."""
+        return self.sampler.resizes
 
     @property
     def world_size(self) -> int:
         """Number of processes sharing each global batch."""
         return self.sampler.world_size
+
+    @property
+    def last_batch_size(self) -> int:
+        """Samples this rank got in the last batch delivered (0 before the first)."""
+        last = self.sampler.last
+        return 0 if last is None else last.local_length
+
+    @property
+    def last_global_batch_size(self) -> int:
+        """Samples all ranks together got in the last batch delivered (0 before the first)."""
+        last = self.sampler.last
+        return 0 if last is None else last.global_length
 
     @property
     def loss_weight(self) -> float:
@@ -289,62 +273,23 @@ class AdaptiveLoader:
             return 1.0
         return self.last_batch_size * self.world_size / self.last_global_batch_size
 
-    def set_batch_size(self, batch_size: int) -> None:
-        """Request global batch size ``batch_size`` (applied per ``resize_at``)."""
-        if self.resize_at == "epoch":
-            self._pending = self.sampler._checked_size(batch_size)
-            if self._pending == self.sampler.batch_size:
-                self._pending = None
-            return
-        old = self.sampler.batch_size
-        self.sampler.set_batch_size(batch_size)
-        if self.sampler.batch_size != old and self._recorder.in_flight:
-            self._rewind = True
-
     def set_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` from its beginning, unless it is the epoch in progress.
 
         Called during an iteration with another epoch, it ends that iteration after the batch
         in hand: the next ``for`` loop starts epoch ``epoch``.
         """
-        epoch = as_int(epoch, "epoch", minimum=0)
-        if epoch != self._epoch:
-            self._epoch, self._cursor = epoch, 0
+        if epoch != self.sampler.epoch:
             self._active = _ENDED
+        self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         """Batches in a whole epoch at the requested batch size (pending resizes included)."""
-        return batches_per_epoch(self.sampler.dataset_size, self.batch_size, self.sampler.drop_last)
+        return len(self.sampler)
 
     # ------------------------------------------------------------------ iteration
-    def _sync_sampler(self) -> None:
-        """Point the sampler at the first sample not yet delivered."""
-        if self._pending is not None and self._cursor == 0:
-            self.sampler.set_batch_size(self._pending)
-            self._pending = None
-        self.sampler._epoch, self.sampler._cursor = self._epoch, self._cursor
-
-    def _batch_left(self) -> bool:
-        return self.sampler._has_batch_at(self._cursor)
-
-    def _deliver(self, span: tuple[int, int, int, int, int], batch: Any) -> Any:
-        epoch, start, end, local, requested = span
-        if self._delivered_size is not None and requested != self._delivered_size:
-            event = ResizeEvent(epoch, start, self._delivered_size, requested, end - start)
-            self.resizes.append(event)
-            log.info(
-                "batch size %d -> %d from epoch %d, position %d (this batch: %d samples)",
-                event.old_size,
-                event.new_size,
-                epoch,
-                start,
-                event.first_batch,
-            )
-        self._delivered_size = requested
-        self._epoch, self._cursor = epoch, end
-        self.last_batch_size = local
-        self.last_global_batch_size = end - start
-        log.debug("epoch %d position %d: batch of %d (%d here)", epoch, start, end - start, local)
+    def _deliver(self, span: Span, batch: Any) -> Any:
+        self.sampler.commit(span)
         if self.device is not None:
             device, non_blocking = self.device, self.pin_memory
             batch = map_tensors(batch, lambda t: t.to(device, non_blocking=non_blocking))
@@ -365,25 +310,22 @@ class AdaptiveLoader:
 
     def __iter__(self) -> Iterator[Any]:
         token = self._active = object()
-        if not self._batch_left():  # the last epoch was used up: this is the next one
-            self._epoch, self._cursor = self._epoch + 1, 0
-        self._sync_sampler()
-        self._rewind = False
+        self.sampler.start_next_epoch_if_done()  # the last epoch was used up: the next one
         if self.fast_path:
             yield from self._iter_fast(token)
         else:
             yield from self._iter_dataloader(token)
-        if self._active is token and not self._batch_left():
-            self._epoch, self._cursor = self._epoch + 1, 0
+        if self._active is token:
+            self.sampler.start_next_epoch_if_done()
 
     def _iter_fast(self, token: object) -> Iterator[Any]:
         sampler = self.sampler
         pin = self.pin_memory and torch.cuda.is_available()
-        for epoch, start, end, lo, hi in sampler._spans(advance=False):
-            batch = _gather(self.dataset, sampler._order(epoch)[lo:hi])
+        while (span := sampler.next_span()) is not None:
+            batch = _gather(self.dataset, sampler.indices(span))
             if pin:
                 batch = map_tensors(batch, lambda t: t.pin_memory())
-            yield self._deliver((epoch, start, end, hi - lo, sampler.batch_size), batch)
+            yield self._deliver(span, batch)
             if not self._still_active(token):
                 return
 
@@ -392,61 +334,41 @@ class AdaptiveLoader:
         in_flight = self._recorder.in_flight
         iterator = iter(self._dataloader)
         while True:
-            if self._rewind:
-                # Batches of the old size were prefetched: drop them, resume at the first
-                # sample not delivered. (With persistent workers the DataLoader's reset
-                # drains the outstanding tasks; otherwise new workers start.)
-                self._rewind = False
-                self._sync_sampler()
-                del iterator
-                iterator = iter(self._dataloader)
             try:
                 batch = next(iterator)
             except StopIteration:
-                if not self._batch_left():
+                if self.sampler.epoch_done:
                     return
                 # The workers ended the epoch under the old size (drop_last dropped a rest
                 # that the new size now serves): go on from the delivered position.
-                self._rewind = True
+                iterator = iter(self._dataloader)
                 continue
-            yield self._deliver(in_flight.popleft(), batch)
+            span = in_flight.popleft()
+            if span.version != self.sampler.version:
+                # Planned before a resize: drop it and what was prefetched after it, resume at
+                # the first sample not delivered. (With persistent workers the DataLoader's
+                # reset drains the outstanding tasks; otherwise new workers start.)
+                del iterator
+                iterator = iter(self._dataloader)
+                continue
+            yield self._deliver(span, batch)
             if not self._still_active(token):
                 return
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
-        """The position after the last batch delivered, the batch size, and the settings."""
-        sampler = self.sampler.state_dict()
-        sampler["epoch"], sampler["cursor"] = self._epoch, self._cursor
-        return {
-            "version": _STATE_VERSION,
-            "sampler": sampler,
-            "pending_batch_size": self._pending,
-            "delivered_batch_size": self._delivered_size,
-        }
+        """The sampler's state: the position after the last batch delivered, the batch size."""
+        return self.sampler.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore `state_dict` output; a running iteration ends after the batch in hand."""
-        for key in ("sampler", "pending_batch_size"):
-            if key not in state:
-                raise KeyError(f"loader state is missing {key!r}; got keys {sorted(state)}")
-        if state.get("version", _STATE_VERSION) != _STATE_VERSION:
-            raise ValueError(
-                f"loader state version {state['version']} is not supported "
-                f"(this adabatch reads version {_STATE_VERSION})"
-            )
-        self.sampler.load_state_dict(state["sampler"])
-        self._epoch, self._cursor = self.sampler.epoch, self.sampler.cursor
-        pending = state["pending_batch_size"]
-        self._pending = None if pending is None else self.sampler._checked_size(pending)
-        self._delivered_size = state.get("delivered_batch_size")
-        self.last_batch_size = self.last_global_batch_size = 0
+        self.sampler.load_state_dict(state)
         self._active = _ENDED
 
     def __repr__(self) -> str:
         path = "tensor fast path" if self.fast_path else "DataLoader"
         return (
             f"AdaptiveLoader({type(self.dataset).__name__} of {self.sampler.dataset_size}, "
-            f"batch_size={self.batch_size}, epoch={self._epoch}, position={self._cursor}, "
+            f"batch_size={self.batch_size}, epoch={self.epoch}, position={self.sampler.cursor}, "
             f"{path}, resize_at={self.resize_at!r})"
         )

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._over_seeds import mean_sem
 from .report import ReportError, Run
 
 __all__ = [
@@ -162,24 +163,6 @@ def _number(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-def mean_sem(values: Iterable[float | None]) -> tuple[float, float]:
-    """The mean of the defined values and its standard error.
-
-    The standard error is the sample standard deviation (``n - 1`` in the denominator) over
-    √n, and 0 for a single value. ``None`` values are left out; with none left, both are
-    ``nan``.
-    """
-    defined = [float(v) for v in values if v is not None]
-    n = len(defined)
-    if n == 0:
-        return math.nan, math.nan
-    mean = math.fsum(defined) / n
-    if n == 1:
-        return mean, 0.0
-    variance = math.fsum((v - mean) ** 2 for v in defined) / (n - 1)
-    return mean, math.sqrt(variance / n)
 
 
 def _spread(values: Sequence[float]) -> tuple[float, float]:

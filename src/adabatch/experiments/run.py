@@ -252,7 +252,7 @@ def run_experiment(
     trainer = built.trainer(_callbacks(out, config, progress), checkpoint_path=checkpoint)
     if state == "resume" and checkpoint.exists():
         trainer.load_checkpoint(checkpoint)
-        log(f"  resumed at epoch {trainer.epoch}, step {trainer.step}")
+        log(f"  resumed at epoch {trainer.epoch}, step {trainer.step_count}")
     else:
         (out / "metrics.jsonl").unlink(missing_ok=True)  # a run killed before its checkpoint
         _write_json(out / "config.json", record)
@@ -280,7 +280,7 @@ def _summary(
     summary = {
         "status": status,
         "epochs": trainer.epoch,
-        "steps": trainer.step,
+        "steps": trainer.step_count,
         "samples": trainer.samples,
         "train_time": trainer.clock.read(),
         "final_batch_size": trainer.batch_size,

@@ -223,7 +223,7 @@ _MNIST_MLP = Suite(
             policy__every_steps=300,
             policy__window_steps=100,
             policy__max_batch_size=128,
-            policy__rescale_lr=True,
+            policy__lr_rule="linear",
         ),
     ),
     baselines=("sgd-small", "sgd-large", "sgd-128-lr"),
@@ -354,7 +354,7 @@ def _divebatch_methods(
             policy__delta=delta,
             policy__every=every,
             policy__max_batch_size=large,
-            policy__rescale_lr=True,
+            policy__lr_rule="linear",
         ),
     )
 

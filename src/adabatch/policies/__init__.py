@@ -1,4 +1,4 @@
-"""Batch-size policies: the papers' rules as pure functions, and the classes that run them.
+"""Batch-size policies: the papers' rules as pure functions, and the configurations that run them.
 
 =========================  ==================================================  ============
 name (`POLICIES`)          rule                                                statistics
@@ -17,8 +17,10 @@ noise-scale                b = factor · EMA(tr Σ)/EMA(‖G‖²) (McCandlish e
                            al.)                                                two sizes
 =========================  ==================================================  ============
 
-Learning-rate coupling (`LRCoupling`, `lr_scale`) and `adabatch.BatchSizeScheduler` apply
-the decisions in a training loop.
+A policy is a frozen configuration with a pure ``decide(state, stats, *, batch_size, step,
+epoch) -> (state, Decision)`` (see `adabatch.policies.base`); `adabatch.BatchSizeScheduler`
+runs it in a training loop, and `adabatch.lr_coupling` couples the learning rate to its
+decisions.
 """
 
 from .adaptive_sampling import (
@@ -28,19 +30,12 @@ from .adaptive_sampling import (
     NormTest,
     OrthogonalityTest,
     SamplingTestPolicy,
+    SplitSums,
 )
-from .base import BatchSizePolicy, Decision, StatsRequest
+from .base import NO_STATE, BatchSizePolicy, Cadence, Decision, StatsRequest
 from .constant import ConstantPolicy
-from .divebatch import DiveBatchPolicy, divebatch_batch_size, divebatch_rule
-from .lr_coupling import LR_RULES, LRCoupling, lr_scale
-from .noise_scale import (
-    EMA,
-    NoiseScalePolicy,
-    parts_estimates,
-    per_sample_estimates,
-    two_batch_estimates,
-)
-from .rank_norms import RankGradNorms
+from .divebatch import DiveBatchPolicy, divebatch_batch_size, divebatch_rule, window_diversity
+from .noise_scale import EMAState, NoiseScalePolicy, NoiseScaleState, ema_update, ema_value
 from .registry import POLICIES, make_policy, policy_from_state_dict, policy_parameters
 from .sampling_tests import (
     augmented_test_size,
@@ -53,38 +48,38 @@ from .sampling_tests import (
 from .schedule import SchedulePolicy, scheduled_size
 
 __all__ = [
-    "EMA",
-    "LR_RULES",
+    "NO_STATE",
     "POLICIES",
     "AugmentedInnerProductTest",
     "BatchSizePolicy",
+    "Cadence",
     "ConstantPolicy",
     "CoordinateNormTest",
     "Decision",
     "DiveBatchPolicy",
+    "EMAState",
     "InnerProductTest",
-    "LRCoupling",
     "NoiseScalePolicy",
+    "NoiseScaleState",
     "NormTest",
     "OrthogonalityTest",
-    "RankGradNorms",
     "SamplingTestPolicy",
     "SchedulePolicy",
+    "SplitSums",
     "StatsRequest",
     "augmented_test_size",
     "coordinate_norm_test_size",
     "divebatch_batch_size",
     "divebatch_rule",
+    "ema_update",
+    "ema_value",
     "espath_split",
     "inner_product_test_size",
-    "lr_scale",
     "make_policy",
     "norm_test_size",
     "orthogonality_test_size",
-    "parts_estimates",
-    "per_sample_estimates",
     "policy_from_state_dict",
     "policy_parameters",
     "scheduled_size",
-    "two_batch_estimates",
+    "window_diversity",
 ]

@@ -7,9 +7,11 @@ would just pass (`adabatch.policies.sampling_tests`), and the batch becomes
     b ← min(b_max, max(b, ⌈T⌉))
 
 (then rounded to ``multiple_of``). The batch never shrinks, and no statistics are asked for
-once it reaches b_max. A NaN T (b < 2) or non-finite statistics keep the batch and warn once;
-T = inf with finite statistics (ḡ = 0 with noise: no finite batch passes) gives b_max (or
-keeps the batch, warning, when the policy has no cap).
+once it reaches b_max. The test of step s reads that step's statistics and decides right
+after it (the `Cadence` ``("step", every=k, window=1)``). A NaN T (b < 2) or non-finite
+statistics keep the batch (the decision's note says why; the scheduler warns once); T = inf
+with finite statistics (ḡ = 0 with noise: no finite batch passes) gives b_max (or keeps the
+batch, with a note, when the policy has no cap).
 
 Byrd, Chin, Nocedal & Wu (2012) for the norm test; Bollapragada, Byrd & Nocedal (2018) for
 the inner-product, orthogonality and augmented tests; Lau, Liu & Kolar (AdAdaGrad, arXiv
@@ -19,18 +21,16 @@ the inner-product, orthogonality and augmented tests; Lau, Liu & Kolar (AdAdaGra
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from typing_extensions import Unpack
-
+from .._types import INNER_MODES
 from .._validate import as_int, check_choice, check_positive
 from ..stats.estimators import inner_product_variance, mean_sq_norm, orthogonal_variance
 from ..stats.summary import GradStats
-from .base import BatchSizePolicy, Bounds, Decision, StatsRequest
+from .base import BatchSizePolicy, Cadence, Decision, StatsRequest
 from .sampling_tests import (
-    MODES,
     augmented_test_size,
     coordinate_norm_test_size,
     espath_split,
@@ -46,63 +46,56 @@ __all__ = [
     "NormTest",
     "OrthogonalityTest",
     "SamplingTestPolicy",
+    "SplitSums",
 ]
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class SamplingTestPolicy(BatchSizePolicy):
-    """Shared cadence of the tests; subclasses define `suggested_size`.
+    """Shared cadence and decision of the tests; subclasses define `suggested_size`.
 
     Args:
         batch_size: b₀ ≥ 2 (a variance needs two samples; AdAdaGrad's MNIST runs start at 2).
-        interval: test every ``interval`` optimizer steps.
-        **bounds: min_batch_size, max_batch_size, multiple_of, dataset_size (`Bounds`).
+        interval: test every ``interval`` optimizer steps (at steps 0, k, 2k, …).
+        min_batch_size, max_batch_size, multiple_of, dataset_size: see `BatchSizePolicy`.
     """
 
-    def __init__(
-        self,
-        batch_size: int,
-        *,
-        interval: int = 1,
-        **bounds: Unpack[Bounds],
-    ) -> None:
-        super().__init__(batch_size, **bounds)
-        if self._batch_size < 2:
+    interval: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.batch_size < 2:
             raise ValueError(
                 f"the {self.name} test estimates a variance and needs batch_size >= 2, got "
-                f"{self._batch_size}"
+                f"{self.batch_size}"
             )
-        self.interval = as_int(interval, "interval", minimum=1)
-        self._config = {"interval": self.interval}
-        self._pending: float | None = None  # T of the step just observed
+        object.__setattr__(self, "interval", as_int(self.interval, "interval", minimum=1))
 
     @property
-    def cadence(self) -> str:  # noqa: D102 - see base
-        return "step"
+    def stats_request(self) -> StatsRequest:  # noqa: D102 - see base
+        return StatsRequest(per_sample=True)
 
-    def suggested_size(self, stats: GradStats) -> float:
-        """T from one batch's statistics (before rounding and clamping)."""
+    @property
+    def cadence(self) -> Cadence:  # noqa: D102 - see base
+        return Cadence("step", every=self.interval, window=1)
+
+    def suggested_size(self, state: Any, stats: GradStats) -> tuple[Any, float]:
+        """(new state, T) from one batch's statistics (T before rounding and clamping)."""
         raise NotImplementedError
 
-    def wants_stats(self, *, step: int, epoch: int) -> bool:  # noqa: D102 - see base
-        return not self.at_max and step % self.interval == 0
-
-    def observe(self, stats: GradStats) -> None:
-        """Compute T for this step's batch (its decision follows in `after_step`)."""
-        self._pending = self.suggested_size(stats) if self.stats_finite(stats) else math.nan
-
-    def after_step(self, *, step: int, epoch: int) -> Decision | None:  # noqa: D102
-        t, self._pending = self._pending, None
-        if t is None:
-            return None
-        return self.grow_to(t, step=step, epoch=epoch, statistic="T")
-
-    def _extra_state(self) -> dict[str, Any]:
-        return {"pending": self._pending}
-
-    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
-        self._pending = state.get("pending")
+    def decide(  # noqa: D102 - see BatchSizePolicy.decide
+        self, state: Any, stats: GradStats | None, *, batch_size: int, step: int | None, epoch: int
+    ) -> tuple[Any, Decision | None]:
+        if stats is None:
+            return state, None  # not measured: at the cap
+        if self.stats_finite(stats):
+            state, t = self.suggested_size(state, stats)
+        else:
+            t = math.nan
+        return state, self.grow_to(t, batch_size=batch_size, step=step, epoch=epoch, statistic="T")
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class NormTest(SamplingTestPolicy):
     """The norm test: T = V/(η²‖ḡ‖²) (Byrd et al. 2012; AdAdaGrad's ``norm``).
 
@@ -113,41 +106,32 @@ class NormTest(SamplingTestPolicy):
 
     name = "norm-test"
 
-    def __init__(
-        self,
-        batch_size: int,
-        *,
-        eta: float = 0.1,
-        interval: int = 1,
-        **bounds: Unpack[Bounds],
-    ) -> None:
-        super().__init__(batch_size, interval=interval, **bounds)
-        self.eta = check_positive("eta", eta)
-        self._config.update(eta=self.eta)
+    eta: float = 0.1
 
-    @property
-    def stats_request(self) -> StatsRequest:  # noqa: D102 - see base
-        return StatsRequest(per_sample=True)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "eta", check_positive("eta", self.eta))
 
-    def suggested_size(self, stats: GradStats) -> float:  # noqa: D102
-        return norm_test_size(stats, eta=self.eta)
+    def suggested_size(self, state: Any, stats: GradStats) -> tuple[Any, float]:  # noqa: D102
+        return state, norm_test_size(stats, eta=self.eta)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class _InnerProductFamily(SamplingTestPolicy):
     """The tests that read P2: their ``mode`` and their statistics request."""
 
-    def __init__(
-        self, batch_size: int, *, mode: str, interval: int, **bounds: Unpack[Bounds]
-    ) -> None:
-        super().__init__(batch_size, interval=interval, **bounds)
-        self.mode = check_choice("mode", mode, MODES)
-        self._config["mode"] = self.mode
+    mode: str | None = "layerwise"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "mode", check_choice("mode", self.mode, INNER_MODES))
 
     @property
     def stats_request(self) -> StatsRequest:
         return StatsRequest(per_sample=True, inner_products=True)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class InnerProductTest(_InnerProductFamily):
     """The inner-product test: T = V_ip/(θ²‖ḡ‖⁴) (Bollapragada et al. 2018).
 
@@ -159,23 +143,17 @@ class InnerProductTest(_InnerProductFamily):
 
     name = "inner-product"
 
-    def __init__(
-        self,
-        batch_size: int,
-        *,
-        theta: float = 0.1,
-        mode: str = "layerwise",
-        interval: int = 1,
-        **bounds: Unpack[Bounds],
-    ) -> None:
-        super().__init__(batch_size, mode=mode, interval=interval, **bounds)
-        self.theta = check_positive("theta", theta)
-        self._config["theta"] = self.theta
+    theta: float = 0.1
 
-    def suggested_size(self, stats: GradStats) -> float:  # noqa: D102
-        return inner_product_test_size(stats, theta=self.theta, mode=self.mode)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "theta", check_positive("theta", self.theta))
+
+    def suggested_size(self, state: Any, stats: GradStats) -> tuple[Any, float]:  # noqa: D102
+        return state, inner_product_test_size(stats, theta=self.theta, mode=self.mode)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class OrthogonalityTest(_InnerProductFamily):
     """The orthogonality test alone: T = V_orth/(ν²‖ḡ‖²) (Bollapragada et al. 2018).
 
@@ -187,23 +165,24 @@ class OrthogonalityTest(_InnerProductFamily):
 
     name = "orthogonality"
 
-    def __init__(
-        self,
-        batch_size: int,
-        *,
-        nu: float = 0.1,
-        mode: str = "layerwise",
-        interval: int = 1,
-        **bounds: Unpack[Bounds],
-    ) -> None:
-        super().__init__(batch_size, mode=mode, interval=interval, **bounds)
-        self.nu = check_positive("nu", nu)
-        self._config["nu"] = self.nu
+    nu: float = 0.1
 
-    def suggested_size(self, stats: GradStats) -> float:  # noqa: D102
-        return orthogonality_test_size(stats, nu=self.nu, mode=self.mode)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "nu", check_positive("nu", self.nu))
+
+    def suggested_size(self, state: Any, stats: GradStats) -> tuple[Any, float]:  # noqa: D102
+        return state, orthogonality_test_size(stats, nu=self.nu, mode=self.mode)
 
 
+class SplitSums(NamedTuple):
+    """The moving sums behind the augmented test's automatic split ρ = ā/(ā + c̄)."""
+
+    inner: float = 0.0  # of a = V_ip/‖ḡ‖²
+    orthogonal: float = 0.0  # of c = V_orth
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class AugmentedInnerProductTest(_InnerProductFamily):
     """Inner-product and orthogonality tests together: T = max(T_ip, T_orth).
 
@@ -213,7 +192,7 @@ class AugmentedInnerProductTest(_InnerProductFamily):
     moving averages (factor ``smoothing``) of a = V_ip/‖ḡ‖² and c = V_orth,
     the split at which the pair costs exactly what the norm test costs. With
     ``smoothing=0`` it is the current batch's split, and T equals the norm test's V/(ε²‖ḡ‖²)
-    for the global mode.
+    for the global mode. The moving sums are the policy's state (`SplitSums`).
 
     Args:
         theta: θ > 0 (default 0.1 without ``epsilon``).
@@ -228,95 +207,88 @@ class AugmentedInnerProductTest(_InnerProductFamily):
 
     name = "augmented-inner-product"
 
-    def __init__(
-        self,
-        batch_size: int,
-        *,
-        theta: float | None = None,
-        nu: float | None = None,
-        epsilon: float | None = None,
-        split: float | str | None = None,
-        smoothing: float = 0.9,
-        mode: str | None = None,
-        interval: int = 1,
-        **bounds: Unpack[Bounds],
-    ) -> None:
+    theta: float | None = None
+    nu: float | None = None
+    epsilon: float | None = None
+    split: float | str | None = None
+    smoothing: float = 0.9
+    mode: str | None = None
+
+    def __post_init__(self) -> None:
         # Espath et al.'s equivalence is a statement about the global variances.
-        if mode is None:
-            mode = "layerwise" if epsilon is None else "global"
-        super().__init__(batch_size, mode=mode, interval=interval, **bounds)
-        smoothing = float(smoothing)
+        if self.mode is None:
+            object.__setattr__(self, "mode", "layerwise" if self.epsilon is None else "global")
+        super().__post_init__()
+        smoothing = float(self.smoothing)
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
-        self.smoothing = smoothing
-        if epsilon is None:
-            if split is not None:
+        object.__setattr__(self, "smoothing", smoothing)
+        if self.epsilon is None:
+            if self.split is not None:
                 raise ValueError("split needs epsilon (it divides ε² between θ² and ν²)")
-            self.epsilon = None
-            self.theta = check_positive("theta", 0.1 if theta is None else theta)
-            self.nu = check_positive("nu", 0.1 if nu is None else nu)
-            self.split: float | str | None = None
-        else:
-            if theta is not None or nu is not None:
+            for key in ("theta", "nu"):
+                if (value := getattr(self, key)) is not None:
+                    object.__setattr__(self, key, check_positive(key, value))
+            return
+        if self.theta is not None or self.nu is not None:
+            raise ValueError(
+                "give either epsilon (θ and ν derived from it) or theta and nu, not both"
+            )
+        object.__setattr__(self, "epsilon", check_positive("epsilon", self.epsilon))
+        split = "auto" if self.split is None else self.split
+        if isinstance(split, str):
+            if split != "auto":
                 raise ValueError(
-                    "give either epsilon (θ and ν derived from it) or theta and nu, not both"
+                    f"split must be 'auto' or a number in (0, 1) (ρ, θ² = ε²ρ); got {split!r}"
                 )
-            self.epsilon = check_positive("epsilon", epsilon)
-            split = "auto" if split is None else split
-            if isinstance(split, str):
-                if split != "auto":
-                    raise ValueError(
-                        f"split must be 'auto' or a number in (0, 1) (ρ, θ² = ε²ρ); got {split!r}"
-                    )
-                self.theta = self.nu = math.nan  # set per batch
-            else:
-                self.theta, self.nu = espath_split(self.epsilon, split)
-                split = float(split)
-            self.split = split
-        self._config.update(
-            theta=theta,
-            nu=nu,
-            epsilon=self.epsilon,
-            split=self.split,
-            smoothing=self.smoothing,
-        )
-        # Moving sums of V_ip/‖ḡ‖² and V_orth for split="auto".
-        self._sums = [0.0, 0.0]
+        else:
+            split = float(split)
+            espath_split(self.epsilon, split)  # validates ρ
+        object.__setattr__(self, "split", split)
 
-    def current_split(self, stats: GradStats) -> float:
-        """Update the "auto" averages with this batch and return ρ = ā/(ā + c̄)."""
+    @property
+    def tolerances(self) -> tuple[float, float]:
+        """(θ, ν) in force: given, derived from ε and a fixed ρ, or NaN for the "auto" split."""
+        if self.epsilon is None:
+            return (
+                0.1 if self.theta is None else float(self.theta),
+                0.1 if self.nu is None else float(self.nu),
+            )
+        if self.split == "auto":
+            return math.nan, math.nan
+        return espath_split(self.epsilon, float(self.split))  # type: ignore[arg-type]
+
+    def init(self) -> SplitSums:  # noqa: D102 - see base
+        return SplitSums()
+
+    def current_split(self, state: SplitSums, stats: GradStats) -> tuple[SplitSums, float]:
+        """Update the "auto" averages with this batch: (new sums, ρ = ā/(ā + c̄))."""
         g2 = mean_sq_norm(stats)
         a = inner_product_variance(stats, mode=self.mode) / g2 if g2 > 0 else math.nan
         c = orthogonal_variance(stats, mode=self.mode)
         if not (math.isfinite(a) and math.isfinite(c)):
-            return math.nan
+            return state, math.nan
         # Both averages share their weights, so the bias correction cancels in ρ.
         beta = self.smoothing
-        self._sums = [beta * self._sums[0] + max(a, 0.0), beta * self._sums[1] + max(c, 0.0)]
-        total = self._sums[0] + self._sums[1]
+        state = SplitSums(beta * state.inner + max(a, 0.0), beta * state.orthogonal + max(c, 0.0))
+        total = state.inner + state.orthogonal
         if total <= 0:
-            return 0.5
-        rho = self._sums[0] / total
-        return min(max(rho, 1e-6), 1.0 - 1e-6)
+            return state, 0.5
+        rho = state.inner / total
+        return state, min(max(rho, 1e-6), 1.0 - 1e-6)
 
-    def suggested_size(self, stats: GradStats) -> float:  # noqa: D102
-        theta, nu = self.theta, self.nu
+    def suggested_size(self, state: Any, stats: GradStats) -> tuple[Any, float]:  # noqa: D102
+        theta, nu = self.tolerances
         if self.split == "auto":
-            rho = self.current_split(stats)
+            state, rho = self.current_split(state, stats)
             if math.isnan(rho):
-                return math.nan
+                return state, math.nan
             assert self.epsilon is not None
             theta, nu = espath_split(self.epsilon, rho)
-        return augmented_test_size(stats, theta=theta, nu=nu, mode=self.mode)
-
-    def _extra_state(self) -> dict[str, Any]:
-        return {**super()._extra_state(), "split_sums": list(self._sums)}
-
-    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
-        super()._load_extra_state(state)
-        self._sums = [float(x) for x in state["split_sums"]]
+        return state, augmented_test_size(stats, theta=theta, nu=nu, mode=self.mode)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class CoordinateNormTest(SamplingTestPolicy):
     """The coordinate-wise norm test proposed for AdAdaGrad, with adabatch's guard.
 
@@ -332,32 +304,26 @@ class CoordinateNormTest(SamplingTestPolicy):
 
     name = "coordinate-norm-test"
 
-    def __init__(
-        self,
-        batch_size: int,
-        *,
-        eta: float = 0.1,
-        floor: float = 0.1,
-        quantile: float = 1.0,
-        interval: int = 1,
-        **bounds: Unpack[Bounds],
-    ) -> None:
-        super().__init__(batch_size, interval=interval, **bounds)
-        self.eta = check_positive("eta", eta)
-        self.floor = float(floor)
-        self.quantile = float(quantile)
-        # Validate floor and quantile once, with the function's own messages.
-        if not (self.floor >= 0 and math.isfinite(self.floor)):
-            raise ValueError(f"floor must be a finite number >= 0, got {floor!r}")
-        if not 0.0 < self.quantile <= 1.0:
-            raise ValueError(f"quantile must be in (0, 1], got {quantile!r}")
-        self._config.update(eta=self.eta, floor=self.floor, quantile=self.quantile)
+    eta: float = 0.1
+    floor: float = 0.1
+    quantile: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "eta", check_positive("eta", self.eta))
+        floor, quantile = float(self.floor), float(self.quantile)
+        if not (floor >= 0 and math.isfinite(floor)):
+            raise ValueError(f"floor must be a finite number >= 0, got {self.floor!r}")
+        if not 0.0 < quantile <= 1.0:
+            raise ValueError(f"quantile must be in (0, 1], got {self.quantile!r}")
+        object.__setattr__(self, "floor", floor)
+        object.__setattr__(self, "quantile", quantile)
 
     @property
     def stats_request(self) -> StatsRequest:  # noqa: D102 - see base
         return StatsRequest(per_sample=True, coordinates=True)
 
-    def suggested_size(self, stats: GradStats) -> float:  # noqa: D102
-        return coordinate_norm_test_size(
+    def suggested_size(self, state: Any, stats: GradStats) -> tuple[Any, float]:  # noqa: D102
+        return state, coordinate_norm_test_size(
             stats, eta=self.eta, floor=self.floor, quantile=self.quantile
         )

@@ -1,58 +1,53 @@
-"""What every batch-size policy shares: bounds, the decision record, the cadence contract.
+"""What every batch-size policy shares: bounds, cadence, the decision record, the pure protocol.
 
-A policy is a small state machine driven by the training loop (or by `BatchSizeScheduler`):
+A policy is a *configuration* (a frozen dataclass: its fields are its options) plus a pure
+decision function, in the manner of optax's transforms::
 
-=========================================  ===============================================
-call                                       when
-=========================================  ===============================================
-``wants_stats(step=s, epoch=e)``           before optimizer step s (0-based, counted over
-                                           the whole run) of epoch e: compute statistics?
-``observe(stats)``                         after step s's backward, when it wanted them
-                                           (the statistics of the *global* batch)
-``after_step(step=s, epoch=e)``            after optimizer step s → a `Decision` or None
-``after_epoch(epoch=e)``                   after the last step of epoch e → a `Decision`
-                                           or None
-=========================================  ===============================================
+    state = policy.init()
+    state, decision = policy.decide(state, stats, batch_size=b, step=s, epoch=e)
 
-A decision applies from the next batch on. Decisions are deterministic functions of the
-statistics observed and of the policy's explicit state, so that ranks fed the same
-all-reduced statistics agree without a broadcast.
+* The configuration never changes while training runs; it states up front which statistics
+  the policy reads (`stats_request`) and when it is consulted (`cadence`).
+* The state is an explicit, immutable value (a NamedTuple of plain numbers; ``()`` for the
+  policies that keep none) that the caller holds and passes back.
+* The batch size in force, the optimizer step and the epoch are *arguments*: the policy keeps
+  no copy of them. The sampler owns the batch size (`adabatch.data.ResizableBatchSampler`);
+  `adabatch.BatchSizeScheduler` drives the whole protocol in a training loop.
 
-Every policy clamps its batch size to ``[min_batch_size, max_batch_size]``, rounds it to a
-multiple of ``multiple_of`` (up, then down if that passes the cap), never exceeds the data
-set size when it is known, and returns Python ints. Statistics that are not finite (a
-diverged loss, an overflow) leave the batch unchanged and warn once per policy.
+`decide` returns a `Decision` (or None: nothing to say at this point). A decision applies from
+the next batch on. Decisions are deterministic functions of the statistics and the state, so
+that ranks fed the same all-reduced statistics agree without a broadcast.
+
+Every policy clamps its batch size to ``[min_batch_size, cap]`` with cap = min(max_batch_size,
+dataset_size), rounds it to a multiple of ``multiple_of`` (up, then down if that passes the
+cap), and returns Python ints. Statistics that are not finite (a diverged loss, an overflow)
+keep the batch; the decision then carries a ``note`` saying why, which the scheduler turns
+into a warning (once).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from typing_extensions import TypedDict
-
-from .._validate import as_int
+from .._validate import as_int, as_optional_int
 from ..stats.estimators import mean_sq_norm
 from ..stats.summary import GradStats
 
 __all__ = [
+    "NO_STATE",
     "BatchSizePolicy",
-    "Bounds",
+    "Cadence",
     "Decision",
     "StatsRequest",
+    "state_from_plain",
+    "state_to_plain",
 ]
 
-
-class Bounds(TypedDict, total=False):
-    """The keyword arguments every policy accepts (``**bounds``), see `BatchSizePolicy`."""
-
-    min_batch_size: int
-    max_batch_size: int | None
-    multiple_of: int
-    dataset_size: int | None
+#: The state of the policies that keep none.
+NO_STATE: tuple[()] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,21 +55,57 @@ class StatsRequest:
     """Which per-sample statistics a policy reads: pass these to the engine or tracker.
 
     Attributes:
-        per_sample: the policy reads a `GradStats` (Σgᵢ and S2) through `observe`.
+        per_sample: the policy reads a `GradStats` of per-sample statistics (Σgᵢ and S2).
         inner_products: it also needs P2 (``inner_products=True`` in the engine).
         coordinates: it also needs Σgᵢ⊙gᵢ (``coordinates=True``).
-        from_caller: the policy is fed by the caller's own methods (e.g. the noise scale's
-            ``observe_norms``), not from a tracker: a generic loop cannot drive it.
     """
 
     per_sample: bool = False
     inner_products: bool = False
     coordinates: bool = False
-    from_caller: bool = False
 
     def tracker_options(self) -> dict[str, bool]:
         """Keyword arguments for `GradStatsTracker` / `compute_stats`."""
         return {"inner_products": self.inner_products, "coordinates": self.coordinates}
+
+
+@dataclasses.dataclass(frozen=True)
+class Cadence:
+    """When the loop consults a policy, and which steps it measures for it.
+
+    Decision points are the optimizer steps s (``unit="step"``: after the step) or the epochs e
+    (``unit="epoch"``: at the epoch's end) whose index i satisfies i mod ``every`` =
+    ``offset``. The steps measured for a decision are those of the ``window`` units that end at
+    it (0: the policy reads no statistics). Growing policies stop measuring once the batch is
+    at its cap, unless ``measure_at_cap``.
+
+    Examples: the sampling tests of AdAdaGrad's code test at steps 0, k, 2k, …
+    (``Cadence("step", every=k, window=1)``); DiveBatch measures the whole epoch before every
+    R-th epoch end (``Cadence("epoch", every=R, offset=R - 1, window=1)``).
+    """
+
+    unit: Literal["step", "epoch"] = "epoch"
+    every: int = 1
+    offset: int = 0
+    window: int = 0
+    measure_at_cap: bool = False
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("step", "epoch"):
+            raise ValueError(f"cadence unit must be 'step' or 'epoch', got {self.unit!r}")
+        every = as_int(self.every, "every", minimum=1)
+        if not 0 <= as_int(self.offset, "offset") < every:
+            raise ValueError(f"offset must be in [0, every={every}), got {self.offset}")
+        if not 0 <= as_int(self.window, "window") <= every:
+            raise ValueError(f"window must be in [0, every={every}], got {self.window}")
+
+    def decides_at(self, index: int) -> bool:
+        """Whether step (or epoch) ``index`` is a decision point."""
+        return index % self.every == self.offset
+
+    def measures(self, index: int) -> bool:
+        """Whether step (or epoch) ``index`` lies in the window of the next decision point."""
+        return (self.offset - index) % self.every < self.window
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +120,9 @@ class Decision:
         statistic: the name of the quantity the rule read (e.g. ``"T"``, ``"diversity"``).
         value: its value (NaN when the statistics were not usable).
         suggested: the size the rule asked for before rounding and clamping.
-        lr_factor: multiply the learning rate by this from now on (1: leave it), e.g.
-            DiveBatch's B'/B rescale or the LR factor of a schedule.
+        lr_factor: multiply the learning rate by this from now on (1: leave it), e.g. the
+            LR factor of a schedule (Devarakonda et al.'s gamma, Smith et al.'s fallback).
+        note: why the batch was kept against the rule (unusable statistics), else None.
     """
 
     step: int | None
@@ -101,6 +133,7 @@ class Decision:
     value: float
     suggested: float
     lr_factor: float = 1.0
+    note: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -108,105 +141,101 @@ class Decision:
         return self.new_batch_size != self.old_batch_size
 
 
+@dataclasses.dataclass(frozen=True)
 class BatchSizePolicy:
-    """Base class: bounds, current batch size, cadence defaults, state_dict.
+    """Base class: the bounds every policy accepts, the protocol's defaults, pure helpers.
 
-    Subclasses set ``name``, override the cadence methods they use, and put their
-    configuration in ``self._config`` (constructor keyword → value) and their evolving state
-    in `_extra_state` / `_load_extra_state`.
+    Subclasses are frozen dataclasses (``kw_only=True``) whose fields are their options; they
+    set ``name`` and override `cadence`, `stats_request`, `init` and `decide` as needed.
 
     Args:
-        batch_size: the initial batch size (global, across ranks).
+        batch_size: B₀, the initial batch size (global, across ranks).
         min_batch_size: the smallest size the policy may choose (default 1).
         max_batch_size: the largest (default: the data set size, else unbounded).
         multiple_of: round every chosen size to a multiple of this (e.g. the number of
             ranks times a micro-batch); the initial size must already be one.
-        dataset_size: N; caps the batch, and DiveBatch's rule reads it.
+        dataset_size: N; caps the batch, and DiveBatch's rule reads it. The scheduler fills it
+            in from the sampler when it is not given.
     """
 
     name: ClassVar[str] = ""
 
-    def __init__(
-        self,
-        batch_size: int,
-        *,
-        min_batch_size: int = 1,
-        max_batch_size: int | None = None,
-        multiple_of: int = 1,
-        dataset_size: int | None = None,
-    ) -> None:
-        batch_size = as_int(batch_size, "batch_size", minimum=1)
-        self.min_batch_size = as_int(min_batch_size, "min_batch_size", minimum=1)
-        self.multiple_of = as_int(multiple_of, "multiple_of", minimum=1)
-        self.dataset_size = (
-            None if dataset_size is None else as_int(dataset_size, "dataset_size", minimum=1)
-        )
-        self._max_requested = (
-            None if max_batch_size is None else as_int(max_batch_size, "max_batch_size", minimum=1)
-        )
-        self.max_batch_size = self._cap()
-        if self.max_batch_size < self.min_batch_size:
-            raise ValueError(
-                f"max_batch_size ({self.max_batch_size}, after capping at the data set size "
-                f"and rounding down to a multiple of {self.multiple_of}) is below "
-                f"min_batch_size ({self.min_batch_size}); raise max_batch_size or lower "
-                "min_batch_size"
-            )
-        if not self.min_batch_size <= batch_size <= self.max_batch_size:
-            raise ValueError(
-                f"batch_size {batch_size} is outside [min_batch_size, max_batch_size] = "
-                f"[{self.min_batch_size}, {self.max_batch_size}]"
-            )
-        if batch_size % self.multiple_of:
-            raise ValueError(
-                f"batch_size {batch_size} is not a multiple of multiple_of={self.multiple_of}"
-            )
-        self._batch_size = batch_size
-        self._initial_batch_size = batch_size
-        self._warned = False
-        self._config: dict[str, Any] = {}
-        self.last_decision: Decision | None = None
+    batch_size: int
+    _: dataclasses.KW_ONLY
+    min_batch_size: int = 1
+    max_batch_size: int | None = None
+    multiple_of: int = 1
+    dataset_size: int | None = None
 
-    def _cap(self) -> int | float:
-        cap: int | float = math.inf
-        if self._max_requested is not None:
-            cap = self._max_requested
-        if self.dataset_size is not None:
-            cap = min(cap, self.dataset_size)
-        if math.isinf(cap):
-            return cap
-        return int(cap) // self.multiple_of * self.multiple_of
+    def __post_init__(self) -> None:
+        # Normalise numpy integers and the like to int (frozen: through object.__setattr__).
+        for key in ("batch_size", "min_batch_size", "multiple_of"):
+            object.__setattr__(self, key, as_int(getattr(self, key), key, minimum=1))
+        for key in ("max_batch_size", "dataset_size"):
+            object.__setattr__(self, key, as_optional_int(getattr(self, key), key, minimum=1))
+        if self.cap < self.min_batch_size:
+            raise ValueError(
+                f"max_batch_size ({self.cap}, after capping at the data set size and rounding "
+                f"down to a multiple of {self.multiple_of}) is below min_batch_size "
+                f"({self.min_batch_size}); raise max_batch_size or lower min_batch_size"
+            )
+        if not self.min_batch_size <= self.batch_size <= self.cap:
+            raise ValueError(
+                f"batch_size {self.batch_size} is outside [min_batch_size, max_batch_size] = "
+                f"[{self.min_batch_size}, {self.cap}]"
+            )
+        if self.batch_size % self.multiple_of:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not a multiple of multiple_of={self.multiple_of}"
+            )
 
-    # ------------------------------------------------------------------ public state
+    # ------------------------------------------------------------------ what it declares
     @property
-    def batch_size(self) -> int:
-        """The batch size in force (global, across ranks)."""
-        return self._batch_size
+    def cap(self) -> int | float:
+        """The largest batch it may choose: min(max_batch_size, N), a multiple of multiple_of.
 
-    @property
-    def initial_batch_size(self) -> int:
-        """The batch size the policy started from (B₀ of the LR rules)."""
-        return self._initial_batch_size
+        ``inf`` when neither bound is given.
+        """
+        bounds = [b for b in (self.max_batch_size, self.dataset_size) if b is not None]
+        if not bounds:
+            return math.inf
+        return min(bounds) // self.multiple_of * self.multiple_of
 
     @property
     def stats_request(self) -> StatsRequest:
-        """The statistics `observe` needs (none by default)."""
+        """The statistics `decide` reads (none by default)."""
         return StatsRequest()
 
     @property
-    def cadence(self) -> str:
-        """When decisions happen: "step" (in `after_step`) or "epoch" (in `after_epoch`)."""
-        return "epoch"
+    def cadence(self) -> Cadence:
+        """When `decide` is called (default: at every epoch end, with no statistics)."""
+        return Cadence("epoch")
 
-    @property
-    def at_max(self) -> bool:
-        """Whether the batch has reached the cap (growing policies then stop measuring)."""
-        return self._batch_size >= self.max_batch_size
+    def init(self) -> Any:
+        """The state before the first decision (``NO_STATE`` for stateless policies)."""
+        return NO_STATE
 
-    def set_dataset_size(self, dataset_size: int) -> None:
-        """Bind N after construction (what `BatchSizeScheduler` does from its loader).
+    def decide(
+        self, state: Any, stats: Any, *, batch_size: int, step: int | None, epoch: int
+    ) -> tuple[Any, Decision | None]:
+        """The new state and the decision at a decision point of the `cadence`.
 
-        Raises if the policy was built with a different N or its batch exceeds the new cap.
+        Args:
+            state: what `init` or the previous `decide` returned.
+            stats: the window's statistics (a `GradStats` summed over the measured steps,
+                all-reduced across ranks), or None when nothing was measured.
+            batch_size: the batch size in force (the sampler's).
+            step: the optimizer step just taken (0-based, over the whole run); None at an
+                epoch end.
+            epoch: the epoch in progress (0-based).
+        """
+        return state, None
+
+    # ------------------------------------------------------------------ pure helpers
+    def bind(self, dataset_size: int) -> BatchSizePolicy:
+        """This policy with N = ``dataset_size`` (what `BatchSizeScheduler` does from its sampler).
+
+        Raises if the policy was configured for another N, or if its batch exceeds the new cap.
         """
         dataset_size = as_int(dataset_size, "dataset_size", minimum=1)
         if self.dataset_size is not None and self.dataset_size != dataset_size:
@@ -214,71 +243,53 @@ class BatchSizePolicy:
                 f"{self.name} policy was configured for dataset_size={self.dataset_size}, but "
                 f"the loader has {dataset_size} samples"
             )
-        self.dataset_size = dataset_size
-        self.max_batch_size = self._cap()
-        if self._batch_size > self.max_batch_size or self.min_batch_size > self.max_batch_size:
-            raise ValueError(
-                f"the data set has {dataset_size} samples: batch_size {self._batch_size} or "
-                f"min_batch_size {self.min_batch_size} exceeds the cap {self.max_batch_size}"
-            )
+        try:
+            return dataclasses.replace(self, dataset_size=dataset_size)
+        except ValueError as exc:
+            raise ValueError(f"the data set has {dataset_size} samples: {exc}") from None
 
-    # ------------------------------------------------------------------ cadence
-    def wants_stats(self, *, step: int, epoch: int) -> bool:
-        """Whether `observe` wants the statistics of step ``step`` (default: never)."""
-        return False
-
-    def observe(self, stats: GradStats) -> None:
-        """Take the (all-reduced) statistics of the step that `wants_stats` asked for."""
-        raise RuntimeError(f"the {self.name!r} policy reads no statistics")
-
-    def after_step(self, *, step: int, epoch: int) -> Decision | None:
-        """Called after every optimizer step; returns a decision when one is taken."""
-        return None
-
-    def after_epoch(self, *, epoch: int) -> Decision | None:
-        """Called after the last step of each epoch; returns a decision when one is taken."""
-        return None
-
-    # ------------------------------------------------------------------ helpers
     def clamp(self, size: float) -> int:
         """``size`` rounded up to an integer multiple of ``multiple_of`` within the bounds.
 
-        ``inf`` gives ``max_batch_size``; NaN is a caller error (decide before clamping).
+        ``inf`` gives the cap; NaN is a caller error (decide before clamping).
         """
         if math.isnan(size):
             raise ValueError("cannot clamp a NaN batch size")
-        if size >= self.max_batch_size:
-            return int(self.max_batch_size)
+        if size >= self.cap:
+            return int(self.cap)
         m = self.multiple_of
         rounded = max(math.ceil(size), self.min_batch_size)
         rounded = -(-rounded // m) * m
-        return int(min(rounded, self.max_batch_size))
+        return int(min(rounded, self.cap))
 
     def grow_to(
         self,
         size: float,
         *,
+        batch_size: int,
         step: int | None,
         epoch: int,
         statistic: str,
         value: float | None = None,
         monotone: bool = True,
     ) -> Decision:
-        """Decide ``clamp(size)`` (never below the current batch when ``monotone``).
+        """Decide ``clamp(size)`` from ``batch_size`` (never below it when ``monotone``).
 
         ``value`` is the statistic recorded in the decision (default: ``size`` itself). NaN
-        keeps the batch (warning once); so does ``inf`` when the policy has no cap, since
-        there is no batch size to go to.
+        keeps the batch (with a note); so does ``inf`` when the policy has no cap, since there
+        is no batch size to go to.
         """
         if math.isnan(size):
-            return self._keep(
+            return self.keep(
+                batch_size=batch_size,
                 step=step,
                 epoch=epoch,
                 statistic=statistic,
                 why=f"the {statistic} statistic is undefined (non-finite statistics or b < 2)",
             )
-        if math.isinf(size) and math.isinf(self.max_batch_size):
-            return self._keep(
+        if math.isinf(size) and math.isinf(self.cap):
+            return self.keep(
+                batch_size=batch_size,
                 step=step,
                 epoch=epoch,
                 statistic=statistic,
@@ -287,101 +298,63 @@ class BatchSizePolicy:
             )
         new = self.clamp(size)
         if monotone:
-            new = max(new, self._batch_size)
-        return self._decide(
-            new,
+            new = max(new, batch_size)
+        return Decision(
             step=step,
             epoch=epoch,
+            old_batch_size=batch_size,
+            new_batch_size=new,
             statistic=statistic,
-            value=size if value is None else value,
-            suggested=size,
+            value=float(size if value is None else value),
+            suggested=float(size),
         )
 
-    def stats_finite(self, stats: GradStats) -> bool:
+    def keep(
+        self, *, batch_size: int, step: int | None, epoch: int, statistic: str, why: str
+    ) -> Decision:
+        """Keep the batch because the statistics were unusable; ``why`` becomes the note."""
+        return Decision(
+            step=step,
+            epoch=epoch,
+            old_batch_size=batch_size,
+            new_batch_size=batch_size,
+            statistic=statistic,
+            value=math.nan,
+            suggested=math.nan,
+            note=f"{self.name} policy: {why}; keeping batch size {batch_size}",
+        )
+
+    @staticmethod
+    def stats_finite(stats: GradStats) -> bool:
         """Whether S2, ‖Σgᵢ‖² and (if present) P2 are finite."""
         values = [float(stats.sum_sq_norms), mean_sq_norm(stats) if stats.num_samples else 0.0]
         if stats.sum_sq_inner is not None:
             values.append(float(stats.sum_sq_inner))
         return all(math.isfinite(v) for v in values)
 
-    def warn_once(self, message: str) -> None:
-        """Warn (RuntimeWarning) the first time only, for this policy instance."""
-        if not self._warned:
-            self._warned = True
-            warnings.warn(f"{self.name} policy: {message}", RuntimeWarning, stacklevel=3)
-
-    def _decide(
-        self,
-        new_size: int,
-        *,
-        step: int | None,
-        epoch: int,
-        statistic: str,
-        value: float,
-        suggested: float,
-        lr_factor: float = 1.0,
-    ) -> Decision:
-        decision = Decision(
-            step=step,
-            epoch=epoch,
-            old_batch_size=self._batch_size,
-            new_batch_size=int(new_size),
-            statistic=statistic,
-            value=float(value),
-            suggested=float(suggested),
-            lr_factor=float(lr_factor),
-        )
-        self._batch_size = int(new_size)
-        self.last_decision = decision
-        return decision
-
-    def _keep(self, *, step: int | None, epoch: int, statistic: str, why: str) -> Decision:
-        """Keep the batch because the statistics were unusable, warning once."""
-        self.warn_once(f"{why}; keeping batch size {self._batch_size}")
-        return self._decide(
-            self._batch_size,
-            step=step,
-            epoch=epoch,
-            statistic=statistic,
-            value=math.nan,
-            suggested=math.nan,
-        )
-
     # ------------------------------------------------------------------ checkpoints
     def config(self) -> dict[str, Any]:
-        """The constructor arguments that rebuild this policy (before any decision)."""
+        """The constructor arguments that rebuild this policy (tuples as lists, for JSON)."""
         return {
-            "batch_size": self._initial_batch_size,
-            "min_batch_size": self.min_batch_size,
-            "max_batch_size": self._max_requested,
-            "multiple_of": self.multiple_of,
-            "dataset_size": self.dataset_size,
-            **self._config,
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in dataclasses.fields(self)
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Configuration and state; `load_state_dict` on a policy of the same config resumes."""
-        return {
-            "name": self.name,
-            "config": self.config(),
-            "batch_size": self._batch_size,
-            "warned": self._warned,
-            "last_decision": None
-            if self.last_decision is None
-            else dataclasses.asdict(self.last_decision),
-            **self._extra_state(),
-        }
+        """Name and configuration: `adabatch.policies.policy_from_state_dict` rebuilds it."""
+        return {"name": self.name, "config": self.config()}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what `state_dict` saved (the configuration must match)."""
+    def check_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Raise unless ``state`` (a `state_dict`) was saved by a policy configured like this one.
+
+        The data set size is compared only when both sides have one (it may be bound later).
+        """
         if state.get("name") != self.name:
             raise ValueError(f"state_dict is of a {state.get('name')!r} policy, not {self.name!r}")
-        saved = dict(state["config"])
-        mine = self.config()
-        # dataset_size may be bound later (by the scheduler): adopt the saved one.
-        if mine.get("dataset_size") is None and saved.get("dataset_size") is not None:
-            self.set_dataset_size(saved["dataset_size"])
-            mine = self.config()
+        saved, mine = dict(state["config"]), self.config()
+        if saved.get("dataset_size") is None or mine.get("dataset_size") is None:
+            saved.pop("dataset_size", None)
+            mine.pop("dataset_size", None)
         if saved != mine:
             diff = sorted(k for k in saved.keys() | mine.keys() if saved.get(k) != mine.get(k))
             raise ValueError(
@@ -389,18 +362,35 @@ class BatchSizePolicy:
                 f"{diff}: saved {[saved.get(k) for k in diff]}, this one "
                 f"{[mine.get(k) for k in diff]}"
             )
-        self._batch_size = as_int(state["batch_size"], "batch_size", minimum=1)
-        self._warned = bool(state["warned"])
-        last = state.get("last_decision")
-        self.last_decision = None if last is None else Decision(**last)
-        self._load_extra_state(state)
-
-    def _extra_state(self) -> dict[str, Any]:
-        return {}
-
-    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
-        return None
 
     def __repr__(self) -> str:
         config = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if v is not None)
-        return f"{type(self).__name__}({config}; batch_size now {self._batch_size})"
+        return f"{type(self).__name__}({config})"
+
+
+def state_to_plain(state: Any) -> Any:
+    """A policy state (nested NamedTuples of numbers) as nested dicts, for checkpoints."""
+    if isinstance(state, tuple) and hasattr(state, "_asdict"):
+        return {k: state_to_plain(v) for k, v in state._asdict().items()}
+    if isinstance(state, tuple):
+        return [state_to_plain(v) for v in state]
+    return state
+
+
+def state_from_plain(template: Any, plain: Any) -> Any:
+    """Inverse of `state_to_plain`, shaped by ``template`` (e.g. ``policy.init()``)."""
+    if isinstance(template, tuple) and hasattr(template, "_asdict"):
+        fields = type(template)._fields
+        if not isinstance(plain, Mapping) or set(plain) != set(fields):
+            raise ValueError(
+                f"policy state must have the fields {list(fields)}, got "
+                f"{sorted(plain) if isinstance(plain, Mapping) else plain!r}"
+            )
+        return type(template)(
+            **{k: state_from_plain(getattr(template, k), plain[k]) for k in fields}
+        )
+    if isinstance(template, tuple):
+        if len(plain) != len(template):
+            raise ValueError(f"policy state must have {len(template)} items, got {plain!r}")
+        return tuple(state_from_plain(t, p) for t, p in zip(template, plain, strict=True))
+    return type(template)(plain) if isinstance(template, (int, float)) else plain

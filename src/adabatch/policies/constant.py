@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing_extensions import Unpack
+import dataclasses
 
-from .base import BatchSizePolicy, Bounds
+from .base import BatchSizePolicy
 
 __all__ = ["ConstantPolicy"]
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class ConstantPolicy(BatchSizePolicy):
     """Keep ``batch_size`` for the whole run (bounds as in `BatchSizePolicy`).
 
@@ -18,10 +19,3 @@ class ConstantPolicy(BatchSizePolicy):
     """
 
     name = "constant"
-
-    def __init__(
-        self,
-        batch_size: int,
-        **bounds: Unpack[Bounds],
-    ) -> None:
-        super().__init__(batch_size, **bounds)

@@ -15,14 +15,14 @@ what the offset produces for any S > 1e-10·B_max/(δN), and S = 0 (every gradie
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
 from typing import Any
 
-from .._validate import as_int, check_positive
+from .._validate import as_int, as_optional_int, check_positive
 from ..stats.estimators import gradient_diversity
 from ..stats.summary import GradStats
-from .base import BatchSizePolicy, Decision, StatsRequest
+from .base import BatchSizePolicy, Cadence, Decision, StatsRequest
 
 _DELTA_HINT = " (the papers use 0.01-0.1)"
 
@@ -78,15 +78,16 @@ def divebatch_batch_size(
     )
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class DiveBatchPolicy(BatchSizePolicy):
     """DiveBatch: grow the batch with the gradient diversity of the epoch before.
 
     The default is the authors' schedule: every ``every`` epochs (R), the statistics of the
     whole epoch before the resize are summed — Σgᵢ and S2, each gᵢ at its own minibatch's
     parameters — and at its end B' = min(max(⌊δ·N·Δ̂⌋, B), B_max) (`divebatch_rule`). No
-    statistics are computed in the other epochs, nor once B = B_max. With ``rescale_lr`` each
-    resize multiplies the LR by B'/B for good (the paper's variant with LR scaling; the
-    abstract's speed-ups are without it).
+    statistics are computed in the other epochs, nor once B = B_max. The paper's variant with
+    LR scaling (each resize multiplies the LR by B'/B for good, i.e. lr ∝ B/B₀) is the
+    scheduler's ``lr_rule="linear"``; the abstract's speed-ups are without it.
 
     The step-window variant (``every_steps=K``) decides after every K optimizer steps from
     the last ``window_steps`` steps (default all K); N is still the data set size.
@@ -97,7 +98,6 @@ class DiveBatchPolicy(BatchSizePolicy):
         max_batch_size: B_max (the papers use 2048).
         delta: δ (CIFAR-10 0.1; CIFAR-100 and Tiny-ImageNet 0.01).
         every: R, in epochs (the papers use 20; the authors' CLI default is 10).
-        rescale_lr: multiply the LR by B'/B at each resize.
         every_steps: decide every K steps instead of every R epochs.
         window_steps: how many of those K steps to measure (1 ≤ W ≤ K, default K).
         min_batch_size, multiple_of: see `BatchSizePolicy`.
@@ -105,35 +105,23 @@ class DiveBatchPolicy(BatchSizePolicy):
 
     name = "divebatch"
 
-    def __init__(
-        self,
-        batch_size: int,
-        *,
-        dataset_size: int,
-        max_batch_size: int,
-        delta: float = 0.1,
-        every: int = 20,
-        rescale_lr: bool = False,
-        every_steps: int | None = None,
-        window_steps: int | None = None,
-        min_batch_size: int = 1,
-        multiple_of: int = 1,
-    ) -> None:
-        super().__init__(
-            batch_size,
-            min_batch_size=min_batch_size,
-            max_batch_size=max_batch_size,
-            multiple_of=multiple_of,
-            dataset_size=dataset_size,
-        )
-        self.delta = check_positive("delta", delta, hint=_DELTA_HINT)
-        self.every = as_int(every, "every", minimum=1)
-        self.rescale_lr = bool(rescale_lr)
+    dataset_size: int = dataclasses.field()  # type: ignore[assignment]
+    max_batch_size: int = dataclasses.field()  # type: ignore[assignment]
+    delta: float = 0.1
+    every: int = 20
+    every_steps: int | None = None
+    window_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        delta = check_positive("delta", self.delta, hint=_DELTA_HINT)
+        every = as_int(self.every, "every", minimum=1)
+        every_steps = as_optional_int(self.every_steps, "every_steps", minimum=1)
+        window_steps = self.window_steps
         if every_steps is None:
             if window_steps is not None:
                 raise ValueError("window_steps needs every_steps (the step-window variant)")
         else:
-            every_steps = as_int(every_steps, "every_steps", minimum=1)
             window_steps = as_int(
                 every_steps if window_steps is None else window_steps, "window_steps", minimum=1
             )
@@ -141,83 +129,54 @@ class DiveBatchPolicy(BatchSizePolicy):
                 raise ValueError(
                     f"window_steps ({window_steps}) must be <= every_steps ({every_steps})"
                 )
-        self.every_steps = every_steps
-        self.window_steps = window_steps
-        self._config = {
-            "delta": self.delta,
-            "every": self.every,
-            "rescale_lr": self.rescale_lr,
-            "every_steps": every_steps,
-            "window_steps": window_steps,
-        }
-        self._window: GradStats | None = None
+        for key, value in (
+            ("delta", delta),
+            ("every", every),
+            ("every_steps", every_steps),
+            ("window_steps", window_steps),
+        ):
+            object.__setattr__(self, key, value)
 
     @property
     def stats_request(self) -> StatsRequest:  # noqa: D102 - see base
         return StatsRequest(per_sample=True)
 
     @property
-    def cadence(self) -> str:  # noqa: D102 - see base
-        return "epoch" if self.every_steps is None else "step"
+    def cadence(self) -> Cadence:  # noqa: D102 - see base
+        if self.every_steps is None:  # the epoch before every R-th epoch end
+            return Cadence("epoch", every=self.every, offset=self.every - 1, window=1)
+        assert self.window_steps is not None  # the last W of every K steps
+        k = self.every_steps
+        return Cadence("step", every=k, offset=k - 1, window=self.window_steps)
 
-    def wants_stats(self, *, step: int, epoch: int) -> bool:  # noqa: D102 - see base
-        if self.at_max:
-            return False
-        if self.every_steps is None:
-            return (epoch + 1) % self.every == 0
-        assert self.window_steps is not None
-        return step % self.every_steps >= self.every_steps - self.window_steps
-
-    def observe(self, stats: GradStats) -> None:
-        """Add one step's statistics to the window (on the device: no synchronisation)."""
-        if self._window is None:
-            self._window = stats.detach_copy()
-            return
-        if self._window.sum_sq_norms.device != stats.sum_sq_norms.device:
-            self._window = self._window.to(stats.sum_sq_norms.device)  # restored elsewhere
-        self._window = self._window.accumulate(stats)  # owned (a detach_copy): in place
-
-    def after_step(self, *, step: int, epoch: int) -> Decision | None:  # noqa: D102
-        if self.every_steps is None or (step + 1) % self.every_steps:
-            return None
-        return self._decide_from_window(step=step, epoch=epoch)
-
-    def after_epoch(self, *, epoch: int) -> Decision | None:  # noqa: D102
-        if self.every_steps is not None or (epoch + 1) % self.every:
-            return None
-        return self._decide_from_window(step=None, epoch=epoch)
-
-    def _decide_from_window(self, *, step: int | None, epoch: int) -> Decision | None:
-        window, self._window = self._window, None
-        if window is None or window.num_samples == 0:
-            return None  # nothing measured (the batch is at its cap)
-        if not self.stats_finite(window):
-            return self._keep(
-                step=step, epoch=epoch, statistic="diversity", why="non-finite statistics"
+    def decide(  # noqa: D102 - see BatchSizePolicy.decide
+        self, state: Any, stats: GradStats | None, *, batch_size: int, step: int | None, epoch: int
+    ) -> tuple[Any, Decision | None]:
+        if stats is None or stats.num_samples == 0:
+            return state, None  # nothing measured (the batch is at its cap)
+        if not self.stats_finite(stats):
+            return state, self.keep(
+                batch_size=batch_size,
+                step=step,
+                epoch=epoch,
+                statistic="diversity",
+                why="non-finite statistics",
             )
-        diversity = window_diversity(window)
-        old = self._batch_size
+        diversity = window_diversity(stats)
         new = divebatch_rule(
             diversity,
-            dataset_size=self.dataset_size,  # type: ignore[arg-type]
+            dataset_size=self.dataset_size,
             delta=self.delta,
-            batch_size=old,
-            max_batch_size=int(self.max_batch_size),
+            batch_size=batch_size,
+            max_batch_size=int(self.cap),
         )
-        new = self.clamp(new) if new > old else old
-        return self._decide(
-            new,
+        new = self.clamp(new) if new > batch_size else batch_size
+        return state, Decision(
             step=step,
             epoch=epoch,
+            old_batch_size=batch_size,
+            new_batch_size=new,
             statistic="diversity",
             value=diversity,
-            suggested=self.delta * self.dataset_size * diversity,  # type: ignore[operator]
-            lr_factor=new / old if self.rescale_lr else 1.0,
+            suggested=self.delta * self.dataset_size * diversity,
         )
-
-    def _extra_state(self) -> dict[str, Any]:
-        return {"window": None if self._window is None else self._window.state_dict()}
-
-    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
-        window = state.get("window")
-        self._window = None if window is None else GradStats.from_state_dict(window)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -46,22 +46,15 @@ def _lookup(name: str) -> type[BatchSizePolicy]:
     return POLICIES[name]
 
 
-def _keywords(function: Any) -> dict[str, Any]:
-    params = list(inspect.signature(function).parameters.values())[1:]  # drop self
-    out: dict[str, Any] = {}
-    for p in params:
-        if p.kind is inspect.Parameter.VAR_KEYWORD:  # **bounds: the base class's keywords
-            out.update(
-                {k: v for k, v in _keywords(BatchSizePolicy.__init__).items() if k not in out}
-            )
-        else:
-            out[p.name] = ... if p.default is inspect.Parameter.empty else p.default
-    return out
-
-
 def policy_parameters(name: str) -> dict[str, Any]:
-    """The constructor keywords of policy ``name`` with their defaults (required: ``...``)."""
-    return _keywords(_lookup(name).__init__)
+    """The options of policy ``name`` (its dataclass fields) with their defaults.
+
+    A required option (no default) maps to ``...``.
+    """
+    return {
+        f.name: ... if f.default is dataclasses.MISSING else f.default
+        for f in dataclasses.fields(_lookup(name))
+    }
 
 
 def make_policy(name: str, /, **config: Any) -> BatchSizePolicy:
@@ -86,6 +79,4 @@ def make_policy(name: str, /, **config: Any) -> BatchSizePolicy:
 
 def policy_from_state_dict(state: Mapping[str, Any]) -> BatchSizePolicy:
     """Rebuild a policy from its `state_dict` (its name and configuration are in it)."""
-    policy = make_policy(state["name"], **state["config"])
-    policy.load_state_dict(state)
-    return policy
+    return make_policy(state["name"], **state["config"])

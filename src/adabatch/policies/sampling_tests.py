@@ -40,9 +40,9 @@ import math
 
 import torch
 
+from .._types import INNER_MODES
 from .._validate import check_choice, check_positive
 from ..stats.estimators import (
-    INNER_MODES,
     coordinate_variance,
     gradient_variance,
     inner_product_variance,
@@ -52,7 +52,6 @@ from ..stats.estimators import (
 from ..stats.summary import GradStats
 
 __all__ = [
-    "MODES",
     "augmented_test_size",
     "coordinate_norm_test_size",
     "espath_split",
@@ -61,7 +60,6 @@ __all__ = [
     "orthogonality_test_size",
 ]
 
-MODES = INNER_MODES
 _TOLERANCE = " (the test's relative tolerance, e.g. 0.1)"
 
 
@@ -96,7 +94,7 @@ def inner_product_test_size(stats: GradStats, *, theta: float, mode: str = "glob
         mode: "global" (the definition) or "layerwise" (the authors' code), see above.
     """
     theta = check_positive("theta", theta, hint=_TOLERANCE)
-    mode = check_choice("mode", mode, MODES)
+    mode = check_choice("mode", mode, INNER_MODES)
     g2 = mean_sq_norm(stats)
     return _ratio(inner_product_variance(stats, mode=mode), theta**2 * g2 * g2)
 
@@ -112,7 +110,7 @@ def orthogonality_test_size(stats: GradStats, *, nu: float, mode: str = "global"
         mode: "global" (the definition) or "layerwise" (the authors' code), see above.
     """
     nu = check_positive("nu", nu, hint=_TOLERANCE)
-    mode = check_choice("mode", mode, MODES)
+    mode = check_choice("mode", mode, INNER_MODES)
     return _ratio(orthogonal_variance(stats, mode=mode), nu**2 * mean_sq_norm(stats))
 
 

@@ -17,13 +17,13 @@ same milestones and this policy change at the same epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
-
-from typing_extensions import Unpack
+from typing import Any
 
 from .._validate import as_int, check_positive
-from .base import BatchSizePolicy, Bounds, Decision
+from .base import BatchSizePolicy, Decision
 
 __all__ = ["SchedulePolicy", "scheduled_size"]
 
@@ -33,6 +33,7 @@ def scheduled_size(batch_size: int, factor: float, max_batch_size: float) -> int
     return int(min(max(math.floor(batch_size * factor), batch_size), max_batch_size))
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class SchedulePolicy(BatchSizePolicy):
     """Multiply the batch by ``factor`` at fixed epochs.
 
@@ -46,7 +47,7 @@ class SchedulePolicy(BatchSizePolicy):
             1 leaves it). Not combinable with ``lr_fallback``.
         lr_fallback: Smith's hybrid: multiply the LR by r/factor, where r is the growth the
             cap allowed (1 while the batch can grow by the full factor).
-        **bounds: min_batch_size, max_batch_size, multiple_of, dataset_size (`Bounds`).
+        min_batch_size, max_batch_size, multiple_of, dataset_size: see `BatchSizePolicy`.
 
     Example::
 
@@ -57,50 +58,42 @@ class SchedulePolicy(BatchSizePolicy):
 
     name = "schedule"
 
-    def __init__(
-        self,
-        batch_size: int,
-        *,
-        factor: float = 2.0,
-        every: int | None = None,
-        milestones: Sequence[int] | None = None,
-        lr_factor: float = 1.0,
-        lr_fallback: bool = False,
-        **bounds: Unpack[Bounds],
-    ) -> None:
-        super().__init__(batch_size, **bounds)
-        factor = check_positive("factor", factor)
+    factor: float = 2.0
+    every: int | None = None
+    milestones: Sequence[int] | None = None
+    lr_factor: float = 1.0
+    lr_fallback: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        factor = check_positive("factor", self.factor)
         if factor < 1:
             raise ValueError(f"factor must be >= 1 (a schedule grows the batch), got {factor}")
+        every, milestones = self.every, self.milestones
         if every is not None and milestones is not None:
             raise ValueError("give either every=R or milestones=[...], not both")
         if milestones is None:
             every = as_int(20 if every is None else every, "every", minimum=1)
-            points: tuple[int, ...] | None = None
         else:
             if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
                 raise TypeError(f"milestones must be a list of epochs, got {milestones!r}")
-            points = tuple(as_int(m, "milestone", minimum=1) for m in milestones)
-            if list(points) != sorted(set(points)):
-                raise ValueError(f"milestones must be strictly increasing, got {list(points)}")
-        lr_factor = check_positive("lr_factor", lr_factor)
-        if lr_fallback and lr_factor != 1.0:
+            milestones = tuple(as_int(m, "milestone", minimum=1) for m in milestones)
+            if list(milestones) != sorted(set(milestones)):
+                raise ValueError(f"milestones must be strictly increasing, got {list(milestones)}")
+        lr_factor = check_positive("lr_factor", self.lr_factor)
+        if self.lr_fallback and lr_factor != 1.0:
             raise ValueError(
                 "lr_fallback=True derives the LR factor from the capped growth; leave "
                 f"lr_factor at 1 (got {lr_factor})"
             )
-        self.factor = factor
-        self.every = every
-        self.milestones = points
-        self.lr_factor = lr_factor
-        self.lr_fallback = bool(lr_fallback)
-        self._config = {
-            "factor": factor,
-            "every": every,
-            "milestones": None if points is None else list(points),
-            "lr_factor": lr_factor,
-            "lr_fallback": self.lr_fallback,
-        }
+        for key, value in (
+            ("factor", factor),
+            ("every", every),
+            ("milestones", milestones),
+            ("lr_factor", lr_factor),
+            ("lr_fallback", bool(self.lr_fallback)),
+        ):
+            object.__setattr__(self, key, value)
 
     def is_scheduled(self, epoch: int) -> bool:
         """Whether the schedule acts at the end of epoch ``epoch`` (0-based)."""
@@ -109,21 +102,25 @@ class SchedulePolicy(BatchSizePolicy):
         assert self.every is not None
         return (epoch + 1) % self.every == 0
 
-    def after_epoch(self, *, epoch: int) -> Decision | None:  # noqa: D102 - see base
+    def decide(  # noqa: D102 - see BatchSizePolicy.decide
+        self, state: Any, stats: Any, *, batch_size: int, step: int | None, epoch: int
+    ) -> tuple[Any, Decision | None]:
         if not self.is_scheduled(epoch):
-            return None
-        old = self._batch_size
-        target = scheduled_size(old, self.factor, self.max_batch_size)
-        new = self.clamp(target) if target > old else old
+            return state, None
+        target = scheduled_size(batch_size, self.factor, self.cap)
+        new = self.clamp(target) if target > batch_size else batch_size
         # Smith's fallback: the LR takes the part of the factor the capped batch could not
         # (never above 1: rounding up to multiple_of may grow the batch past the factor).
-        lr_factor = min(1.0, (new / old) / self.factor) if self.lr_fallback else self.lr_factor
-        return self._decide(
-            new,
+        lr_factor = (
+            min(1.0, (new / batch_size) / self.factor) if self.lr_fallback else self.lr_factor
+        )
+        return state, Decision(
             step=None,
             epoch=epoch,
+            old_batch_size=batch_size,
+            new_batch_size=new,
             statistic="epoch",
-            value=epoch,
-            suggested=old * self.factor,
+            value=float(epoch),
+            suggested=batch_size * self.factor,
             lr_factor=lr_factor,
         )

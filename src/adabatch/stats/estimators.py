@@ -1,6 +1,6 @@
 """Derived statistics of a batch's per-sample gradients: pure functions of a `GradStats`.
 
-Notation (``../shared/docs/methods.md`` §1): b samples, per-sample gradients gᵢ, ḡ = Σgᵢ/b,
+Notation (``docs/methods.md`` §1): b samples, per-sample gradients gᵢ, ḡ = Σgᵢ/b,
 S2 = Σ‖gᵢ‖², pᵢ = ⟨gᵢ, ḡ⟩, P2 = Σpᵢ², Mⱼ = Σᵢ gᵢⱼ². Every function returns a Python float
 (or a dict of tensors for per-coordinate quantities) computed in float64, and returns NaN
 where the quantity is undefined (fewer than two samples per degree of freedom), so that a
@@ -15,15 +15,18 @@ V = V_ip/‖ḡ‖² + V_orth = 0.5 + 1.5. Diversity Δ = 10/‖(3, 3)‖² = 10
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from torch import Tensor
 
-from .summary import GradStats
+from .._types import INNER_MODES, InnerMode
+from .summary import GradStats, sq_norm
 
 __all__ = [
     "INNER_MODES",
     "InnerMode",
+    "NoiseEstimate",
     "coordinate_variance",
     "gradient_diversity",
     "gradient_variance",
@@ -31,11 +34,10 @@ __all__ = [
     "mean_sq_norm",
     "noise_scale",
     "orthogonal_variance",
+    "parts_estimates",
+    "per_sample_estimates",
+    "two_batch_estimates",
 ]
-
-
-InnerMode = Literal["global", "layerwise"]
-INNER_MODES = ("global", "layerwise")
 
 
 def _inner_terms(stats: GradStats, who: str, mode: str) -> tuple[float, float, float]:
@@ -157,14 +159,12 @@ def noise_scale(stats: GradStats) -> float:
     B_simple ≈ V / (‖ḡ‖² − V/b). When the estimate of ‖G‖² is ≤ 0 the noise dominates
     the signal and the result is +inf. NaN for b < 2.
     """
-    b = stats.num_samples
-    v = gradient_variance(stats)
-    if math.isnan(v):
+    trace, signal = per_sample_estimates(stats)
+    if math.isnan(trace):
         return math.nan
-    signal = mean_sq_norm(stats) - v / b
     if signal <= 0.0:
         return math.inf
-    return v / signal
+    return trace / signal
 
 
 def coordinate_variance(stats: GradStats) -> dict[str, Tensor]:
@@ -189,3 +189,78 @@ def coordinate_variance(stats: GradStats) -> dict[str, Tensor]:
         else:
             out[name] = (m.double() - g.double().square() / b) / (b - 1)
     return out
+
+
+# ---------------------------------------------------------------------- the noise scale's parts
+class NoiseEstimate(NamedTuple):
+    """Unbiased estimates of tr Σ and ‖G‖² from one batch (McCandlish et al. 2018).
+
+    The gradient noise scale is B_simple = tr Σ / ‖G‖²; the noise-scale policy smooths the
+    two estimates separately (a ratio of averages, not an average of ratios). A NamedTuple,
+    so ``trace, grad_sq = estimate`` works.
+    """
+
+    trace: float
+    grad_sq: float
+
+
+def per_sample_estimates(stats: GradStats) -> NoiseEstimate:
+    """(tr Σ̂, ‖G‖²̂) = (V, ‖ḡ‖² − V/b): unbiased, from one batch (NaN for b < 2).
+
+    E‖ḡ‖² = ‖G‖² + tr Σ/b, so subtracting V/b (V unbiased for tr Σ) unbiases ‖ḡ‖².
+    """
+    v = gradient_variance(stats)
+    return NoiseEstimate(v, mean_sq_norm(stats) - v / stats.num_samples)
+
+
+def two_batch_estimates(
+    small_sq_norm: float, small_size: float, big_sq_norm: float, big_size: float
+) -> NoiseEstimate:
+    """(tr Σ̂, ‖G‖²̂) from ‖G_s‖² at size B_s and ‖G_b‖² at size B_b > B_s (unbiased).
+
+    ‖G‖² ≈ (B_b‖G_b‖² − B_s‖G_s‖²)/(B_b − B_s) and tr Σ ≈ (‖G_s‖² − ‖G_b‖²)/(1/B_s − 1/B_b):
+    both solve E‖G_B‖² = ‖G‖² + tr Σ/B at the two sizes, with no per-sample work (McCandlish
+    et al. 2018, appendix A).
+
+    With gradient accumulation the two norms cost nothing per sample: after the first
+    micro-batch's backward (its mean loss weighted n₁/N), ``p.grad`` holds (n₁/N)·ḡ₁, so
+    ‖ḡ₁‖² = Σ‖p.grad‖²·(N/n₁)²; after the last one it holds ḡ, so ‖ḡ‖² = Σ‖p.grad‖²::
+
+        scheduler.observe(two_batch_estimates(first_sq * (N / n1) ** 2, n1, final_sq, N))
+
+    Args:
+        small_sq_norm: ‖G_s‖², the squared norm of a mean gradient over B_s samples (or the
+            average of several such norms).
+        small_size: B_s.
+        big_sq_norm: ‖G_b‖², over B_b samples.
+        big_size: B_b > B_s.
+    """
+    small_size, big_size = float(small_size), float(big_size)
+    if not 0 < small_size < big_size:
+        raise ValueError(
+            f"the two-batch estimator needs 0 < small_size < big_size, got small_size="
+            f"{small_size}, big_size={big_size}"
+        )
+    grad_sq = (big_size * big_sq_norm - small_size * small_sq_norm) / (big_size - small_size)
+    trace = (small_sq_norm - big_sq_norm) / (1.0 / small_size - 1.0 / big_size)
+    return NoiseEstimate(trace, grad_sq)
+
+
+def parts_estimates(parts: Sequence[GradStats]) -> NoiseEstimate:
+    """(tr Σ̂, ‖G‖²̂) from the micro-batches (or ranks' shares) of one batch.
+
+    Uses only each part's Σgᵢ (no S2): with k parts of sizes m_r, the average of their
+    ‖ḡ_r‖² has expectation ‖G‖² + tr Σ·mean(1/m_r), so it is the "small" norm at the
+    harmonic-mean size; the merged batch's ‖ḡ‖² is the big one. Needs ≥ 2 non-empty parts.
+    """
+    parts = [p for p in parts if p.num_samples > 0]
+    if len(parts) < 2:
+        raise ValueError(
+            f"the two-batch estimator needs at least 2 non-empty parts, got {len(parts)}"
+        )
+    small = sum(mean_sq_norm(p) for p in parts) / len(parts)
+    harmonic = len(parts) / sum(1.0 / p.num_samples for p in parts)
+    total = sum(p.num_samples for p in parts)
+    big_sum = {k: sum(p.grad_sum[k] for p in parts) for k in parts[0].grad_sum}
+    big = float(sq_norm(big_sum)) / total**2  # type: ignore[arg-type]
+    return two_batch_estimates(small, harmonic, big, total)

@@ -58,12 +58,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor
 
-__all__ = ["GradStats", "sq_norm"]
+__all__ = ["SCALAR_FIELDS", "GradStats", "merge_fields", "sq_norm"]
 
 
 def sq_norm(tensors: Mapping[str, Tensor] | list[Tensor]) -> Tensor:
@@ -274,63 +274,14 @@ class GradStats:
         """ḡ = Σᵢ gᵢ / b per parameter."""
         return {k: v / self.num_samples for k, v in self.grad_sum.items()}
 
+    def fields(self) -> dict[str, object]:
+        """The dataclass fields by name (the same objects, not copies)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
     def __add__(self, other: GradStats) -> GradStats:
         if not isinstance(other, GradStats):
             return NotImplemented
-        return self._combine(other, in_place=False)
-
-    def accumulate(self, other: GradStats) -> GradStats:
-        """``self + other``, summed into ``self``'s tensors (they are updated in place).
-
-        For running sums over many steps (DiveBatch's epoch window): it saves allocating a
-        new gradient-sized map every step. Call it only on statistics you own (e.g. a
-        `detach_copy`), and use the returned summary, not ``self``, afterwards.
-        """
-        if not isinstance(other, GradStats):
-            raise TypeError(f"can only accumulate GradStats, got {type(other).__name__}")
-        return self._combine(other, in_place=True)
-
-    def _combine(self, other: GradStats, *, in_place: bool) -> GradStats:
-        grad_sum = _add_maps(self.grad_sum, other.grad_sum, "grad_sum", in_place)
-        if (self.coord_sq_sum is None) != (other.coord_sq_sum is None):
-            raise ValueError(
-                "cannot add GradStats where only one side has coord_sq_sum; compute both "
-                "with the same coordinates=... option"
-            )
-        coords = None
-        if self.coord_sq_sum is not None and other.coord_sq_sum is not None:
-            coords = _add_maps(self.coord_sq_sum, other.coord_sq_sum, "coord_sq_sum", in_place)
-        if (self.layer_inner_sum is None) != (other.layer_inner_sum is None):
-            raise ValueError(
-                "cannot add GradStats where only one side has the layerwise inner products "
-                "(layer_inner_sum, layer_norm4_sum, layer_ratio_sum); the engines compute them "
-                "with inner_products=True, GradStats.from_batch with layer_sq_inner=..."
-            )
-        return GradStats(
-            num_samples=self.num_samples + other.num_samples,
-            grad_sum=grad_sum,
-            sum_sq_norms=_add_optional(self.sum_sq_norms, other.sum_sq_norms, "S2", in_place),
-            sum_sq_inner=_add_optional(
-                self.sum_sq_inner, other.sum_sq_inner, "sum_sq_inner", in_place
-            ),
-            coord_sq_sum=coords,
-            num_groups=self.num_groups + other.num_groups,
-            group_norm4_sum=_add_optional(
-                self.group_norm4_sum, other.group_norm4_sum, "P2", in_place
-            ),
-            group_ratio_sum=_add_optional(
-                self.group_ratio_sum, other.group_ratio_sum, "P2", in_place
-            ),
-            layer_inner_sum=_add_optional(
-                self.layer_inner_sum, other.layer_inner_sum, "Q", in_place
-            ),
-            layer_norm4_sum=_add_optional(
-                self.layer_norm4_sum, other.layer_norm4_sum, "Q", in_place
-            ),
-            layer_ratio_sum=_add_optional(
-                self.layer_ratio_sum, other.layer_ratio_sum, "Q", in_place
-            ),
-        )
+        return GradStats(**merge_fields(self.fields(), other, in_place=False))
 
     def __radd__(self, other: object) -> GradStats:
         # Lets `sum(list_of_stats)` start from the integer 0.
@@ -348,7 +299,7 @@ class GradStats:
 
     def state_dict(self) -> dict[str, object]:
         """A plain dict for checkpoints (tensors are kept as they are)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return self.fields()
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, object]) -> GradStats:
@@ -373,21 +324,66 @@ class GradStats:
         return f"GradStats({', '.join(parts)})"
 
 
-def _map_tensors(stats: GradStats, fn) -> GradStats:
-    def opt(t: Tensor | None) -> Tensor | None:
-        return None if t is None else fn(t)
+def merge_fields(
+    fields: Mapping[str, object], other: GradStats, *, in_place: bool
+) -> dict[str, object]:
+    """The fields of (the summary with ``fields``) + ``other``, one rule for every field.
 
+    Counts and sums add; P2 and the layerwise terms add as the per-group bookkeeping of the
+    module notes says. With ``in_place`` the sums are written into the tensors of ``fields``
+    (which the caller must own, as `adabatch.stats.StatsWindow` does with its buffers); a
+    `GradStats` itself is never modified.
+    """
+    grad_sum = _add_maps(fields["grad_sum"], other.grad_sum, "grad_sum", in_place)  # type: ignore[arg-type]
+    coords_a = fields["coord_sq_sum"]
+    if (coords_a is None) != (other.coord_sq_sum is None):
+        raise ValueError(
+            "cannot add GradStats where only one side has coord_sq_sum; compute both "
+            "with the same coordinates=... option"
+        )
+    coords = None
+    if coords_a is not None and other.coord_sq_sum is not None:
+        coords = _add_maps(coords_a, other.coord_sq_sum, "coord_sq_sum", in_place)  # type: ignore[arg-type]
+    if (fields["layer_inner_sum"] is None) != (other.layer_inner_sum is None):
+        raise ValueError(
+            "cannot add GradStats where only one side has the layerwise inner products "
+            "(layer_inner_sum, layer_norm4_sum, layer_ratio_sum); the engines compute them "
+            "with inner_products=True, GradStats.from_batch with layer_sq_inner=..."
+        )
+    merged: dict[str, object] = {
+        "num_samples": fields["num_samples"] + other.num_samples,  # type: ignore[operator]
+        "grad_sum": grad_sum,
+        "coord_sq_sum": coords,
+        "num_groups": fields["num_groups"] + other.num_groups,  # type: ignore[operator]
+    }
+    for name, what in SCALAR_FIELDS.items():
+        merged[name] = _add_optional(fields[name], getattr(other, name), what, in_place)  # type: ignore[arg-type]
+    return merged
+
+
+#: The 0-dim float64 fields (every one adds across batches and ranks), with the name an
+#: error about a mismatch uses for each.
+SCALAR_FIELDS = {
+    "sum_sq_norms": "S2",
+    "sum_sq_inner": "sum_sq_inner",
+    "group_norm4_sum": "P2",
+    "group_ratio_sum": "P2",
+    "layer_inner_sum": "Q",
+    "layer_norm4_sum": "Q",
+    "layer_ratio_sum": "Q",
+}
+
+
+def _map_tensors(stats: GradStats, fn: Callable[[Tensor], Tensor]) -> GradStats:
+    def per_name(maps: Mapping[str, Tensor] | None) -> dict[str, Tensor] | None:
+        return None if maps is None else {k: fn(v) for k, v in maps.items()}
+
+    scalars = {
+        name: None if (t := getattr(stats, name)) is None else fn(t) for name in SCALAR_FIELDS
+    }
     return dataclasses.replace(
         stats,
-        grad_sum={k: fn(v) for k, v in stats.grad_sum.items()},
-        sum_sq_norms=fn(stats.sum_sq_norms),
-        sum_sq_inner=opt(stats.sum_sq_inner),
-        coord_sq_sum=None
-        if stats.coord_sq_sum is None
-        else {k: fn(v) for k, v in stats.coord_sq_sum.items()},
-        group_norm4_sum=opt(stats.group_norm4_sum),
-        group_ratio_sum=opt(stats.group_ratio_sum),
-        layer_inner_sum=opt(stats.layer_inner_sum),
-        layer_norm4_sum=opt(stats.layer_norm4_sum),
-        layer_ratio_sum=opt(stats.layer_ratio_sum),
+        grad_sum=per_name(stats.grad_sum),
+        coord_sq_sum=per_name(stats.coord_sq_sum),
+        **scalars,
     )

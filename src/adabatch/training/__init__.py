@@ -4,10 +4,12 @@ The loop is short and reads in the order of the data flow (see `adabatch.trainin
 `adabatch.experiments` builds everything it needs from a typed configuration.
 """
 
+from ..errors import DivergenceError
 from .callbacks import Callback, JsonlLogger, ProgressBar, TensorBoardLogger
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .clock import TrainingClock
 from .evaluate import evaluate
-from .trainer import DivergenceError, FitResult, Trainer, fit
+from .trainer import FitResult, Trainer
 
 __all__ = [
     "Callback",
@@ -17,8 +19,8 @@ __all__ = [
     "ProgressBar",
     "TensorBoardLogger",
     "Trainer",
+    "TrainingClock",
     "evaluate",
-    "fit",
     "load_checkpoint",
     "rng_state",
     "save_checkpoint",

@@ -41,7 +41,7 @@ class Callback:
         """`Trainer.fit` starts (or resumes)."""
 
     def on_step_end(self, trainer: Trainer) -> None:
-        """An optimizer step finished (``trainer.step``, ``trainer.samples`` are updated)."""
+        """An optimizer step finished (``trainer.step_count``, ``trainer.samples`` are updated)."""
 
     def on_record(self, trainer: Trainer, record: Mapping[str, Any]) -> None:
         """A metrics record was produced."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -43,22 +44,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from .. import __version__
+from .._validate import as_int
 from ..data import AdaptiveLoader, MicroBatcher
 from ..distributed import is_distributed, rank
+from ..errors import DivergenceError
 from ..policies.base import Decision
 from ..scheduler import BatchSizeScheduler
 from ..stats import GradStatsTracker
 from .callbacks import Callback
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .clock import TrainingClock
 from .evaluate import evaluate
 
-__all__ = ["DivergenceError", "FitResult", "Trainer", "fit"]
+__all__ = ["FitResult", "Trainer"]
 
-_STATE_VERSION = 1
-
-
-class DivergenceError(RuntimeError):
-    """The training loss became NaN or infinite; the parameters were not updated with it."""
+# 1: adabatch 0.1; 2: the sampler owns the batch size and the position (adabatch 0.2).
+_STATE_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,37 +84,6 @@ class FitResult:
     train_time: float
     last_epoch: dict[str, Any] | None
     decisions: tuple[Decision, ...]
-
-
-class _Clock:
-    """Accumulated seconds while running; `pause` excludes evaluation and checkpoints."""
-
-    def __init__(self, elapsed: float = 0.0) -> None:
-        self.elapsed = elapsed
-        self._since: float | None = None
-
-    def start(self) -> None:
-        if self._since is None:
-            self._since = time.perf_counter()
-
-    def stop(self) -> None:
-        if self._since is not None:
-            self.elapsed += time.perf_counter() - self._since
-            self._since = None
-
-    def read(self) -> float:
-        extra = 0.0 if self._since is None else time.perf_counter() - self._since
-        return self.elapsed + extra
-
-    @contextlib.contextmanager
-    def paused(self) -> Any:
-        running = self._since is not None
-        self.stop()
-        try:
-            yield
-        finally:
-            if running:
-                self.start()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -145,6 +116,8 @@ class Trainer:
         generators: extra ``torch.Generator`` objects whose state is checkpointed (e.g. the
             augmentation's).
         eval_at_start: evaluate before the first step (the epoch-0 record).
+        monitor: the epoch record's key whose value goes to the LR scheduler's ``step`` at
+            each epoch end (e.g. ``"test_loss"`` for ``ReduceLROnPlateau``); None: nothing.
 
     Example::
 
@@ -173,6 +146,7 @@ class Trainer:
         checkpoint_every_epochs: int = 1,
         generators: Sequence[torch.Generator] = (),
         eval_at_start: bool = True,
+        monitor: str | None = None,
     ) -> None:
         if not isinstance(scheduler, BatchSizeScheduler):
             raise TypeError(
@@ -185,29 +159,20 @@ class Trainer:
             )
         if scheduler.optimizer is not None and scheduler.optimizer is not optimizer:
             raise ValueError("the scheduler couples the LR of a different optimizer")
-        for name, value in (
-            ("log_every", log_every),
-            ("eval_batch_size", eval_batch_size),
-            ("checkpoint_every_epochs", checkpoint_every_epochs),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if (
-            not isinstance(checkpoint_every_steps, int)
-            or isinstance(checkpoint_every_steps, bool)
-            or checkpoint_every_steps < 0
-        ):
-            raise ValueError(
-                f"checkpoint_every_steps must be an integer >= 0 (0: epoch ends only), got "
-                f"{checkpoint_every_steps!r}"
-            )
+        log_every = as_int(log_every, "log_every", minimum=1)
+        eval_batch_size = as_int(eval_batch_size, "eval_batch_size", minimum=1)
+        checkpoint_every_epochs = as_int(checkpoint_every_epochs, "checkpoint_every_epochs", 1)
+        checkpoint_every_steps = as_int(
+            checkpoint_every_steps, "checkpoint_every_steps", 0, hint=" (0: epoch ends only)"
+        )
         policy = scheduler.policy
-        if policy.stats_request.from_caller:
+        if policy.cadence.window > 0 and not policy.stats_request.per_sample:
             raise ValueError(
-                f"this {policy.name} policy is fed by your own loop (e.g. observe_parts / "
-                "RankGradNorms for the two-batch noise scale); the Trainer feeds per-sample "
-                "statistics only (for the noise scale: estimator='per-sample')"
+                f"this {policy.name} policy reads statistics that are not per-sample (e.g. a "
+                "NoiseEstimate your loop computes); the Trainer computes per-sample statistics "
+                "only: feed it with BatchSizeScheduler.observe in your own loop"
             )
+        _check_monitor(scheduler, monitor, eval_data)
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -223,6 +188,7 @@ class Trainer:
         self.checkpoint_every_epochs = checkpoint_every_epochs
         self.generators = list(generators)
         self.eval_at_start = eval_at_start
+        self.monitor = monitor
         # Hooks only when the policy reads per-sample statistics: otherwise a plain backward.
         self.tracker: GradStatsTracker | None = None
         if policy.stats_request.per_sample:
@@ -239,20 +205,19 @@ class Trainer:
         self.epochs = 0  # the target of the fit() in progress
         self.samples = 0  # training samples consumed (global)
         self.samples_in_epoch = 0
-        self.clock = _Clock()
+        self.clock = TrainingClock()
         self.started = False  # the epoch-0 evaluation is done (or skipped)
         self.last_epoch_record: dict[str, Any] | None = None
         self._epoch_loss = [0.0, 0]  # loss sum, samples (this epoch)
         self._log_loss = [0.0, 0]  # loss sum, samples (since the last step record)
         self._lr = self._current_lr()
-        self._step_batch_size = scheduler.batch_size
         self._stop_requested = False
         self._wall_start = time.perf_counter()
         self._wall_offset = 0.0
 
     # ------------------------------------------------------------------ properties
     @property
-    def step(self) -> int:
+    def step_count(self) -> int:
         """Optimizer steps taken."""
         return self.scheduler.step_count
 
@@ -263,8 +228,14 @@ class Trainer:
 
     @property
     def batch_size(self) -> int:
-        """The global batch size in force."""
+        """The global batch size in force (the sampler's)."""
         return self.scheduler.batch_size
+
+    @property
+    def step_batch_size(self) -> int:
+        """The requested size of the last batch delivered (the initial size before any)."""
+        last = self.loader.sampler.last
+        return self.loader.batch_size if last is None else last.size
 
     @property
     def samples_per_epoch(self) -> int:
@@ -287,9 +258,7 @@ class Trainer:
             DivergenceError: the loss became non-finite (the parameters keep the last
                 finite step; the last checkpoint on disk is the last good one).
         """
-        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-        self.epochs = epochs
+        self.epochs = as_int(epochs, "epochs", minimum=1)
         self._stop_requested = False  # a stop honoured by an earlier fit() is spent
         self._wall_start = time.perf_counter()
         self._emit("on_fit_start")
@@ -340,7 +309,6 @@ class Trainer:
             return loss * weight if weight != 1.0 else loss
 
         self._lr = self._current_lr()  # the LR this step uses
-        self._step_batch_size = self.scheduler.batch_size  # and its batch size (requested)
         if self.tracker is not None and weight not in (0.0, 1.0):
             with self.tracker.loss_weight(weight):
                 loss = self.micro.backward(loss_of, batch)
@@ -363,7 +331,8 @@ class Trainer:
             n = self.loader.last_global_batch_size
             raise DivergenceError(
                 f"the training loss is {loss_sum / max(n, 1)} at epoch {self.epoch + 1}, step "
-                f"{self.step + 1} (batch size {n}, lr {self._lr:.4g}); the run stops here with "
+                f"{self.step_count + 1} (batch size {n}, lr {self._lr:.4g}); the run stops here "
+                "with "
                 "the parameters of the step before"
                 + (
                     f"; the last good checkpoint is {self.checkpoint_path}"
@@ -383,13 +352,13 @@ class Trainer:
             acc[1] += n
         self._emit("on_step_end")
         changed = decision is not None and (decision.changed or decision.lr_factor != 1.0)
-        if self.step % self.log_every == 0 or changed:
+        if self.step_count % self.log_every == 0 or changed:
             loss_sum, count = self._log_loss
             record = self._base_record("step", n)
             record["loss"] = loss_sum / count if count else None
             self._log_loss = [0.0, 0]
             self._emit("on_record", _with_decision(record, decision))
-        if self.checkpoint_every_steps and self.step % self.checkpoint_every_steps == 0:
+        if self.checkpoint_every_steps and self.step_count % self.checkpoint_every_steps == 0:
             self._save()
 
     def _end_epoch(self) -> None:
@@ -398,14 +367,7 @@ class Trainer:
         train_loss = loss_sum / count if count else None
         with self.clock.paused():
             metrics = self._evaluate()
-        args = ()
-        lr_scheduler = (
-            None if self.scheduler.lr_coupling is None else (self.scheduler.lr_coupling.scheduler)
-        )
-        if isinstance(lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            if metrics.get("test_loss") is None:
-                raise ValueError("ReduceLROnPlateau needs eval_data to read a test loss from")
-            args = (metrics["test_loss"],)
+        args = () if self.monitor is None else (metrics[self.monitor],)
         decision = self.scheduler.step_epoch(*args)
         self._epoch_loss = [0.0, 0]
         self.samples_in_epoch = 0
@@ -439,7 +401,7 @@ class Trainer:
                 metrics = self._evaluate()
         # The batch size and LR of the epoch's last step (epoch 0: the initial ones); a
         # decision taken at the epoch's end is in the decision fields.
-        record = self._base_record("epoch", self._step_batch_size)
+        record = self._base_record("epoch", self.step_batch_size)
         record["elapsed"] = self._wall_offset + time.perf_counter() - self._wall_start
         record["train_loss"] = train_loss
         record.update(metrics)
@@ -451,7 +413,7 @@ class Trainer:
         return {
             "kind": kind,
             "epoch": self.epoch,
-            "step": self.step,
+            "step": self.step_count,
             "samples": self.samples,
             "time": self.clock.read(),
             "batch_size": batch_size,
@@ -469,7 +431,7 @@ class Trainer:
         return FitResult(
             status=status,
             epochs=self.epoch,
-            steps=self.step,
+            steps=self.step_count,
             samples=self.samples,
             train_time=self.clock.read(),
             last_epoch=self.last_epoch_record,
@@ -494,7 +456,6 @@ class Trainer:
                 "epoch_loss": list(self._epoch_loss),
                 "log_loss": list(self._log_loss),
                 "lr": self._lr,
-                "step_batch_size": self._step_batch_size,
                 "last_epoch_record": self.last_epoch_record,
             },
             "callbacks": [c.state_dict() for c in self.callbacks],
@@ -506,7 +467,8 @@ class Trainer:
         if state.get("version") != _STATE_VERSION:
             raise ValueError(
                 f"checkpoint format version {state.get('version')!r} is not the supported "
-                f"{_STATE_VERSION}"
+                f"{_STATE_VERSION} (adabatch {__version__}); version 1 was written by adabatch "
+                "0.1: resume it with adabatch 0.1, or start the run again"
             )
         if len(state["callbacks"]) != len(self.callbacks):
             raise ValueError(
@@ -520,13 +482,12 @@ class Trainer:
         t = state["trainer"]
         self.samples = int(t["samples"])
         self.samples_in_epoch = int(t["samples_in_epoch"])
-        self.clock = _Clock(float(t["train_time"]))
+        self.clock = TrainingClock(float(t["train_time"]))
         self._wall_offset = float(t["elapsed"])
         self.started = bool(t["started"])
         self._epoch_loss = [float(t["epoch_loss"][0]), int(t["epoch_loss"][1])]
         self._log_loss = [float(t["log_loss"][0]), int(t["log_loss"][1])]
         self._lr = float(t["lr"])
-        self._step_batch_size = int(t["step_batch_size"])
         self.last_epoch_record = t["last_epoch_record"]
         for callback, c_state in zip(self.callbacks, state["callbacks"], strict=True):
             callback.load_state_dict(c_state)
@@ -561,12 +522,26 @@ def _with_decision(record: dict[str, Any], decision: Decision | None) -> dict[st
     return record
 
 
-def fit(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: BatchSizeScheduler,
-    epochs: int,
-    **options: Any,
-) -> FitResult:
-    """``Trainer(model, optimizer, scheduler, **options).fit(epochs)`` in one call."""
-    return Trainer(model, optimizer, scheduler, **options).fit(epochs)
+def _check_monitor(scheduler: BatchSizeScheduler, monitor: str | None, eval_data: Any) -> None:
+    """Refuse an LR scheduler whose ``step`` needs a metric the trainer was not told to pass."""
+    coupling = scheduler.lr_coupling
+    lr_scheduler = None if coupling is None else coupling.scheduler
+    if monitor is not None:
+        if lr_scheduler is None:
+            raise ValueError(f"monitor={monitor!r} needs an LR scheduler to pass it to")
+        if monitor.startswith("test_") and eval_data is None:
+            raise ValueError(f"monitor={monitor!r} needs eval_data to read a test metric from")
+        return
+    if lr_scheduler is None or scheduler.lr_scheduler_interval != "epoch":
+        return
+    required = [
+        p
+        for p in inspect.signature(lr_scheduler.step).parameters.values()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if required:
+        raise ValueError(
+            f"the LR scheduler's step() needs an argument ({required[0].name}; e.g. "
+            "ReduceLROnPlateau's metric): pass monitor='test_loss' (or another epoch record key)"
+        )

@@ -8,9 +8,9 @@ The LR in force is
   never changed;
 * ``rule``: ``none`` (1), ``linear`` (B/B₀; Goyal et al. 2017, for SGD) or ``sqrt``
   (√(B/B₀); Krizhevsky 2014, Hoffer et al. 2017, for adaptive optimizers);
-* ``f_k``: the persistent factors of the policy's decisions — DiveBatch's ``rescale_lr``
-  (B'/B at each resize) or a schedule's ``lr_factor`` (Devarakonda et al.'s gamma, Smith et
-  al.'s fallback). DiveBatch's rescale alone multiplies to B_t/B₀, the same as ``linear``.
+* ``f_k``: the persistent factors of the policy's decisions — a schedule's ``lr_factor``
+  (Devarakonda et al.'s gamma, Smith et al.'s fallback). (DiveBatch's "rescale the LR by
+  B'/B at each resize" multiplies to B_t/B₀: it is the ``linear`` rule.)
 
 NOTE [composing with a scheduler]. `LRCoupling` never patches the optimizer or the scheduler.
 It remembers, per parameter group, the *unscaled* LR, and writes lr = unscaled × factor into
@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from .._validate import as_int, check_choice, check_positive
+from ._validate import as_int, check_choice, check_positive
 
 __all__ = ["LR_RULES", "LRCoupling", "lr_scale"]
 
@@ -109,8 +109,8 @@ class LRCoupling:
         self.base_batch_size = as_int(base_batch_size, "base_batch_size", minimum=1)
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.batch_size = self.base_batch_size
         self.decision_factor = 1.0
+        self._factor = 1.0  # rule(B/B₀)·Π f_k as last written (B = B₀ until an update)
         for i, group in enumerate(optimizer.param_groups):
             if isinstance(group["lr"], torch.Tensor):
                 raise TypeError(
@@ -122,8 +122,8 @@ class LRCoupling:
 
     @property
     def factor(self) -> float:
-        """rule(B/B₀) · Π f_k, the factor in force."""
-        return LR_RULES[self.rule](self.batch_size / self.base_batch_size) * self.decision_factor
+        """rule(B/B₀) · Π f_k, the factor in force (B: the batch size of the last `update`)."""
+        return self._factor
 
     @property
     def lrs(self) -> list[float]:
@@ -137,14 +137,15 @@ class LRCoupling:
         return list(self._unscaled)
 
     def update(self, batch_size: int, lr_factor: float = 1.0) -> None:
-        """Set the batch size in force and multiply in a decision's persistent factor."""
+        """Rescale for the batch size now in force, multiplying in a decision's factor."""
         self._absorb_external_changes()
-        self.batch_size = as_int(batch_size, "batch_size", minimum=1)
+        ratio = as_int(batch_size, "batch_size", minimum=1) / self.base_batch_size
         self.decision_factor *= check_positive("lr_factor", lr_factor)
+        self._factor = LR_RULES[self.rule](ratio) * self.decision_factor
         self._write()
 
     def scheduler_step(self, *args: Any, **kwargs: Any) -> None:
-        """Step the scheduler on the unscaled LRs, then reapply the factor.
+        """Step the scheduler on the unscaled LRs, then reapply the factor in force.
 
         Arguments go to ``scheduler.step`` (e.g. the metric of ``ReduceLROnPlateau``).
         """
@@ -179,12 +180,12 @@ class LRCoupling:
             self._written.append(group["lr"])
 
     def state_dict(self) -> dict[str, Any]:
-        """Rule, B₀, B, the decision factor, the unscaled LRs (and the scheduler's state)."""
+        """Rule, B₀, the factors, the unscaled LRs (and the scheduler's state)."""
         self._absorb_external_changes()
         return {
             "rule": self.rule,
             "base_batch_size": self.base_batch_size,
-            "batch_size": self.batch_size,
+            "factor": self._factor,
             "decision_factor": self.decision_factor,
             "unscaled": list(self._unscaled),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
@@ -202,7 +203,7 @@ class LRCoupling:
                 f"state_dict has {len(state['unscaled'])} parameter groups, the optimizer "
                 f"{len(self.optimizer.param_groups)}"
             )
-        self.batch_size = as_int(state["batch_size"], "batch_size", minimum=1)
+        self._factor = float(state["factor"])
         self.decision_factor = float(state["decision_factor"])
         self._unscaled = [float(x) for x in state["unscaled"]]
         if self.scheduler is not None and state.get("scheduler") is not None:

@@ -10,8 +10,7 @@ takes the same route). `RankGradNorms` is a DDP communication hook that records
     ddp.register_comm_hook(norms, norms.hook)
     ...
     (loss_fn(ddp(x), y) * loader.loss_weight).backward()
-    policy.observe_estimates(*norms.estimates(ddp, loss_weight=loader.loss_weight,
-                                               local_size=len(x)))
+    scheduler.observe(norms.estimates(ddp, loss_weight=loader.loss_weight, local_size=len(x)))
 
 Rank r's buffer holds w_r·ḡ_r with w_r the loss weight (`AdaptiveLoader.loss_weight`, 1 for
 equal shares), so ‖ḡ_r‖² = ‖buffer‖²/w_r². The ranks' average ‖ḡ_r‖² is the small norm at the
@@ -24,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .noise_scale import two_batch_estimates
+from ..stats.estimators import NoiseEstimate, two_batch_estimates
 
 __all__ = ["RankGradNorms"]
 
@@ -61,9 +60,7 @@ class RankGradNorms:
             )
         return torch.stack(terms).sum()
 
-    def estimates(
-        self, model: nn.Module, *, loss_weight: float, local_size: int
-    ) -> tuple[float, float]:
+    def estimates(self, model: nn.Module, *, loss_weight: float, local_size: int) -> NoiseEstimate:
         """(tr Σ̂, ‖G‖²̂) from this step's local and global gradients (a collective call).
 
         Args:

@@ -22,19 +22,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .stats.summary import GradStats
+from ..stats.summary import SCALAR_FIELDS, GradStats
 
 __all__ = ["all_reduce_int", "all_reduce_stats", "is_distributed", "rank", "world_size"]
 
-# The optional 0-dim float64 fields of GradStats; each adds across ranks.
-_OPTIONAL_SCALARS = (
-    "sum_sq_inner",
-    "group_norm4_sum",
-    "group_ratio_sum",
-    "layer_inner_sum",
-    "layer_norm4_sum",
-    "layer_ratio_sum",
-)
+# The optional 0-dim float64 fields of GradStats (S2 is always there); each adds across ranks.
+_OPTIONAL_SCALARS = tuple(name for name in SCALAR_FIELDS if name != "sum_sq_norms")
 
 
 def is_distributed() -> bool:
