@@ -81,7 +81,7 @@ def run(name: str, epochs: int, seed: int = 0) -> dict:
         epochs_out.append(
             {
                 "epoch": epoch,
-                "batch_size": policy.batch_size,
+                "batch_size": scheduler.batch_size,
                 "steps": scheduler.step_count - steps_before,
                 "loss": full_loss(model, x, y),
             }

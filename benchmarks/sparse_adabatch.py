@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine
+from adabatch.errors import DivergenceError
 from adabatch.sparse import objective, signed_labels
-from adabatch.sparse.data import to_scipy
 from adabatch.sparse.experiment import (
     efficiency,
     pick_step,
@@ -41,7 +41,7 @@ from adabatch.sparse.experiment import (
 )
 from adabatch.sparse.lockfree import hogwild
 from adabatch.sparse.parallel import parallel_adabatch
-from adabatch.sparse.sequential import DivergenceError
+from adabatch.sparse.scipy_bridge import to_scipy
 from adabatch.sparse.variance_reduction import svrg
 
 RESULTS = Path(__file__).resolve().parent / "results"

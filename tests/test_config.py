@@ -18,7 +18,6 @@ import torch
 from adabatch.experiments.build import (
     OPTION_LOOKUPS,
     SCHEDULES,
-    EpochSchedule,
     build_lr_scheduler,
     optimizer_options,
 )
@@ -32,8 +31,9 @@ from adabatch.experiments.config import (
     TrainConfig,
     apply_overrides,
     parse_overrides,
-    parse_value,
 )
+from adabatch.options import options_of
+from adabatch.options import parse as parse_value
 from adabatch.experiments.data import build_data
 from adabatch.experiments.run import experiment_config
 from adabatch.experiments.suites import EXPERIMENTS, SUITES, experiment, suite
@@ -343,7 +343,9 @@ def test_required_option_missing() -> None:
     [
         ("abc", "policy.every: expected an integer, got 'abc'"),
         ("2.5", "policy.every: expected an integer, got '2.5'"),
-        (2.5, "policy.every: expected int, got float 2.5"),
+        (2.5, "policy.every: expected an integer, got 2.5"),
+        # One rule for fields and options: an int refuses an integral float too.
+        (2.0, "policy.every: expected an integer, got 2.0"),
         ("x", "policy.every: expected an integer, got 'x'"),
     ],
 )
@@ -353,15 +355,15 @@ def test_option_type_errors(value: object, fragment: str) -> None:
     assert fragment in str(info.value)
 
 
-def test_option_int_given_as_integral_float_is_an_int() -> None:
-    c = divebatch(("policy.every", 2.0))
+def test_option_int_given_as_an_int_string_is_an_int() -> None:
+    c = divebatch(("policy.every", "2"))
     assert c.policy.options["every"] == 2 and type(c.policy.options["every"]) is int
 
 
 def test_float_option_with_int_default_in_torch_accepts_a_float() -> None:
     # torch declares SGD(momentum=0, weight_decay=0): ints; the option list makes them floats
-    assert optimizer_options("sgd")["momentum"] == 0.0
-    assert type(optimizer_options("sgd")["momentum"]) is float
+    assert optimizer_options("sgd")["momentum"].default == 0.0
+    assert type(optimizer_options("sgd")["momentum"].default) is float
     base = apply(QUICK, ("optimizer.momentum", "0"))
     c = apply(base, ("optimizer.momentum", "0.9"), ("optimizer.weight_decay", "5e-4"))
     assert c.optimizer.options == {"momentum": 0.9, "weight_decay": 5e-4}
@@ -401,11 +403,16 @@ def test_field_and_option_type_errors(key: str, value: object, fragment: str) ->
         ("train.log_every", "0", "train.log_every must be >= 1, got 0"),
         ("train.checkpoint_every", "-1", "train.checkpoint_every must be >= 0, got -1"),
         ("schedule.warmup_epochs", "-1", "schedule.warmup_epochs must be >= 0, got -1"),
-        ("data.train_size", "0", "data.train_size must be >= 1 (or none), got 0"),
-        ("optimizer.lr", "0", "optimizer.lr must be a finite number > 0, got 0.0"),
-        ("optimizer.lr", "-0.1", "optimizer.lr must be a finite number > 0, got -0.1"),
-        ("optimizer.lr", "nan", "optimizer.lr must be a finite number > 0, got nan"),
-        ("optimizer.lr", "inf", "optimizer.lr must be a finite number > 0, got inf"),
+        ("data.train_size", "0", "data.train_size must be >= 1 (or None), got 0"),
+        ("optimizer.lr", "0", "optimizer.lr must be a positive finite number, got 0.0"),
+        ("optimizer.lr", "-0.1", "optimizer.lr must be a positive finite number, got -0.1"),
+        ("optimizer.lr", "nan", "optimizer.lr must be a positive finite number, got nan"),
+        ("optimizer.lr", "inf", "optimizer.lr must be a positive finite number, got inf"),
+        (
+            "policy.lr_rule",
+            "cubic",
+            "policy.lr_rule must be one of 'none', 'linear', 'sqrt'; got 'cubic'",
+        ),
     ],
 )
 def test_range_checks(key: str, value: str, message: str) -> None:
@@ -475,47 +482,66 @@ def test_from_dict_missing_sections_take_defaults() -> None:
 
 
 # ---------------------------------------------------------------------- LR schedules
-def test_epoch_schedule_constant_and_warmup() -> None:
-    assert [EpochSchedule("constant")(e) for e in range(3)] == [1.0, 1.0, 1.0]
-    rule = EpochSchedule("constant", warmup_epochs=2)
-    assert [rule(e) for e in range(5)] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0, 1.0])
-
-
-def test_epoch_schedule_cosine() -> None:
-    rule = EpochSchedule("cosine", t_max=4, eta_min_ratio=0.1)
-    expected = [0.1 + 0.9 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(5)] + [0.1, 0.1]
-    assert [rule(e) for e in range(7)] == pytest.approx(expected)
-    assert rule(0) == pytest.approx(1.0)
-    assert rule(2) == pytest.approx(0.55)
-    assert rule(4) == pytest.approx(0.1)
-    assert rule(10) == pytest.approx(0.1)  # held at η_min after t_max
-
-
-def test_epoch_schedule_cosine_with_warmup() -> None:
-    rule = EpochSchedule("cosine", warmup_epochs=1, t_max=4)
-    assert rule(0) == pytest.approx(0.5 * 1.0)
-    assert rule(1) == pytest.approx((1 + math.cos(math.pi / 4)) / 2)
-
-
-def test_epoch_schedule_multistep() -> None:
-    rule = EpochSchedule("multistep", milestones=(2, 4), gamma=0.5)
-    assert [rule(e) for e in range(6)] == pytest.approx([1, 1, 0.5, 0.5, 0.25, 0.25])
-
-
-def test_epoch_schedule_step() -> None:
-    rule = EpochSchedule("step", step_size=3, gamma=0.1)
-    assert [rule(e) for e in range(8)] == pytest.approx([1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01])
-
-
 def _optimizer(lr: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=lr)
+
+
+def _lrs(config: Config, epochs: int) -> list[float]:
+    """The LR of each of the first ``epochs`` epochs under ``config``'s schedule."""
+    optimizer = _optimizer(config.optimizer.lr)
+    scheduler = build_lr_scheduler(config, optimizer)
+    out = []
+    for _ in range(epochs):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    return out
+
+
+def _schedule(name: str, *pairs: tuple[str, object], lr: float = 1.0) -> Config:
+    return apply(QUICK, ("schedule.name", name), ("optimizer.lr", lr), *pairs)
+
+
+def test_schedule_constant_and_warmup() -> None:
+    assert _lrs(QUICK, 3) == [0.05, 0.05, 0.05]
+    warm = _schedule("constant", ("schedule.warmup_epochs", "2"))
+    assert _lrs(warm, 5) == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0, 1.0])
+
+
+def test_schedule_cosine() -> None:
+    c = _schedule("cosine", ("schedule.t_max", "4"), ("schedule.eta_min", "0.1"), ("epochs", "12"))
+    expected = [0.1 + 0.9 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(5)] + [0.1, 0.1]
+    lrs = _lrs(c, 11)
+    assert lrs[:7] == pytest.approx(expected)
+    assert lrs[0] == pytest.approx(1.0)
+    assert lrs[2] == pytest.approx(0.55)
+    assert lrs[4] == pytest.approx(0.1)
+    assert lrs[10] == pytest.approx(0.1)  # held at η_min after t_max
+
+
+def test_schedule_cosine_with_warmup() -> None:
+    c = _schedule("cosine", ("schedule.warmup_epochs", "1"), ("schedule.t_max", "4"))
+    lrs = _lrs(c, 2)
+    assert lrs[0] == pytest.approx(0.5 * 1.0)
+    assert lrs[1] == pytest.approx((1 + math.cos(math.pi / 4)) / 2)
+
+
+def test_schedule_multistep() -> None:
+    c = _schedule("multistep", ("schedule.milestones", "2,4"), ("schedule.gamma", "0.5"))
+    assert _lrs(c, 6) == pytest.approx([1, 1, 0.5, 0.5, 0.25, 0.25])
+
+
+def test_schedule_step() -> None:
+    c = _schedule("step", ("schedule.step_size", "3"), ("schedule.gamma", "0.1"))
+    assert _lrs(c, 8) == pytest.approx([1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01])
 
 
 def test_build_lr_scheduler_none_for_constant() -> None:
     assert build_lr_scheduler(QUICK, _optimizer(0.05)) is None
     warm = apply(QUICK, ("schedule.warmup_epochs", "2"))
     scheduler = build_lr_scheduler(warm, _optimizer(0.05))
-    assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LinearLR)  # torch's own
     assert scheduler.get_last_lr() == pytest.approx([0.05 / 3])
 
 
@@ -527,18 +553,11 @@ def test_build_lr_scheduler_cosine_defaults_to_the_run_length() -> None:
         ("optimizer.lr", "0.05"),
         ("epochs", "4"),
     )
-    optimizer = _optimizer(0.05)
-    scheduler = build_lr_scheduler(c, optimizer)
-    assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)
-    rule = scheduler.lr_lambdas[0]
-    assert rule == EpochSchedule("cosine", t_max=4, eta_min_ratio=pytest.approx(0.1))
-    lrs = []
-    for _ in range(6):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    scheduler = build_lr_scheduler(c, _optimizer(0.05))
+    assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert scheduler.T_max == 4
     expected = [0.005 + 0.045 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(5)] + [0.005]
-    assert lrs == pytest.approx(expected)
+    assert _lrs(c, 6)[:5] == pytest.approx(expected[:5])
 
 
 def test_build_lr_scheduler_rejects_zero_step_size() -> None:
@@ -547,7 +566,7 @@ def test_build_lr_scheduler_rejects_zero_step_size() -> None:
         build_lr_scheduler(c, _optimizer(0.05))
 
 
-def test_lambda_lr_state_round_trips_through_a_weights_only_file(tmp_path: Path) -> None:
+def test_lr_scheduler_state_round_trips_through_a_weights_only_file(tmp_path: Path) -> None:
     c = apply(
         QUICK,
         ("schedule.name", "multistep"),
@@ -563,25 +582,29 @@ def test_lambda_lr_state_round_trips_through_a_weights_only_file(tmp_path: Path)
         scheduler.step()
     torch.save(scheduler.state_dict(), tmp_path / "s.pt")
     state = torch.load(tmp_path / "s.pt", weights_only=True)
-    assert state["lr_lambdas"] == [scheduler.lr_lambdas[0].__dict__]
 
     other_optimizer = _optimizer(c.optimizer.lr)
     other = build_lr_scheduler(apply(c, ("schedule.milestones", "7")), other_optimizer)
     assert other is not None
     other.load_state_dict(state)
-    assert other.last_epoch == scheduler.last_epoch == 2
-    assert other.lr_lambdas[0] == scheduler.lr_lambdas[0]  # the saved rule, not its own
+    other_optimizer.param_groups[0]["lr"] = optimizer.param_groups[0]["lr"]  # as a checkpoint does
     assert other.get_last_lr() == pytest.approx(scheduler.get_last_lr())
     for s, o in ((scheduler, optimizer), (other, other_optimizer)):
         o.step()
         s.step()
+    # The saved milestones (1, 3), not its own (7): the LR drops again at epoch 3.
     assert other.get_last_lr() == pytest.approx(scheduler.get_last_lr())
     assert scheduler.get_last_lr() == pytest.approx([0.05 * 0.25])
 
 
-def test_schedule_options_match_the_registry() -> None:
-    for name, options in SCHEDULES.items():
-        assert OPTION_LOOKUPS["schedule"](name) == dict(options)
+def test_schedule_options_are_the_builders_keywords() -> None:
+    for name, builder in SCHEDULES.items():
+        options = OPTION_LOOKUPS["schedule"](name)
+        if builder is None:
+            assert options == {}
+        else:
+            assert options == options_of(builder, exclude=("optimizer", "epochs"))
+            assert "epochs" not in options
 
 
 # ---------------------------------------------------------------------- suites
@@ -662,11 +685,9 @@ def test_composite_suite_parts() -> None:
 def test_paper_schedule_of_cifar100() -> None:
     s, m = experiment("cifar100/sgd-128")
     config = experiment_config(s, m)
-    scheduler = build_lr_scheduler(config, _optimizer(config.optimizer.lr))
-    assert scheduler is not None
-    rule = scheduler.lr_lambdas[0]
-    assert rule(0) == pytest.approx(0.5)  # one warm-up epoch
-    assert [rule(e) for e in (1, 59, 60, 119, 120, 160, 199)] == pytest.approx(
+    lrs = [lr / config.optimizer.lr for lr in _lrs(config, 200)]
+    assert lrs[0] == pytest.approx(0.5)  # one warm-up epoch
+    assert [lrs[e] for e in (1, 59, 60, 119, 120, 160, 199)] == pytest.approx(
         [1, 1, 0.2, 0.2, 0.04, 0.008, 0.008]
     )
 

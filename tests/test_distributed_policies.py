@@ -1,9 +1,10 @@
 """Two gloo processes: adaptive policies decide alike on every rank, and as one process would.
 
 `BatchSizeScheduler` all-reduces the statistics of each decision's window, so every rank
-feeds its policy the same numbers and takes the same decisions without any broadcast. Each rank records what its
-scheduler did (batch sizes, LRs, decisions, final parameters); the ranks' records must be
-identical, and equal to a single-process run over the same global batches.
+feeds its policy the same numbers and takes the same decisions without any broadcast. Each
+rank records what its scheduler did (batch sizes, LRs, decisions, final parameters); the
+ranks' records must be identical, and equal to a single-process run over the same global
+batches.
 """
 
 from __future__ import annotations

@@ -336,7 +336,7 @@ def test_unknown_experiment(capsys: pytest.CaptureFixture[str]) -> None:
     [
         ("--policy.dleta=0.1", ["unknown option policy.dleta", "did you mean delta?"]),
         ("--policy.every=abc", ["policy.every: expected an integer, got 'abc'"]),
-        ("--optimizer.lr=0", ["optimizer.lr must be a finite number > 0, got 0.0"]),
+        ("--optimizer.lr=0", ["optimizer.lr must be a positive finite number, got 0.0"]),
         ("--polcy.delta=0.1", ["unknown section 'polcy'", "did you mean policy?"]),
         ("--epochs", ["override '--epochs' has no value"]),
     ],

@@ -153,7 +153,7 @@ def test_batch_length_errors():
         batch_length((torch.zeros(3), torch.zeros(2)))
     with pytest.raises(ValueError, match="no tensor"):
         batch_length(["a", "b"])
-    with pytest.raises(ValueError, match="max_size must be a positive integer"):
+    with pytest.raises(ValueError, match=r"max_size must be >= 1 \(or None\)"):
         split_batch(torch.zeros(5), 0)
 
 
@@ -259,7 +259,7 @@ def test_micro_batcher_passes_other_errors_and_validates():
 
     with pytest.raises(KeyError, match="oops"):
         MicroBatcher(model).backward(bad, (x, y))
-    with pytest.raises(ValueError, match="max_physical_batch_size must be a positive integer"):
+    with pytest.raises(ValueError, match=r"max_physical_batch_size must be >= 1 \(or None\)"):
         MicroBatcher(model, max_physical_batch_size=0)
     micro = MicroBatcher(model, probe_on_oom=False)
     with pytest.raises(OOM):
@@ -316,7 +316,7 @@ def test_reduction_must_match_the_tracker():
             )
         with pytest.raises(ValueError, match="declared 'sum'"):
             MicroBatcher(model, loss_reduction="sum", tracker=tracker)
-    with pytest.raises(ValueError, match="loss_reduction must be 'mean' or 'sum', got 'avg'"):
+    with pytest.raises(ValueError, match="loss_reduction must be one of 'mean', 'sum'; got 'avg'"):
         MicroBatcher(model, loss_reduction="avg")
 
 
@@ -326,5 +326,5 @@ def test_split_batch_splits_per_sample_lists():
     assert [c.batch["name"] for c in chunks] == [["s0", "s1"], ["s2", "s3"], ["s4"]]
     np = pytest.importorskip("numpy")
     assert len(split_batch(torch.zeros(6), np.int64(4))) == 2
-    with pytest.raises(ValueError, match="max_size must be a positive integer or None, got 0"):
+    with pytest.raises(ValueError, match=r"max_size must be >= 1 \(or None\), got 0"):
         split_batch(torch.zeros(3), 0)  # checked even when the batch would fit

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from _compare import assert_grads_close, assert_stats_close
 from adabatch.stats import GradStatsTracker, compute_stats
-from adabatch.stats.rules import RULES, find_rule
+from adabatch.stats.rules import LAYER_RULES, find_rule
 
 
 def check(
@@ -404,7 +404,7 @@ def test_subclass_that_overrides_forward_gets_no_rule() -> None:
         pass
 
     assert find_rule(Scaled(2, 2)) is None
-    assert find_rule(Plain(2, 2)) is RULES[nn.Linear]
+    assert find_rule(Plain(2, 2)) is LAYER_RULES[nn.Linear]
     with pytest.warns(UserWarning, match="Scaled"):
         check(nn.Sequential(Scaled(3, 4), nn.Tanh(), Plain(4, 3)), torch.randn(5, 3))
 

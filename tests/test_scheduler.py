@@ -251,7 +251,7 @@ def test_lr_scheduler_stepped_every_step():
 
 
 # ------------------------------------------------------------------------------ presets
-@pytest.mark.parametrize("name", ["adadagrad-norm", "adadagrad", "adabatchgrad"])
+@pytest.mark.parametrize("name", ["adadagrad-norm", "adadagrad"])
 def test_presets_build_and_train(name):
     from adabatch.optim import AdaGradNorm
     from adabatch.presets import PRESETS

@@ -17,7 +17,6 @@ import scipy.sparse as sp
 from adabatch.data.sampler import rank_span
 from adabatch.datasets.synthetic.sparse import synthetic_sparse
 from adabatch.sparse.aggregate import aggregate, column_counts
-from adabatch.sparse.data import to_scipy
 from adabatch.sparse.lockfree import hogwild
 from adabatch.sparse.losses import LOSSES, Loss, full_gradient, get_loss, objective, signed_labels
 from adabatch.sparse.parallel import (
@@ -27,6 +26,7 @@ from adabatch.sparse.parallel import (
     parallel_adabatch,
     share_partial,
 )
+from adabatch.sparse.scipy_bridge import to_scipy
 from adabatch.sparse.sequential import sgd
 
 # --------------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def test_combine_partials_rejects_bad_input() -> None:
     empty = Partial(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64), 0)
     with pytest.raises(ValueError, match="0 rows"):
         combine_partials([empty])
-    with pytest.raises(ValueError, match="unknown aggregation rule"):
+    with pytest.raises(ValueError, match=r"rule must be one of .*; got 'median'"):
         combine_partials([empty], rule="median")
     with pytest.raises(ValueError, match="coef must hold one factor per row"):
         share_partial(sp.csr_matrix(np.eye(3)), np.ones(2))
@@ -288,17 +288,18 @@ def _run_both(X, y, **kw):
 
 
 BAD = [
-    (dict(workers=0), ValueError, "workers must be an integer >= 1, got 0"),
-    (dict(workers=1.5), ValueError, "workers must be an integer >= 1"),
-    (dict(step_size=0.0), ValueError, "step_size must be a finite number > 0, got 0.0"),
+    (dict(workers=0), ValueError, "workers must be >= 1, got 0; use 1 to run in this process"),
+    (dict(workers=1.5), TypeError, "workers must be an integer, got float 1.5"),
+    (dict(step_size=0.0), ValueError, "step_size must be a positive finite number; .*got 0.0"),
     (dict(step_size=-1), ValueError, "step_size must be"),
     (dict(step_size=float("nan")), ValueError, "step_size must be"),
     (dict(l2=-1.0), ValueError, "l2 must be a finite number >= 0"),
     (dict(epochs=0), ValueError, "epochs must be"),
-    (dict(seed=-1), ValueError, "seed must be an integer >= 0"),
+    (dict(seed=-1), ValueError, "seed must be >= 0, got -1"),
+    (dict(seed="0"), TypeError, "seed must be an integer, got str '0'"),
     (dict(w0=np.zeros(3)), ValueError, "w0 must be a vector of length d = 10"),
-    (dict(record_every=0), ValueError, "record_every must be an integer >= 1"),
-    (dict(loss="hinge"), ValueError, "unknown loss 'hinge'"),
+    (dict(record_every=0), ValueError, "record_every must be >= 1, got 0"),
+    (dict(loss="hinge"), ValueError, "loss must be one of .*; got 'hinge'"),
     (dict(start_method="teleport"), ValueError, "start_method must be one of"),
 ]
 
@@ -330,7 +331,7 @@ def test_parallel_specific_arguments() -> None:
         parallel_adabatch(X, y, workers=3, batch_size=2, step_size=0.1)
     with pytest.raises(ValueError, match=r"step_size·l2 must be < 1"):
         parallel_adabatch(X, y, workers=2, batch_size=4, step_size=1.0, l2=1.0)
-    with pytest.raises(ValueError, match="unknown aggregation rule 'sum'"):
+    with pytest.raises(ValueError, match=r"rule must be one of .*; got 'sum'"):
         parallel_adabatch(X, y, workers=2, batch_size=4, step_size=0.1, rule="sum")
 
 

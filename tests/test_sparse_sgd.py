@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from adabatch.datasets.synthetic.sparse import synthetic_sparse
 from adabatch.sparse import sequential as sgd_module
-from adabatch.sparse.data import to_scipy
+from adabatch.sparse.scipy_bridge import to_scipy
 from adabatch.sparse.sequential import DivergenceError, sgd
 
 # --- an independent dense reference -----------------------------------------------------------
@@ -278,20 +278,22 @@ def _args(**over):
         (dict(X=np.eye(10, 5)), TypeError, r"X must be a scipy.sparse CSR matrix.*got ndarray"),
         (dict(X=sp.coo_matrix(np.eye(10, 5))), TypeError, r"'coo'.*tocsr"),
         (dict(y=np.zeros(9)), ValueError, r"X has 10 rows but y has shape \(9,\)"),
-        (dict(batch_size=0), ValueError, r"batch_size must be an integer >= 1, got 0"),
-        (dict(batch_size=2.5), ValueError, r"batch_size must be an integer >= 1, got 2.5"),
-        (dict(step_size=0.0), ValueError, r"step_size must be a finite number > 0, got 0.0"),
-        (dict(step_size=-1), ValueError, r"step_size must be a finite number > 0, got -1"),
-        (dict(step_size=math.nan), ValueError, r"step_size must be a finite number > 0, got nan"),
+        (dict(batch_size=0), ValueError, r"batch_size must be >= 1, got 0; use 1 for plain SGD"),
+        (dict(batch_size=2.5), TypeError, r"batch_size must be an integer, got float 2.5; use 1"),
+        (dict(batch_size=True), TypeError, r"batch_size must be an integer, got bool True"),
+        (dict(step_size="big"), TypeError, r"step_size must be a number, got str 'big'; pass"),
+        (dict(step_size=0.0), ValueError, r"step_size must be a positive finite number; .*got 0.0"),
+        (dict(step_size=-1), ValueError, r"step_size must be a positive finite number; .*got -1"),
+        (dict(step_size=math.nan), ValueError, r"step_size must be a positive .*, got nan"),
         (dict(step_size=math.inf), ValueError, r"step_size .* got inf"),
-        (dict(epochs=0), ValueError, r"epochs must be a finite number > 0, got 0"),
-        (dict(rule="sum"), ValueError, r"unknown aggregation rule 'sum'; valid rules: adabatch"),
-        (dict(loss="hinge"), ValueError, r"unknown loss 'hinge'; valid losses: logistic"),
+        (dict(epochs=0), ValueError, r"epochs must be a positive finite number; .*got 0"),
+        (dict(rule="sum"), ValueError, r"rule must be one of 'adabatch', 'mean'; got 'sum'"),
+        (dict(loss="hinge"), ValueError, r"loss must be one of 'logistic', 'squared'; got 'hinge'"),
         (dict(l2=-0.1), ValueError, r"l2 must be a finite number >= 0, got -0.1"),
         (dict(l2=20.0), ValueError, r"step_size·l2 must be < 1"),
         (dict(scale_step=True), ValueError, r"scale_step=True applies to rule='mean' only"),
         (dict(w0=np.zeros(4)), ValueError, r"w0 must be a vector of length d = 5"),
-        (dict(record_every=0), ValueError, r"record_every must be an integer >= 1, got 0"),
+        (dict(record_every=0), ValueError, r"record_every must be >= 1, got 0; it is a number"),
         (dict(y=np.arange(10)), ValueError, r"logistic labels must be 0/1 or -1/\+1"),
         (dict(X_test=sp.csr_matrix((3, 5))), ValueError, r"pass X_test and y_test together"),
     ],

@@ -12,12 +12,15 @@ import operator
 from collections.abc import Iterable
 from typing import Any
 
+from ._types import LOSS_REDUCTIONS
+
 __all__ = [
     "as_int",
     "as_optional_int",
     "check_choice",
     "check_nonnegative",
     "check_positive",
+    "check_reduction",
 ]
 
 
@@ -44,13 +47,18 @@ def as_int(value: Any, name: str, minimum: int | None = None, *, hint: str = "")
 def as_optional_int(
     value: Any, name: str, minimum: int | None = None, *, hint: str = ""
 ) -> int | None:
-    """None, or ``value`` checked by `as_int`."""
-    return None if value is None else as_int(value, name, minimum, hint=hint)
+    """None, or ``value`` checked by `as_int` (the range error says that None is allowed)."""
+    if value is None:
+        return None
+    number = as_int(value, name, hint=hint)
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be >= {minimum} (or None), got {number}{hint}")
+    return number
 
 
 def _as_float(name: str, value: Any, hint: str) -> float:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got bool {value!r}{hint}")
+    if isinstance(value, (bool, str, bytes)):  # float("0.1") would pass a string through
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}{hint}")
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -83,3 +91,14 @@ def check_choice(name: str, value: Any, choices: Iterable[str], *, hint: str = "
             f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}{hint}"
         )
     return value
+
+
+def check_reduction(loss_reduction: Any) -> str:
+    """``loss_reduction`` if it is "mean" or "sum", else a ValueError saying what it means."""
+    return check_choice(
+        "loss_reduction",
+        loss_reduction,
+        LOSS_REDUCTIONS,
+        hint="; it says how your loss_fn reduces over the batch (e.g. nn.CrossEntropyLoss() "
+        "is 'mean')",
+    )

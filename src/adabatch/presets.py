@@ -7,14 +7,16 @@ adadagrad-norm     AdaGrad-Norm (global scalar) + norm test      Lau, Liu & Kola
                                                                  arXiv 2402.11215
 adadagrad          AdaGrad (``torch.optim.Adagrad``) +           same
                    coordinate-wise norm test
-adabatchgrad       AdaGrad-Norm (global scalar) + norm test,     Ostroukhov et al.,
-                   for convex problems                           arXiv 2402.05264
 =================  ============================================  ==========================
 
 AdaGrad-type step sizes adapt to the gradient scale themselves, so the presets couple no LR
 rule ("none"). The AdAdaGrad authors' code runs AdaGrad-Norm row-wise; pass
-``optimizer_options={"mode": "rowwise"}`` to reproduce that. No AdaBatchGrad code exists:
-its preset is our reading of the abstract (an AdaGrad-Norm step with the norm test).
+``optimizer_options={"mode": "rowwise"}`` to reproduce that.
+
+AdaBatchGrad (Ostroukhov et al., arXiv 2402.05264, convex problems) takes the step
+h_k = R/√(Σ_{t≤k}‖g_t‖²) with a norm (or inner-product) test on the batch: as we read its
+abstract — no code exists — that is ``adadagrad-norm`` with ``lr`` = R, the distance to the
+optimum, and a small ``initial_accumulator_value``; it has no preset of its own.
 
 Example::
 
@@ -113,14 +115,6 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             optimizer=_adagrad,
             optimizer_options={},
             policy="coordinate-norm-test",
-            policy_options={"eta": 0.1},
-        ),
-        "adabatchgrad": Preset(
-            name="adabatchgrad",
-            paper="Ostroukhov et al., AdaBatchGrad (arXiv 2402.05264)",
-            optimizer=_adagrad_norm,
-            optimizer_options={"mode": "global"},
-            policy="norm-test",
             policy_options={"eta": 0.1},
         ),
     }

@@ -22,12 +22,13 @@ import contextlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from .._validate import as_int
+from .._types import LossReduction
+from .._validate import as_int, as_optional_int, check_reduction
 from ._batch import slice_rows, tensors_in
 from .memory import free_memory, is_out_of_memory, probe_max_batch_size
 
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
     from ..stats import GradStatsTracker
 
 __all__ = ["Chunk", "MicroBatcher", "accumulate_gradients", "batch_length", "split_batch"]
-
-LossReduction = Literal["mean", "sum"]
 
 
 def batch_length(batch: Any) -> int:
@@ -89,7 +88,7 @@ def split_batch(batch: Any, max_size: int | None) -> list[Chunk]:
     Tensors are split along their first dimension, and so are lists of N plain values (the
     default collate turns per-sample strings into such a list).
     """
-    max_size = _check_size(max_size, "max_size")
+    max_size = as_optional_int(max_size, "max_size", minimum=1)
     n = batch_length(batch)
     if max_size is None or n <= max_size:
         return [Chunk(batch, 0, n, n)]
@@ -103,18 +102,8 @@ def split_batch(batch: Any, max_size: int | None) -> list[Chunk]:
     return chunks
 
 
-def _check_size(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    size = as_int(value, name)
-    if size < 1:
-        raise ValueError(f"{name} must be a positive integer or None, got {size}")
-    return size
-
-
 def _check_reduction(loss_reduction: str, tracker: GradStatsTracker | None) -> None:
-    if loss_reduction not in ("mean", "sum"):
-        raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+    check_reduction(loss_reduction)
     if tracker is not None and tracker.loss_reduction != loss_reduction:
         raise ValueError(
             f"the tracker was built with loss_reduction={tracker.loss_reduction!r} but the loss "
@@ -223,7 +212,9 @@ class MicroBatcher:
     ) -> None:
         from ..distributed import is_distributed
 
-        max_physical_batch_size = _check_size(max_physical_batch_size, "max_physical_batch_size")
+        max_physical_batch_size = as_optional_int(
+            max_physical_batch_size, "max_physical_batch_size", minimum=1
+        )
         _check_reduction(loss_reduction, tracker)
         if probe_on_oom is None:
             probe_on_oom = not is_distributed()
@@ -337,6 +328,6 @@ class MicroBatcher:
         missing = {"max_physical_batch_size", "largest_run"} - set(state)
         if missing:
             raise KeyError(f"MicroBatcher state is missing {sorted(missing)}")
-        limit = _check_size(state["max_physical_batch_size"], "max_physical_batch_size")
+        limit = as_optional_int(state["max_physical_batch_size"], "max_physical_batch_size", 1)
         largest = as_int(state["largest_run"], "largest_run", minimum=0)
         self.max_physical_batch_size, self.largest_run = limit, largest

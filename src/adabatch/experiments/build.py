@@ -3,26 +3,28 @@
 The registries of the configurable components live here (`OPTIMIZERS`, `SCHEDULES`) or in
 their packages (`adabatch.models.MODELS`, `adabatch.policies.POLICIES`,
 `adabatch.experiments.data.DATA`); `OPTION_LOOKUPS` gives the config system each one's
-options, so that a wrong option is caught before anything is built.
+options, read from the component itself (`adabatch.options.options_of`), so that a wrong
+option is caught before anything is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import nn
+from torch.optim import lr_scheduler as lrs
 
 from ..data import AdaptiveLoader
-from ..models import MODELS, build_model, model_options
+from ..models import MODELS, build_model
+from ..models.registry import derived_inputs
 from ..optim import AdaGradNorm
-from ..policies import POLICIES, make_policy, policy_parameters
+from ..options import Option, options_of
+from ..policies import POLICIES, make_policy
 from ..policies.base import BatchSizePolicy
 from ..scheduler import BatchSizeScheduler
 from ..training import Callback, Trainer
@@ -34,8 +36,8 @@ __all__ = [
     "OPTION_LOOKUPS",
     "SCHEDULES",
     "Built",
-    "EpochSchedule",
     "build",
+    "build_lr_scheduler",
     "resolve_device",
 ]
 
@@ -51,125 +53,110 @@ OPTIMIZERS: Mapping[str, type[torch.optim.Optimizer]] = MappingProxyType(
 )
 
 # Options that the experiments never set (or set elsewhere): hidden from the option lists.
-_OPTIMIZER_HIDDEN = {"params", "lr", "foreach", "fused", "capturable", "differentiable", "maximize"}
-
-
-def optimizer_options(name: str) -> dict[str, Any]:
-    """``optimizer.options`` of optimizer ``name`` with their defaults."""
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
-    params = inspect.signature(OPTIMIZERS[name]).parameters
-    out: dict[str, Any] = {}
-    for k, p in params.items():
-        if k in _OPTIMIZER_HIDDEN or p.kind is inspect.Parameter.VAR_KEYWORD:
-            continue
-        default = None if p.default is inspect.Parameter.empty else p.default
-        # torch writes float hyper-parameters with int defaults (momentum=0, weight_decay=0)
-        if isinstance(default, int) and not isinstance(default, bool):
-            default = float(default)
-        out[k] = default
-    return out
+_OPTIMIZER_HIDDEN = ("params", "lr", "foreach", "fused", "capturable", "differentiable", "maximize")
 
 
 # ---------------------------------------------------------------------- LR schedules
-#: name → its options with defaults (``t_max=0``: the run's epochs).
-SCHEDULES: Mapping[str, Mapping[str, Any]] = MappingProxyType(
-    {
-        "constant": {},
-        "cosine": {"t_max": 0, "eta_min": 0.0},
-        "multistep": {"milestones": (), "gamma": 0.1},
-        "step": {"step_size": 30, "gamma": 0.1},
-    }
+# torch's own schedulers, stepped once per epoch on the unscaled LR (the batch-size coupling
+# multiplies their LR; see adabatch.lr_coupling). Each builder's keyword options are the
+# schedule's options; ``epochs`` is the run's length.
+def _cosine(
+    optimizer: torch.optim.Optimizer, epochs: int, *, t_max: int = 0, eta_min: float = 0.0
+) -> lrs.LRScheduler:
+    """Cosine from lr to ``eta_min`` over ``t_max`` epochs (0: the whole run), then held."""
+    t_max = t_max or epochs
+    if t_max < 1:
+        raise ConfigError(f"schedule.t_max must be >= 1, got {t_max}")
+    cosine = lrs.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=eta_min)
+    if t_max >= epochs:
+        return cosine
+    # torch's cosine would rise again after T_max: hold η_min for the epochs after it.
+    base = optimizer.param_groups[0]["initial_lr"]
+    hold = lrs.ConstantLR(optimizer, factor=eta_min / base, total_iters=epochs + 1)
+    return lrs.SequentialLR(optimizer, [cosine, hold], milestones=[t_max])
+
+
+def _multistep(
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    *,
+    milestones: tuple[int, ...] = (),
+    gamma: float = 0.1,
+) -> lrs.LRScheduler:
+    """The LR times ``gamma`` at each epoch of ``milestones``."""
+    return lrs.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
+
+
+def _step(
+    optimizer: torch.optim.Optimizer, epochs: int, *, step_size: int = 30, gamma: float = 0.1
+) -> lrs.LRScheduler:
+    """The LR times ``gamma`` every ``step_size`` epochs."""
+    if step_size < 1:
+        raise ConfigError(f"schedule.step_size must be >= 1, got {step_size}")
+    return lrs.StepLR(optimizer, step_size=step_size, gamma=gamma)
+
+
+#: name → builder ``(optimizer, epochs, **options)`` (None: a constant LR).
+SCHEDULES: Mapping[str, Callable[..., lrs.LRScheduler] | None] = MappingProxyType(
+    {"constant": None, "cosine": _cosine, "multistep": _multistep, "step": _step}
 )
-
-
-def schedule_options(name: str) -> dict[str, Any]:
-    """``schedule.options`` of schedule ``name`` with their defaults."""
-    if name not in SCHEDULES:
-        raise ConfigError(f"unknown LR schedule {name!r}; valid: {', '.join(SCHEDULES)}")
-    return dict(SCHEDULES[name])
-
-
-@dataclasses.dataclass
-class EpochSchedule:
-    """The LR multiplier after ``e`` epochs, in closed form (a ``LambdaLR`` lambda).
-
-    warm-up (e + 1)/(w + 1) for e < w, times the schedule's factor:
-    constant 1; cosine η_min/lr + (1 − η_min/lr)(1 + cos(π·min(e, T)/T))/2;
-    multistep γ^#{m ≤ e}; step γ^⌊e/s⌋.
-
-    A dataclass (not a closure) so that ``LambdaLR.state_dict`` saves it as plain values.
-    """
-
-    name: str
-    warmup_epochs: int = 0
-    t_max: int = 1
-    eta_min_ratio: float = 0.0
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    step_size: int = 30
-
-    def __call__(self, epoch: int) -> float:
-        """The multiplier of the base LR in epoch ``epoch`` (counted from 0)."""
-        if self.name == "cosine":
-            t = min(epoch, self.t_max) / self.t_max
-            factor = self.eta_min_ratio + (1 - self.eta_min_ratio) * (1 + math.cos(math.pi * t)) / 2
-        elif self.name == "multistep":
-            factor = self.gamma ** sum(1 for m in self.milestones if m <= epoch)
-        elif self.name == "step":
-            factor = self.gamma ** (epoch // self.step_size)
-        else:
-            factor = 1.0
-        if epoch < self.warmup_epochs:
-            factor *= (epoch + 1) / (self.warmup_epochs + 1)
-        return factor
 
 
 def build_lr_scheduler(
     config: Config, optimizer: torch.optim.Optimizer
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The configured schedule as a ``LambdaLR`` stepped per epoch (None when constant)."""
+) -> lrs.LRScheduler | None:
+    """The configured schedule, stepped per epoch (None for a constant LR without warm-up).
+
+    A warm-up of w epochs multiplies the LR by (e + 1)/(w + 1) in epoch e < w (torch's
+    ``LinearLR``), chained with the schedule: both factors apply at once.
+    """
     s = config.schedule
-    if s.name == "constant" and s.warmup_epochs == 0:
+    builder = SCHEDULES[s.name]
+    parts = []
+    if builder is not None:
+        parts.append(builder(optimizer, config.train.epochs, **s.options))
+    if s.warmup_epochs:  # built second: SequentialLR resets the LR when it is built
+        w = s.warmup_epochs
+        parts.append(lrs.LinearLR(optimizer, start_factor=1 / (w + 1), total_iters=w))
+    if not parts:
         return None
-    o = {**SCHEDULES[s.name], **s.options}
-    t_max = int(o.get("t_max") or config.train.epochs)
-    if o.get("step_size", 1) < 1 or t_max < 1:
-        raise ConfigError("schedule.step_size and schedule.t_max must be >= 1")
-    rule = EpochSchedule(
-        name=s.name,
-        warmup_epochs=s.warmup_epochs,
-        t_max=t_max,
-        eta_min_ratio=float(o.get("eta_min", 0.0)) / config.optimizer.lr,
-        milestones=tuple(int(m) for m in o.get("milestones", ())),
-        gamma=float(o.get("gamma", 0.1)),
-        step_size=int(o.get("step_size", 30)),
-    )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, rule)
+    return parts[0] if len(parts) == 1 else lrs.ChainedScheduler(parts, optimizer)
 
 
-# ---------------------------------------------------------------------- policies
-_POLICY_BOUND = {"batch_size", "dataset_size"}  # set from policy.batch_size and the data
+# ---------------------------------------------------------------------- option lookups
+def _lookup(kind: str, registry: Mapping[str, Any], name: str) -> Any:
+    if name not in registry:
+        raise ConfigError(f"unknown {kind} {name!r}; valid: {', '.join(registry)}")
+    return registry[name]
 
 
-def policy_options(name: str) -> dict[str, Any]:
-    """``policy.options`` of policy ``name`` with their defaults."""
-    if name not in POLICIES:
-        raise ConfigError(f"unknown policy {name!r}; valid: {', '.join(POLICIES)}")
-    return {k: v for k, v in policy_parameters(name).items() if k not in _POLICY_BOUND}
+def optimizer_options(name: str) -> dict[str, Option]:
+    """``optimizer.options`` of optimizer ``name`` (its keyword parameters)."""
+    return options_of(_lookup("optimizer", OPTIMIZERS, name), exclude=_OPTIMIZER_HIDDEN)
 
 
-def _model_options(name: str) -> dict[str, Any]:
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
-    return model_options(name)
+def schedule_options(name: str) -> dict[str, Option]:
+    """``schedule.options`` of schedule ``name`` (its builder's keyword parameters)."""
+    builder = _lookup("LR schedule", SCHEDULES, name)
+    return {} if builder is None else options_of(builder, exclude=("optimizer", "epochs"))
+
+
+def policy_options(name: str) -> dict[str, Option]:
+    """``policy.options`` of policy ``name`` (its fields but B₀ and N, set elsewhere)."""
+    return options_of(_lookup("policy", POLICIES, name), exclude=("batch_size", "dataset_size"))
+
+
+def model_options(name: str) -> dict[str, Option]:
+    """``model.options`` of model ``name`` (its builder's parameters but the derived sizes)."""
+    builder = _lookup("model", MODELS, name)
+    return options_of(builder, exclude=(*derived_inputs(name), "num_classes"))
 
 
 #: section → its component's options, for `adabatch.experiments.config.apply_overrides`.
 OPTION_LOOKUPS: Mapping[str, OptionsLookup] = MappingProxyType(
     {
         "data": data_options,
-        "model": _model_options,
+        "model": model_options,
         "optimizer": optimizer_options,
         "schedule": schedule_options,
         "policy": policy_options,

@@ -2,8 +2,9 @@
 
 A `Config` has six sections. Each names a component from a registry and carries its typed
 fields; components with many options (the data set, the model, the optimizer, the LR
-schedule, the policy) take them in an ``options`` mapping that is checked against the
-component's own signature, so ``policy.delta=0.1`` is valid for DiveBatch and an error for
+schedule, the policy) take them in an ``options`` mapping checked against the component's own
+declaration (`adabatch.options.options_of`: the policy's dataclass fields, the builder's or
+the optimizer's signature), so ``policy.delta=0.1`` is valid for DiveBatch and an error for
 the norm test::
 
     data       name, root, train_size, test_size, augment, options
@@ -15,10 +16,10 @@ the norm test::
 
 Overrides are ``section.field=value`` or ``section.option=value`` strings (the command line's
 ``--policy.delta=0.1``); a bare field name that exists in one section only (``epochs``,
-``seed``) is accepted too. Values are parsed by the type of the field or of the option's
-default: ``int``, ``float``, ``bool`` (true/false/yes/no/1/0), strings, tuples written
-``1,2,3``, and ``none`` for optional values. Every error names the key, the value and what is
-valid.
+``seed``) is accepted too. Strings are parsed, and typed values checked, by the type of the
+field or the option (`adabatch.options.parse` and `check`: one set of rules for both), with
+``none`` for optional values and ``1,2,3`` for tuples. Every error names the key, the value and
+what is valid.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import math
-import types
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from .._types import BATCHNORM_MODES
+from .._validate import as_int, as_optional_int, check_choice, check_positive
+from ..errors import ConfigError
+from ..lr_coupling import LR_RULES
+from ..options import Option, check, parse
 
 __all__ = [
     "Config",
@@ -38,6 +43,7 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "OptimizerConfig",
+    "OptionsLookup",
     "PolicyConfig",
     "ScheduleConfig",
     "TrainConfig",
@@ -45,14 +51,32 @@ __all__ = [
     "config_keys",
     "join_override_values",
     "parse_overrides",
-    "parse_value",
 ]
 
+#: A function giving the options of a section's named component (registered by
+#: `adabatch.experiments.build`).
+OptionsLookup = Callable[[str], Mapping[str, Option]]
 
-class ConfigError(ValueError):
-    """A configuration key or value is invalid; the message says which and what is valid."""
+
+# ---------------------------------------------------------------------- range checks
+# A field's metadata may hold its range check, ``valid(value, key) -> value``: `validate` runs
+# it with the library's own argument checks, so the messages are the components' messages.
+def _min(minimum: int) -> dict[str, Any]:
+    return {"valid": lambda value, key: as_int(value, key, minimum)}
 
 
+def _min_or_none(minimum: int) -> dict[str, Any]:
+    return {"valid": lambda value, key: as_optional_int(value, key, minimum)}
+
+
+def _one_of(choices: Iterable[str]) -> dict[str, Any]:
+    return {"valid": lambda value, key: check_choice(key, value, choices)}
+
+
+_POSITIVE: dict[str, Any] = {"valid": lambda value, key: check_positive(key, value)}
+
+
+# ---------------------------------------------------------------------- the sections
 @dataclasses.dataclass
 class DataConfig:
     """The data set (see `adabatch.experiments.data.DATA`).
@@ -68,8 +92,8 @@ class DataConfig:
 
     name: str = "synthetic-images"
     root: str | None = None
-    train_size: int | None = None
-    test_size: int | None = None
+    train_size: int | None = dataclasses.field(default=None, metadata=_min_or_none(1))
+    test_size: int | None = dataclasses.field(default=None, metadata=_min_or_none(1))
     augment: bool = False
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -91,7 +115,7 @@ class OptimizerConfig:
     """
 
     name: str = "sgd"
-    lr: float = 0.1
+    lr: float = dataclasses.field(default=0.1, metadata=_POSITIVE)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -107,7 +131,7 @@ class ScheduleConfig:
     """
 
     name: str = "constant"
-    warmup_epochs: int = 0
+    warmup_epochs: int = dataclasses.field(default=0, metadata=_min(0))
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -115,13 +139,13 @@ class ScheduleConfig:
 class PolicyConfig:
     """The batch-size policy: a name in `adabatch.policies.POLICIES`, B₀, the LR rule, options.
 
-    ``options`` are the policy's keywords (``delta``, ``every``, ``eta``, ``max_batch_size``,
-    ...); ``dataset_size`` is filled in from the data.
+    ``options`` are the policy's fields (``delta``, ``every``, ``eta``, ``max_batch_size``,
+    ...); ``dataset_size`` is filled in from the data. ``lr_rule`` is one of `LR_RULES`.
     """
 
     name: str = "constant"
-    batch_size: int = 32
-    lr_rule: str = "none"
+    batch_size: int = dataclasses.field(default=32, metadata=_min(1))
+    lr_rule: str = dataclasses.field(default="none", metadata=_one_of(LR_RULES))
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -143,16 +167,16 @@ class TrainConfig:
         tensorboard: also log to TensorBoard (when installed).
     """
 
-    epochs: int = 10
+    epochs: int = dataclasses.field(default=10, metadata=_min(1))
     seed: int = 0
     device: str = "cpu"
-    threads: int = 0
-    max_physical_batch_size: int | None = None
-    eval_batch_size: int = 1024
-    log_every: int = 50
-    checkpoint_every: int = 0
-    batchnorm: str = "error"
-    num_workers: int = 0
+    threads: int = dataclasses.field(default=0, metadata=_min(0))
+    max_physical_batch_size: int | None = dataclasses.field(default=None, metadata=_min_or_none(1))
+    eval_batch_size: int = dataclasses.field(default=1024, metadata=_min(1))
+    log_every: int = dataclasses.field(default=50, metadata=_min(1))
+    checkpoint_every: int = dataclasses.field(default=0, metadata=_min(0))
+    batchnorm: str = dataclasses.field(default="error", metadata=_one_of(BATCHNORM_MODES))
+    num_workers: int = dataclasses.field(default=0, metadata=_min(0))
     tensorboard: bool = True
 
 
@@ -174,8 +198,11 @@ class Config:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Config:
         """Rebuild from `to_dict` output (unknown sections or fields raise `ConfigError`)."""
+        unknown = sorted(set(data) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(f"unknown section(s) {unknown}; valid: {list(SECTIONS)}")
         sections: dict[str, Any] = {}
-        for name, section_cls in _SECTIONS.items():
+        for name, section_cls in SECTIONS.items():
             values = dict(data.get(name, {}))
             known = {f.name for f in dataclasses.fields(section_cls)}
             unknown = sorted(set(values) - known)
@@ -184,9 +211,6 @@ class Config:
                     f"unknown field(s) {unknown} in section {name!r}; valid: {sorted(known)}"
                 )
             sections[name] = section_cls(**values)
-        unknown = sorted(set(data) - set(_SECTIONS))
-        if unknown:
-            raise ConfigError(f"unknown section(s) {unknown}; valid: {list(_SECTIONS)}")
         return cls(**sections)
 
     def copy(self) -> Config:
@@ -194,18 +218,8 @@ class Config:
         return copy.deepcopy(self)
 
 
-_SECTIONS: dict[str, type] = {
-    "data": DataConfig,
-    "model": ModelConfig,
-    "optimizer": OptimizerConfig,
-    "schedule": ScheduleConfig,
-    "policy": PolicyConfig,
-    "train": TrainConfig,
-}
-
-# A function giving the valid options of a section's named component with their defaults
-# (``...`` for a required one); registered by `adabatch.experiments.build`.
-OptionsLookup = Callable[[str], Mapping[str, Any]]
+#: The sections of a `Config`, in order: name → section class.
+SECTIONS: dict[str, type] = typing.get_type_hints(Config)
 
 
 def _plain(value: Any) -> Any:
@@ -216,117 +230,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# ---------------------------------------------------------------------- value parsing
-_TRUE = {"true", "yes", "1", "on"}
-_FALSE = {"false", "no", "0", "off"}
-_NONE = {"none", "null"}
-
-
-def parse_value(text: str, kind: Any, *, key: str) -> Any:
-    """Parse the command-line string ``text`` as type ``kind`` (a type or a type hint).
-
-    ``kind=None`` (unknown type) parses a literal: none, a boolean word, an int, a float, a
-    comma-separated tuple of those, else the string itself.
-    """
-    if kind is None:
-        return _literal(text)
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
-        if text.strip().lower() in _NONE and type(None) in typing.get_args(kind):
-            return None
-        errors = []
-        for arg in args:
-            try:
-                return parse_value(text, arg, key=key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: cannot parse {text!r}")
-    if origin is tuple or kind is tuple:
-        args = typing.get_args(kind)
-        item = args[0] if args else None
-        parts = [p for p in (s.strip() for s in text.strip("()[] ").split(",")) if p]
-        return tuple(parse_value(p, item, key=key) for p in parts)
-    if kind is bool:
-        word = text.strip().lower()
-        if word in _TRUE:
-            return True
-        if word in _FALSE:
-            return False
-        raise ConfigError(f"{key}: expected a boolean (true/false), got {text!r}")
-    if kind is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigError(f"{key}: expected an integer, got {text!r}") from None
-    if kind is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(f"{key}: expected a number, got {text!r}") from None
-    if kind is str:
-        return text
-    if kind is Any:
-        return _literal(text)
-    raise ConfigError(f"{key}: values of type {kind} cannot be set from the command line")
-
-
-def _literal(text: str) -> Any:
-    word = text.strip()
-    low = word.lower()
-    if low in _NONE:
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    if "," in word:
-        return tuple(_literal(p) for p in word.strip("()[] ").split(",") if p.strip())
-    for convert in (int, float):
-        try:
-            return convert(word)
-        except ValueError:
-            pass
-    return word
-
-
-def _kind_of_default(default: Any) -> Any:
-    """The type to parse an option with, from its default (None when unknown)."""
-    if default is None or default is ...:
-        return None
-    if isinstance(default, bool):
-        return bool
-    if isinstance(default, int):
-        return int
-    if isinstance(default, float):
-        return float
-    if isinstance(default, str):
-        return str
-    if isinstance(default, tuple):
-        return tuple[_kind_of_default(default[0]), ...] if default else tuple
-    return None
-
-
-def _coerce_option(value: Any, default: Any, key: str) -> Any:
-    """Check a typed (non-string) option value against its default's type."""
-    if default is None or default is ... or value is None:
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a boolean, got {value!r}")
-        return value
-    if isinstance(value, bool) and isinstance(default, (int, float)):
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if isinstance(default, float) and isinstance(value, int):
-        return float(value)
-    if isinstance(default, int) and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(default, tuple) and isinstance(value, list):
-        return tuple(value)
-    if isinstance(default, (int, float, str, tuple)) and not isinstance(value, type(default)):
-        # int options (e.g. `every`) also accept a float default's int, not the reverse
-        raise ConfigError(
-            f"{key}: expected {type(default).__name__}, got {type(value).__name__} {value!r}"
-        )
-    return value
+def _fields(section: str) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section])}
 
 
 # ---------------------------------------------------------------------- overrides
@@ -357,12 +262,7 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[str, str]]:
 
 def config_keys() -> set[str]:
     """Every ``section.field`` and every bare field name (what an override may start with)."""
-    keys = set()
-    for name, cls in _SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            keys.add(f.name)
-            keys.add(f"{name}.{f.name}")
-    return keys
+    return {k for name in SECTIONS for f in _fields(name) for k in (f, f"{name}.{f}")}
 
 
 def join_override_values(argv: Iterable[str]) -> list[str]:
@@ -388,36 +288,39 @@ def join_override_values(argv: Iterable[str]) -> list[str]:
     return out
 
 
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
 def _resolve_key(key: str) -> tuple[str, str]:
     """``"policy.delta"`` → ("policy", "delta"); a unique bare field name → its section."""
     if "." in key:
         section, _, field = key.partition(".")
-        if section not in _SECTIONS:
+        if section not in SECTIONS:
             raise ConfigError(
                 f"unknown section {section!r} in {key!r}; valid sections: "
-                f"{', '.join(_SECTIONS)}{_suggest(section, _SECTIONS)}"
+                f"{', '.join(SECTIONS)}{_suggest(section, SECTIONS)}"
             )
         if "." in field:
             raise ConfigError(f"{key!r}: keys have one dot (section.key)")
         return section, field
-    owners = [
-        name
-        for name, cls in _SECTIONS.items()
-        if key in {f.name for f in dataclasses.fields(cls)} and key != "options"
-    ]
+    owners = [name for name in SECTIONS if key in _fields(name) and key != "options"]
     if len(owners) == 1:
         return owners[0], key
     if len(owners) > 1:
         raise ConfigError(f"{key!r} is ambiguous: write one of {[f'{o}.{key}' for o in owners]}")
-    bare = {f.name: f"{n}.{f.name}" for n, c in _SECTIONS.items() for f in dataclasses.fields(c)}
+    bare = {f: f"{name}.{f}" for name in SECTIONS for f in _fields(name)}
     close = difflib.get_close_matches(key, list(bare), n=3)
     hint = f" (did you mean {', '.join(bare[c] for c in close)}?)" if close else ""
     raise ConfigError(f"unknown key {key!r}; write section.key (e.g. policy.delta){hint}")
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=3)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
+def _value(value: Any, hint: Any, key: str) -> Any:
+    """A string parsed by ``hint`` (unless the type is str), any other value checked."""
+    if isinstance(value, str) and hint is not str:
+        return parse(value, hint, key=key)
+    return check(value, hint, key=key)
 
 
 def apply_overrides(
@@ -437,32 +340,28 @@ def apply_overrides(
     resolved.sort(key=lambda item: item[1] != "name")  # stable: names first
     for section, field, key, value in resolved:
         target = getattr(out, section)
-        fields = {f.name: f for f in dataclasses.fields(target)}
-        if field in fields and field != "options":
+        fields = _fields(section)
+        own = [f for f in fields if f != "options"]
+        if field in own:
             hint = typing.get_type_hints(type(target))[field]
-            if isinstance(value, str) and hint is not str:
-                value = parse_value(value, hint, key=key)
-            setattr(target, field, _check_field(value, hint, key))
+            setattr(target, field, _value(value, hint, key))
             continue
         if "options" not in fields or field == "options":
-            valid = [f for f in fields if f != "options"]
             raise ConfigError(
-                f"unknown key {key!r}; section {section!r} has {', '.join(valid)}"
-                f"{_suggest(field, valid)}"
+                f"unknown key {key!r}; section {section!r} has {', '.join(own)}"
+                f"{_suggest(field, own)}"
             )
-        valid_options = _options_of(section, target.name, lookups)
-        if field not in valid_options:
-            own = [f for f in fields if f != "options"]
-            raise ConfigError(_unknown_option(section, target.name, field, valid_options, own))
-        default = valid_options[field]
-        if isinstance(value, str) and not isinstance(default, str):
-            value = parse_value(value, _kind_of_default(default), key=key)
-        target.options[field] = _coerce_option(value, default, key)
+        options = _options_of(section, target.name, lookups)
+        if field not in options:
+            raise ConfigError(_unknown_option(section, target.name, field, options, own))
+        target.options[field] = _value(value, options[field].hint, key)
     validate(out, lookups)
     return out
 
 
-def _options_of(section: str, name: str, lookups: Mapping[str, OptionsLookup]) -> Mapping[str, Any]:
+def _options_of(
+    section: str, name: str, lookups: Mapping[str, OptionsLookup]
+) -> Mapping[str, Option]:
     try:
         return lookups[section](name)
     except ConfigError:
@@ -472,8 +371,9 @@ def _options_of(section: str, name: str, lookups: Mapping[str, OptionsLookup]) -
 
 
 def _unknown_option(
-    section: str, name: str, option: str, valid: Mapping[str, Any], fields: Sequence[str] = ()
+    section: str, name: str, option: str, valid: Mapping[str, Any], fields: Iterable[str] = ()
 ) -> str:
+    fields = list(fields)
     listed = ", ".join(valid) if valid else "(none)"
     own = f"; the section's own keys: {', '.join(fields)}" if fields else ""
     return (
@@ -482,82 +382,26 @@ def _unknown_option(
     )
 
 
-def _check_field(value: Any, hint: Any, key: str) -> Any:
-    """Check a typed value against a dataclass field's type hint."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(hint):
-            return None
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        for arg in args:
-            try:
-                return _check_field(value, arg, key)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{key}: expected {hint}, got {value!r}")
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a boolean, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    return value
-
-
 def validate(config: Config, lookups: Mapping[str, OptionsLookup]) -> None:
-    """Check every section's component name and options (unknown ones, types, required)."""
+    """Check every field's range, and every section's component name and options."""
+    for section in SECTIONS:
+        target = getattr(config, section)
+        for f in dataclasses.fields(target):
+            if (valid := f.metadata.get("valid")) is not None:
+                try:
+                    setattr(target, f.name, valid(getattr(target, f.name), f"{section}.{f.name}"))
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(str(exc)) from None
     for section, lookup in lookups.items():
         target = getattr(config, section)
-        valid = _options_of(section, target.name, {section: lookup})
-        for option, value in list(target.options.items()):
-            if option not in valid:
-                raise ConfigError(_unknown_option(section, target.name, option, valid))
-            target.options[option] = _coerce_option(value, valid[option], f"{section}.{option}")
-        missing = sorted(k for k, v in valid.items() if v is ... and k not in target.options)
+        options = _options_of(section, target.name, {section: lookup})
+        for name, value in list(target.options.items()):
+            if name not in options:
+                raise ConfigError(_unknown_option(section, target.name, name, options))
+            target.options[name] = check(value, options[name].hint, key=f"{section}.{name}")
+        missing = sorted(k for k, o in options.items() if o.required and k not in target.options)
         if missing:
             raise ConfigError(
                 f"{section} {target.name!r} needs option(s) {missing} "
                 f"(e.g. --{section}.{missing[0]}=...)"
             )
-    _check_positive(config)
-
-
-def _check_positive(config: Config) -> None:
-    checks = [
-        ("train.epochs", config.train.epochs, 1),
-        ("policy.batch_size", config.policy.batch_size, 1),
-        ("train.eval_batch_size", config.train.eval_batch_size, 1),
-        ("train.log_every", config.train.log_every, 1),
-        ("train.checkpoint_every", config.train.checkpoint_every, 0),
-        ("train.threads", config.train.threads, 0),
-        ("train.num_workers", config.train.num_workers, 0),
-        ("schedule.warmup_epochs", config.schedule.warmup_epochs, 0),
-    ]
-    for key, value, minimum in checks:
-        if value < minimum:
-            raise ConfigError(f"{key} must be >= {minimum}, got {value}")
-    for key, value in (
-        ("data.train_size", config.data.train_size),
-        ("data.test_size", config.data.test_size),
-        ("train.max_physical_batch_size", config.train.max_physical_batch_size),
-    ):
-        if value is not None and value < 1:
-            raise ConfigError(f"{key} must be >= 1 (or none), got {value}")
-    if not (config.optimizer.lr > 0 and math.isfinite(config.optimizer.lr)):
-        raise ConfigError(f"optimizer.lr must be a finite number > 0, got {config.optimizer.lr}")
-    for key, value, choices in (
-        ("train.batchnorm", config.train.batchnorm, ("error", "approximate")),
-        ("policy.lr_rule", config.policy.lr_rule, ("none", "linear", "sqrt")),
-    ):
-        if value not in choices:
-            raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")

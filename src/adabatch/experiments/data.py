@@ -22,7 +22,6 @@ converted per batch.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -39,7 +38,9 @@ from ..datasets import (
     load_tiny_imagenet,
     synthetic_images,
 )
-from .config import ConfigError, DataConfig
+from ..errors import ConfigError
+from ..options import Option, options_of
+from .config import DataConfig
 
 __all__ = ["DATA", "DataBundle", "build_data", "data_options"]
 
@@ -156,12 +157,11 @@ DATA: Mapping[str, Callable[..., Any]] = MappingProxyType(
 )
 
 
-def data_options(name: str) -> dict[str, Any]:
-    """The ``data.options`` of data set ``name`` with their defaults."""
+def data_options(name: str) -> dict[str, Option]:
+    """The ``data.options`` of data set ``name``: its builder's keyword parameters but root."""
     if name not in DATA:
         raise ConfigError(f"unknown data set {name!r}; valid: {', '.join(DATA)}")
-    params = inspect.signature(DATA[name]).parameters
-    return {k: p.default for k, p in params.items() if k != "root"}
+    return options_of(DATA[name], exclude=("root",))
 
 
 def _subset(ds: ArrayDataset, size: int | None, key: str) -> ArrayDataset:

@@ -24,7 +24,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -33,6 +32,7 @@ from typing import Any
 from torch import nn
 
 from .._validate import as_int
+from ..options import options_of
 from .cnn import SmallCNN
 from .logistic import LogisticRegression
 from .mlp import MLP
@@ -40,7 +40,7 @@ from .resnet import ResNetCIFAR
 from .resnet18 import resnet18_cifar, resnet18_tiny
 from .transformer import TransformerClassifier
 
-__all__ = ["MODELS", "build_model", "model_options"]
+__all__ = ["MODELS", "build_model", "derived_inputs", "model_options"]
 
 
 def _resnet20(num_classes: int = 10, norm: str = "group", in_channels: int = 3) -> ResNetCIFAR:
@@ -109,12 +109,18 @@ def _lookup(name: str) -> Callable[..., nn.Module]:
     return MODELS[name]
 
 
+def derived_inputs(name: str) -> tuple[str, ...]:
+    """The builder arguments of model ``name`` that `build_model` derives from ``in_shape``."""
+    _lookup(name)
+    return _INPUTS[name].keys
+
+
 def model_options(name: str) -> dict[str, Any]:
     """The keyword options of model ``name`` with their defaults, in signature order.
 
     The sizes that `build_model` derives from ``in_shape``, and ``num_classes``, are not
-    options. Every default is a value of the option's type (a tuple for widths, a str for
-    ``norm``), so a configuration can coerce command-line strings to it.
+    options (`derived_inputs`). Defaults are values of the options' types (a tuple for widths,
+    a str for ``norm``); `adabatch.options.options_of` gives the types too.
 
     Raises:
         ValueError: ``name`` is not in `MODELS`.
@@ -123,13 +129,8 @@ def model_options(name: str) -> dict[str, Any]:
         >>> model_options("mlp")
         {'hidden': (512,)}
     """
-    builder = _lookup(name)
-    fixed = {*_INPUTS[name].keys, "num_classes"}
-    return {
-        p.name: ... if p.default is inspect.Parameter.empty else p.default
-        for p in inspect.signature(builder).parameters.values()
-        if p.name not in fixed
-    }
+    options = options_of(_lookup(name), exclude=(*derived_inputs(name), "num_classes"))
+    return {k: o.default for k, o in options.items()}
 
 
 def _check_shape(in_shape: Any) -> tuple[int, ...]:

@@ -9,6 +9,6 @@
   :func:`adagrad_norm_step`.
 """
 
-from .adagrad_norm import MODES, AdaGradNorm, adagrad_norm_step
+from .adagrad_norm import NORM_MODES, AdaGradNorm, adagrad_norm_step
 
-__all__ = ["MODES", "AdaGradNorm", "adagrad_norm_step"]
+__all__ = ["NORM_MODES", "AdaGradNorm", "adagrad_norm_step"]

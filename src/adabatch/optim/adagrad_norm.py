@@ -18,21 +18,21 @@ functional core; :class:`AdaGradNorm` wraps it in the ``torch.optim.Optimizer`` 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from numbers import Real
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
-__all__ = ["MODES", "AdaGradNorm", "adagrad_norm_step"]
+from .._validate import check_choice, check_nonnegative, check_positive
+
+__all__ = ["NORM_MODES", "AdaGradNorm", "adagrad_norm_step"]
 
 Mode = Literal["global", "rowwise"]
 
 #: The accumulator layouts :class:`AdaGradNorm` and :func:`adagrad_norm_step` accept.
-MODES: tuple[str, ...] = ("global", "rowwise")
+NORM_MODES: tuple[str, ...] = ("global", "rowwise")
 
 # Keys of the accumulators in ``optimizer.state[p]``; distinct per mode so that a state
 # saved in one mode is never silently read as the other.
@@ -100,8 +100,7 @@ def adagrad_norm_step(
     Raises:
         ValueError: ``mode`` unknown, or ``accumulators`` not laid out for ``mode``.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_choice("mode", mode, NORM_MODES)
     if len(params) != len(grads):
         raise ValueError(f"got {len(params)} params but {len(grads)} grads")
     if mode == "global":
@@ -361,39 +360,22 @@ def _check_state_mode(state: dict[str, Any], mode: str, param: Tensor) -> None:
         )
 
 
-def _number(group: dict[str, Any], name: str) -> float:
-    value = group[name]
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    number = float(cast(float, value))
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return number
-
-
 def _validate_hyperparameters(group: dict[str, Any]) -> None:
-    mode = group["mode"]
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
-    lr = _number(group, "lr")
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {group['lr']!r}")
-    for name in ("weight_decay", "eps"):
-        if _number(group, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {group[name]!r}")
-    init = _number(group, "initial_accumulator_value")
-    if init < 0:
-        raise ValueError(f"initial_accumulator_value must be >= 0, got {init!r}")
+    mode = check_choice("mode", group["mode"], NORM_MODES)
+    check_positive("lr", group["lr"])
+    eps = check_nonnegative("eps", group["eps"])
+    check_nonnegative("weight_decay", group["weight_decay"])
+    init = check_nonnegative("initial_accumulator_value", group["initial_accumulator_value"])
     if init == 0 and mode == "global":
         raise ValueError(
             "initial_accumulator_value must be > 0 in mode='global', got "
             f"{group['initial_accumulator_value']!r}: AdaGrad-Norm's analysis needs v_0 > 0, "
             "and with v_0 = 0 a zero first gradient makes the first step 0/0 (NaN) when eps = 0"
         )
-    if init == 0 and _number(group, "eps") == 0:
+    if init == 0 and eps == 0:
         raise ValueError(
             "initial_accumulator_value = 0 with eps = 0 divides 0 by 0 on any row whose "
             "gradient is still zero (NaN); make one of them positive"
         )
     if not isinstance(group["maximize"], bool):
-        raise ValueError(f"maximize must be a bool, got {group['maximize']!r}")
+        raise TypeError(f"maximize must be a bool, got {group['maximize']!r}")

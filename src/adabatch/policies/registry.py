@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from ..options import options_of
 from .adaptive_sampling import (
     AugmentedInnerProductTest,
     CoordinateNormTest,
@@ -51,10 +51,7 @@ def policy_parameters(name: str) -> dict[str, Any]:
 
     A required option (no default) maps to ``...``.
     """
-    return {
-        f.name: ... if f.default is dataclasses.MISSING else f.default
-        for f in dataclasses.fields(_lookup(name))
-    }
+    return {k: o.default for k, o in options_of(_lookup(name)).items()}
 
 
 def make_policy(name: str, /, **config: Any) -> BatchSizePolicy:

@@ -14,20 +14,50 @@ average Σᵢ coefᵢ·Xᵢ / b.
 Counts follow the matrix's *values*: duplicate (i, j) entries of a CSR matrix are summed first
 (as scipy's arithmetic does), and a stored zero — explicit, or duplicates that cancel — is not
 an occurrence.
+
+`aggregate` takes a CSR batch; the solvers' inner loops take the batch's nonzeros straight from
+the data's CSR arrays (`gather`) and form sⱼ and cⱼ on the batch support (`support_sums`), in
+O(nnz of the batch) and without a length-d array.
 """
 
 from __future__ import annotations
 
+from . import _numpy_scipy  # noqa: F401  (first: numpy and scipy, or how to install them)
+
+# isort: split
+
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-__all__ = ["RULES", "Rule", "aggregate", "column_counts", "require_csr"]
+from .._validate import check_choice
+
+__all__ = [
+    "AGGREGATION_RULES",
+    "Rule",
+    "aggregate",
+    "check_rule",
+    "column_counts",
+    "gather",
+    "require_csr",
+    "support_sums",
+]
 
 Rule = Literal["adabatch", "mean"]
-#: The aggregation rules `aggregate` knows.
-RULES: tuple[str, ...] = ("adabatch", "mean")
+#: The aggregation rules `aggregate` and the solvers know.
+AGGREGATION_RULES: tuple[str, ...] = get_args(Rule)
+
+
+def check_rule(rule: Any) -> str:
+    """``rule`` if it is one of `AGGREGATION_RULES`, else a ValueError listing them."""
+    return check_choice(
+        "rule",
+        rule,
+        AGGREGATION_RULES,
+        hint="; the aggregation rule: 'adabatch' divides each coordinate of the summed "
+        "gradient by the number of batch rows holding it, 'mean' by the batch size",
+    )
 
 
 def require_csr(X: Any, name: str = "X") -> Any:
@@ -44,7 +74,7 @@ def require_csr(X: Any, name: str = "X") -> Any:
     if torch is not None and isinstance(X, torch.Tensor) and X.layout == torch.sparse_csr:
         if X.dim() != 2:
             raise TypeError(f"{name} must be a 2-d sparse CSR tensor, got {X.dim()} dims")
-        from .data import csr_from_torch  # data.py needs numpy only; no import cycle
+        from .scipy_bridge import csr_from_torch  # numpy only; no import cycle
 
         X = csr_from_torch(X)
     if not (sp.issparse(X) and X.format == "csr"):
@@ -98,8 +128,7 @@ def aggregate(X: Any, coef: Any, *, rule: Rule = "adabatch") -> np.ndarray:
         ValueError: an unknown rule, an empty batch, or ``coef`` of the wrong shape or not
             finite.
     """
-    if rule not in RULES:
-        raise ValueError(f"unknown aggregation rule {rule!r}; valid rules: {', '.join(RULES)}")
+    rule = check_rule(rule)
     X = require_csr(X)
     b = X.shape[0]
     if b == 0:
@@ -113,3 +142,39 @@ def aggregate(X: Any, coef: Any, *, rule: Rule = "adabatch") -> np.ndarray:
     seen = counts > 0
     out[seen] = summed[seen] / counts[seen]
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# The same rule on a batch's nonzeros, O(nnz of the batch): the solvers' inner loops.
+
+
+def gather(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The nonzeros of CSR rows ``rows``: (position of the row in the batch, column, value).
+
+    O(nnz of the batch): the flat positions are each row's slice ``indptr[r]:indptr[r + 1]``,
+    built with one ``repeat`` of the per-row offsets instead of a Python loop.
+    """
+    starts = indptr[rows]
+    lengths = indptr[rows + 1] - starts
+    total = int(lengths.sum())
+    batch_starts = np.cumsum(lengths) - lengths  # where each row begins in the output
+    pos = np.arange(total, dtype=np.int64) + np.repeat(starts - batch_starts, lengths)
+    rowid = np.repeat(np.arange(rows.shape[0], dtype=np.int64), lengths)
+    return rowid, indices[pos], data[pos]
+
+
+def support_sums(
+    columns: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(support, s, c)`` of a batch from its nonzeros' ``columns`` and ``weights`` coefᵢ·Xᵢⱼ.
+
+    support: the sorted distinct columns; sⱼ = Σ of the weights in column j, added in the
+    given order starting from 0.0 (so row order, as `aggregate`); cⱼ = their number (int64).
+    AdaBatch's direction on the support is then s / c, the mean's s / b. ``np.unique`` maps
+    each nonzero to its column's slot and ``np.bincount`` adds per slot: no length-d array.
+    """
+    support, inv = np.unique(columns, return_inverse=True)
+    k = support.shape[0]
+    return support, np.bincount(inv, weights=weights, minlength=k), np.bincount(inv, minlength=k)

@@ -9,22 +9,27 @@ and ``benchmarks/sparse_adabatch.py`` both run it.
 
 from __future__ import annotations
 
+from . import _numpy_scipy  # noqa: F401  (first: numpy and scipy, or how to install them)
+
+# isort: split
+
 import dataclasses
 import json
 import math
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._common import DivergenceError
+from .._over_seeds import mean_sem
+from .._validate import as_int
+from ..errors import DivergenceError
 from .sequential import sgd
 
 __all__ = [
     "BATCHES",
-    "RULES",
+    "COMPARED",
     "Efficiency",
     "efficiency",
     "pick_step",
@@ -37,8 +42,8 @@ __all__ = [
 
 #: The batch sizes of the issue's comparison.
 BATCHES: tuple[int, ...] = (1, 8, 32, 128, 512)
-#: label → (sgd rule, scale_step).
-RULES: dict[str, tuple[str, bool]] = {
+#: The three runs compared at each b: label → (`sgd`'s rule, its scale_step).
+COMPARED: dict[str, tuple[str, bool]] = {
     "mean": ("mean", False),
     "adabatch": ("adabatch", False),
     "mean_scaled": ("mean", True),
@@ -113,13 +118,12 @@ def efficiency(
     record_every: int | None = None,
 ) -> Efficiency:
     """Run every (b, rule, seed) for ``epochs`` epochs at the single-sample ``step_size``."""
-    if seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    seeds = as_int(seeds, "seeds", 1, hint="; the number of sampling orders to average over")
     record = record_every or max(1, X.shape[0] // 10)
     result = Efficiency(step_size, epochs, seeds, {}, {}, {})
     for b in batches:
         result.losses[b], result.test_errors[b], result.traces[b] = {}, {}, {}
-        for label, (rule, scaled) in RULES.items():
+        for label, (rule, scaled) in COMPARED.items():
             losses: list[float | None] = []
             errors: list[float | None] = []
             for seed in range(seeds):
@@ -152,14 +156,16 @@ def efficiency(
     return result
 
 
-def _mean_sem(values: Sequence[float | None], digits: int) -> str:
+def _mean_sem_cell(values: Sequence[float | None], digits: int) -> str:
+    """The table cell of one rule: mean ± SEM over the seeds, "diverged" if one seed did.
+
+    The numbers are `adabatch._over_seeds.mean_sem`'s; a single seed shows its value alone.
+    """
     if any(v is None for v in values):
         return "diverged"
-    vals = [float(v) for v in values if v is not None]
-    mean = statistics.fmean(vals)
-    if len(vals) == 1:
+    mean, sem = mean_sem(values)
+    if len(values) == 1:
         return f"{mean:.{digits}f}"
-    sem = statistics.stdev(vals) / math.sqrt(len(vals))
     return f"{mean:.{digits}f} ± {sem:.{digits}f}"
 
 
@@ -168,7 +174,7 @@ def _error_cell(losses: Sequence[float | None], errors: Sequence[float | None]) 
         return "diverged"
     if None in errors:
         return "—"  # no test set
-    return _mean_sem([100 * float(e) for e in errors if e is not None], 2)
+    return _mean_sem_cell([100 * float(e) for e in errors if e is not None], 2)
 
 
 def render_efficiency(result: Efficiency, title: str = "") -> str:
@@ -178,25 +184,25 @@ def render_efficiency(result: Efficiency, title: str = "") -> str:
         f"Training loss after {result.epochs:g} epochs at the single-sample step "
         f"γ = {result.step_size:g}, mean ± SEM over {result.seeds} seed(s) of the sampling order.",
         "",
-        "| b | " + " | ".join(_TITLES[r] for r in RULES) + " | test error % (the same three) |",
-        "|---:|" + "---:|" * len(RULES) + "---|",
+        "| b | " + " | ".join(_TITLES[r] for r in COMPARED) + " | test error % (the same three) |",
+        "|---:|" + "---:|" * len(COMPARED) + "---|",
     ]
     for b, row in result.losses.items():
-        cells = [_mean_sem(row[r], 4) for r in RULES]
-        errors = [_error_cell(row[r], result.test_errors[b][r]) for r in RULES]
+        cells = [_mean_sem_cell(row[r], 4) for r in COMPARED]
+        errors = [_error_cell(row[r], result.test_errors[b][r]) for r in COMPARED]
         lines.append(f"| {b} | " + " | ".join(cells) + " | " + " / ".join(errors) + " |")
     first = next(iter(result.losses))
     base = result.losses[first]["adabatch"]
     if None not in base:
-        ref = statistics.fmean(float(v) for v in base if v is not None)
+        ref, _ = mean_sem(base)
         lines += ["", f"Loss increase over b = {first} at the same sample budget:"]
         for b, row in list(result.losses.items())[1:]:
             parts = []
-            for r in RULES:
+            for r in COMPARED:
                 if None in row[r]:
                     parts.append(f"{_TITLES[r]} diverged")
                 else:
-                    mean = statistics.fmean(float(v) for v in row[r] if v is not None)
+                    mean, _ = mean_sem(row[r])
                     parts.append(f"{_TITLES[r]} {mean - ref:+.4f}")
             lines.append(f"- b = {b}: " + ", ".join(parts))
     return "\n".join(lines)
@@ -259,7 +265,7 @@ def run_comparison(
     """
     from adabatch.datasets.synthetic.sparse import synthetic_sparse
 
-    from .data import to_scipy
+    from .scipy_bridge import to_scipy
 
     common = {"nnz_per_sample": nnz, "zipf_exponent": 1.0, "teacher": 0}
     X, y = to_scipy(synthetic_sparse(n, d, seed=0, **common))

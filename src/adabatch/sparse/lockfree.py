@@ -43,6 +43,10 @@ to the noise of the asynchrony.
 
 from __future__ import annotations
 
+from . import _numpy_scipy  # noqa: F401  (first: numpy and scipy, or how to install them)
+
+# isort: split
+
 import math
 import time
 from typing import Any
@@ -50,22 +54,11 @@ from typing import Any
 import numpy as np
 
 from ..data.sampler import rank_span
-from ._common import _check_trace, _check_w0, _diverged, _make_recorder
+from ._problem import Problem, prepare_team_run
+from ._process_team import AbortedError, Link, Solo, Team, as_array
 from .losses import Loss, objective
-from .parallel import (
-    _AbortedError,
-    _check_seed,
-    _check_workers,
-    _context,
-    _epoch_orders,
-    _Link,
-    _prepare,
-    _Problem,
-    _Solo,
-    _Team,
-    _view,
-)
-from .trace import SolverResult, error_rate
+from .sequential import epoch_orders
+from .trace import Recorder, SolverResult, error_rate
 
 __all__ = ["hogwild"]
 
@@ -77,26 +70,26 @@ _POLL_S = 0.002
 
 def _run(
     w: np.ndarray,
-    pb: _Problem,
+    pb: Problem,
     samples: np.ndarray,
     shrink: np.ndarray | None,
     counter: np.ndarray,
     rank: int,
-    link: _Link | _Solo,
+    link: Link | Solo,
 ) -> None:
     """Single-sample SGD over ``samples``, in place on ``w`` (shared in a team)."""
     indptr, indices, data, y = pb.indptr, pb.indices, pb.data, pb.y
     deriv, gamma = pb.loss.derivative, pb.step_size
     for c0 in range(0, samples.shape[0], _CHUNK):
         if link.stopped():
-            raise _AbortedError
+            raise AbortedError
         chunk = samples[c0 : c0 + _CHUNK]
         for i in chunk.tolist():
             lo, hi = indptr[i], indptr[i + 1]
             cols, vals = indices[lo:hi], data[lo:hi]
             z = float(np.dot(vals, w[cols]))  # a racy read of w on the support: Hogwild!
             if not math.isfinite(z):
-                raise _diverged("Hogwild!", gamma, pb.loss, pb.max_norm2)
+                raise pb.diverged()
             # `sgd`'s single-sample operations, so that one worker reproduces it bitwise.
             coef = float(deriv(y[i : i + 1], np.array([z]))[0])
             if shrink is None:
@@ -108,14 +101,14 @@ def _run(
 
 def _hogwild_child(
     rank: int,
-    link: _Link,
-    pb: _Problem,
+    link: Link,
+    pb: Problem,
     orders: list[np.ndarray],
     shrink: np.ndarray | None,
     bufs: tuple[Any, Any, Any],
 ) -> None:
     w_raw, counters_raw, finish = bufs
-    w, counters = _view(w_raw, np.float64), _view(counters_raw, np.int64)
+    w, counters = as_array(w_raw, np.float64), as_array(counters_raw, np.int64)
     link.wait()  # everyone attached: the parent starts the clock
     _run(w, pb, orders[rank], shrink, counters, rank, link)
     finish[rank] = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
@@ -160,26 +153,26 @@ def hogwild(
         `SolverResult`: final w and the `Trace` (for W ≥ 2 sampled while the workers run).
 
     Raises:
-        TypeError: X (or X_test) is not CSR.
+        TypeError: X (or X_test) is not CSR; workers or seed not an integer.
         ValueError: bad arguments; the message says which value and how to fix it.
         DivergenceError: w or the loss became NaN/infinite (W = 1, or in a recorded point).
         WorkerError: a worker raised (``__cause__`` is its exception) or died; all
             processes are stopped and reaped before it propagates.
     """
-    _context(start_method)  # validate it even for one worker
-    pb = _prepare(X, y, loss, step_size, l2, epochs)
+    run = prepare_team_run(
+        X, y, solver="Hogwild!", workers=workers, loss=loss, step_size=step_size, l2=l2,
+        epochs=epochs, seed=seed, record_every=record_every, X_test=X_test, y_test=y_test,
+        w0=w0, start_method=start_method,
+    )  # fmt: skip
+    pb, W, v0, rec = run.pb, run.workers, run.w0, run.rec
     n, d = pb.X.shape
-    W = _check_workers(workers)
-    v0 = _check_w0(w0, d)
-    seed = _check_seed(seed)
-    rec = _make_recorder(pb.X, pb.y, pb.loss, pb.l2, record_every, n, X_test, y_test)
     shrink = None
     if pb.l2:
         c = np.bincount(pb.indices, minlength=d)
         scale = pb.step_size * n * pb.l2
         shrink = 1.0 / (1.0 + scale / np.maximum(c, 1))  # c = 0: never touched
     orders: list[list[np.ndarray]] = [[] for _ in range(W)]
-    for order in _epoch_orders(n, seed, pb.total):
+    for order in epoch_orders(n, run.seed, pb.total):
         for r in range(W):
             r0, r1 = rank_span(order.shape[0], W, r)
             orders[r].append(order[r0:r1])
@@ -187,11 +180,11 @@ def hogwild(
     if W == 1:
         return _solo(pb, mine[0], shrink, v0, rec)
     every = rec.every
-    team = _Team("hogwild", start_method)
+    team = Team("hogwild", start_method)
     try:
         raw = team.ctx.RawArray
         bufs = (raw("d", d), raw("q", W), raw("d", W))
-        w, counters, finish = _view(bufs[0], np.float64), _view(bufs[1], np.int64), bufs[2]
+        w, counters, finish = as_array(bufs[0], np.float64), as_array(bufs[1], np.int64), bufs[2]
         w[:] = v0
         team.start(_hogwild_child, range(W), (pb, mine, shrink, bufs))
         team.wait()
@@ -217,15 +210,15 @@ def hogwild(
         trace.test_error.append(
             None if rec.X_test is None else error_rate(rec.X_test, rec.y_test, wv, pb.loss)
         )
-        _check_trace(rec, "Hogwild!", pb.step_size, pb.loss, pb.max_norm2)
+        pb.check_trace(rec)
     w_final = snaps[-1][2]
     if not np.all(np.isfinite(w_final)):
-        raise _diverged("Hogwild! at the end", pb.step_size, pb.loss, pb.max_norm2)
+        raise pb.diverged("at the end")
     return SolverResult(w_final, trace)
 
 
 def _solo(
-    pb: _Problem, samples: np.ndarray, shrink: np.ndarray | None, v0: np.ndarray, rec: Any
+    pb: Problem, samples: np.ndarray, shrink: np.ndarray | None, v0: np.ndarray, rec: Recorder
 ) -> SolverResult:
     """One worker, in this process: exact record points, evaluation time excluded."""
     w, counter, every = v0, np.zeros(1, np.int64), rec.every
@@ -234,13 +227,11 @@ def _solo(
     pos = 0
     while pos < pb.total:
         end = min(pb.total, (pos // every + 1) * every)
-        _run(w, pb, samples[pos:end], shrink, counter, 0, _Solo())
+        _run(w, pb, samples[pos:end], shrink, counter, 0, Solo())
         pos = end
         if not np.all(np.isfinite(w)):
-            raise _diverged(f"Hogwild! at sample {pos}", pb.step_size, pb.loss, pb.max_norm2)
+            raise pb.diverged(f"at sample {pos}")
         if pos < pb.total:  # the end is recorded by `finish`
             rec.record(pos, w)
-            _check_trace(rec, "Hogwild!", pb.step_size, pb.loss, pb.max_norm2)
-    result = rec.finish(pb.total, w.copy())
-    _check_trace(rec, "Hogwild!", pb.step_size, pb.loss, pb.max_norm2)
-    return result
+            pb.check_trace(rec)
+    return pb.finish(rec, pb.total, w.copy(), f"at sample {pb.total}")

@@ -13,12 +13,17 @@ solvers apply it as its own term λw (a multiplicative decay of w), never divide
 
 from __future__ import annotations
 
+from . import _numpy_scipy  # noqa: F401  (first: numpy and scipy, or how to install them)
+
+# isort: split
+
 import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from .._validate import check_choice
 from .aggregate import require_csr
 
 __all__ = ["LOSSES", "Loss", "full_gradient", "get_loss", "objective", "signed_labels"]
@@ -63,9 +68,7 @@ def get_loss(loss: str | Loss) -> Loss:
     """The `Loss` called ``loss`` (error listing the valid names)."""
     if isinstance(loss, Loss):
         return loss
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; valid losses: {', '.join(LOSSES)}")
-    return LOSSES[loss]
+    return LOSSES[check_choice("loss", loss, LOSSES, hint="; or pass a Loss")]
 
 
 def signed_labels(y: Any, loss: str | Loss) -> np.ndarray:

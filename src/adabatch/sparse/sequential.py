@@ -18,38 +18,45 @@ the dense L2 decay is folded into a scalar (w = a·v, see `sgd`), so no length-d
 per step: with d ~ 10⁶ and 10⁵ steps, an O(d) step would dominate everything.
 """
 
-# X, X_test, X_batch, scale_D: the matrix names of the maths (and of scikit-learn).
+# X, X_test: the matrix names of the maths (and of scikit-learn).
 
 from __future__ import annotations
 
+from . import _numpy_scipy  # noqa: F401  (first: numpy and scipy, or how to install them)
+
+# isort: split
+
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from ._common import (
-    _RENORM_BELOW,
-    DivergenceError,
-    _check_l2,
-    _check_labels,
-    _check_positive_float,
-    _check_positive_int,
-    _check_rule,
-    _check_trace,
-    _check_w0,
-    _diverged,
-    _gather,
-    _make_recorder,
-    _max_row_norm2,
-    _prepare_csr,
-)
-from .losses import Loss, get_loss
+from .._validate import as_int
+from ..errors import DivergenceError
+from ._problem import Problem, check_w0, make_recorder, prepare_problem
+from .aggregate import check_rule, gather, support_sums
+from .losses import Loss
 from .trace import SolverResult
 
-__all__ = ["DivergenceError", "sgd"]
+__all__ = ["DivergenceError", "epoch_orders", "sgd"]
+
+#: The scale a of w = a·v is folded back into v (an O(d) pass) once it falls below this; it
+#: only shrinks by (1 − γλ) per step, so this happens every ≈ 18/(γλ) steps: amortised O(1).
+#: Keeping a ≥ 1e-8 keeps |v| = |w|/a within 8 orders of magnitude of |w|, far from overflow
+#: and with no loss of relative precision (float64 scaling is exact up to rounding).
+_RENORM_BELOW = 1e-8
 
 
-# --------------------------------------------------------------------------------------------
+def epoch_orders(n: int, seed: Any, total: int) -> Iterator[np.ndarray]:
+    """`sgd`'s sample order: the e-th ``default_rng(seed).permutation(n)``, cut at ``total``.
+
+    Every epoch but the last is a whole permutation; the last holds the first
+    ``total − e·n`` rows of its permutation, so ``total`` samples are visited in all.
+    """
+    rng = np.random.default_rng(seed)
+    for start in range(0, total, n):
+        yield rng.permutation(n)[: min(n, total - start)]
 
 
 def sgd(
@@ -118,23 +125,16 @@ def sgd(
         `SolverResult` with the final w (float64, length d) and the `Trace`.
 
     Raises:
-        TypeError: ``X`` (or ``X_test``) is not CSR.
+        TypeError: ``X`` (or ``X_test``) is not CSR; ``batch_size`` or ``record_every`` not an
+            integer, ``step_size``, ``l2`` or ``epochs`` not a number.
         ValueError: bad arguments (message says which and how to fix it).
         DivergenceError: w or the loss became NaN/infinite; lower ``step_size``.
     """
-    X = _prepare_csr(X)
-    n, d = X.shape
-    lossf = get_loss(loss)
-    rule = _check_rule(rule)
-    if n == 0:
-        raise ValueError("X has no rows; SGD needs at least one sample")
-    y = _check_labels(y, n, lossf)
-    b = _check_positive_int("batch_size", batch_size, "use 1 for plain SGD")
-    gamma = _check_positive_float(
-        "step_size", step_size, "pass the single-sample SGD step γ, e.g. 1/(L·max‖xᵢ‖²)"
-    )
-    l2 = _check_l2(l2)
-    epochs = _check_positive_float("epochs", epochs, "pass the number of passes over the data")
+    pb = prepare_problem(X, y, solver="SGD", loss=loss, step_size=step_size, l2=l2, epochs=epochs)
+    n, d = pb.X.shape
+    rule = check_rule(rule)
+    b = as_int(batch_size, "batch_size", 1, hint="; use 1 for plain SGD")
+    gamma, l2 = pb.step_size, pb.l2
     if scale_step and rule != "mean":
         raise ValueError(
             f"scale_step=True applies to rule='mean' only (step γ·b); rule={rule!r} always uses "
@@ -148,18 +148,11 @@ def sgd(
             f"γ={top_step:g} (step_size={gamma:g}{', ×b' if scale_step else ''}) and l2={l2:g}; "
             "lower the step size or l2"
         )
-    v = _check_w0(w0, d)
-    rec = _make_recorder(X, y, lossf, l2, record_every, n, X_test, y_test)
-    max_norm2 = _max_row_norm2(X)
-    indptr = X.indptr.astype(np.int64, copy=False)
-    indices, data = X.indices, X.data
-    deriv = lossf.derivative
-    rng = np.random.default_rng(seed)
-    total = max(1, round(epochs * n))
+    v = check_w0(w0, d)
+    rec = make_recorder(pb, record_every, n, X_test, y_test)
     a = 1.0  # w = a·v
     every = rec.every
     processed = 0
-    next_record = 0
 
     def current() -> np.ndarray:
         return v if a == 1.0 else a * v
@@ -167,44 +160,21 @@ def sgd(
     rec.start()
     rec.record(0, current())
     next_record = every
-    while processed < total:
-        order = rng.permutation(n)
-        stop_epoch = min(n, total - processed)
-        for start in range(0, stop_epoch, b):
-            rows = order[start : min(start + b, stop_epoch)]
+    for order in epoch_orders(n, seed, pb.total):
+        for start in range(0, order.shape[0], b):
+            rows = order[start : start + b]
             m = rows.shape[0]
             step = gamma * m if scale_step else gamma
+            a_next = a * (1.0 - step * l2) if l2 else a
             if m == 1:
                 # Plain SGD: a single canonical row has distinct columns, so no aggregation is
                 # needed (both rules give d = φ′ᵢ·xᵢ); this avoids the gather/unique overhead.
-                r = int(rows[0])
-                lo, hi = indptr[r], indptr[r + 1]
-                cols = indices[lo:hi]
-                vals = data[lo:hi]
-                z = a * float(np.dot(vals, v[cols]))
-                if not math.isfinite(z):
-                    raise _diverged(f"SGD at sample {processed}", gamma, lossf, max_norm2)
-                coef = float(deriv(y[r : r + 1], np.array([z]))[0])
-                if l2:
-                    a *= 1.0 - step * l2
-                v[cols] -= (step * coef / a) * vals
+                _row_step(pb, v, a, a_next, int(rows[0]), step, processed)
             else:
-                rowid, cols, vals = _gather(indptr, indices, data, rows)
-                z = a * np.bincount(rowid, weights=vals * v[cols], minlength=m)
-                if not np.all(np.isfinite(z)):
-                    raise _diverged(f"SGD at sample {processed}", gamma, lossf, max_norm2)
-                coef = deriv(y[rows], z)
-                # Aggregate on the batch support only: `inv` maps each nonzero to its column's
-                # slot in `support`, so bincount gives sⱼ (weighted) and cⱼ (unweighted).
-                support, inv = np.unique(cols, return_inverse=True)
-                s = np.bincount(inv, weights=coef[rowid] * vals, minlength=support.shape[0])
-                if rule == "adabatch":
-                    direction = s / np.bincount(inv, minlength=support.shape[0])
-                else:
-                    direction = s / m
-                if l2:
-                    a *= 1.0 - step * l2
-                v[support] -= (step / a) * direction
+                support, s, c = _batch_sums(pb, v, a, rows, processed)
+                direction = s / c if rule == "adabatch" else s / m
+                v[support] -= (step / a_next) * direction
+            a = a_next
             if a < _RENORM_BELOW:
                 v *= a
                 a = 1.0
@@ -212,13 +182,43 @@ def sgd(
             if processed >= next_record:
                 w_now = current()
                 if not np.all(np.isfinite(w_now)):
-                    raise _diverged(f"SGD at sample {processed}", gamma, lossf, max_norm2)
+                    raise pb.diverged(f"at sample {processed}")
                 rec.record(processed, w_now)
-                _check_trace(rec, "SGD", gamma, lossf, max_norm2)
+                pb.check_trace(rec)
                 next_record = (processed // every + 1) * every
-    w = a * v
-    if not np.all(np.isfinite(w)):
-        raise _diverged("SGD at the end", gamma, lossf, max_norm2)
-    result = rec.finish(processed, w)
-    _check_trace(rec, "SGD", gamma, lossf, max_norm2)
-    return result
+    return pb.finish(rec, processed, a * v, "at the end")
+
+
+def _row_step(
+    pb: Problem, v: np.ndarray, a: float, a_next: float, row: int, step: float, at: int
+) -> None:
+    """One plain-SGD step on the single row ``row`` at w = a·v, in place on v.
+
+    With zᵢ = xᵢᵀw and the step γ (``step``), w ← (1 − γλ)·w − γ·φ′(yᵢ, zᵢ)·xᵢ, written as
+    v_S ← v_S − (γ·φ′/a_next)·x_S on the row's support S, the decay being the scale
+    a_next = a·(1 − γλ) (the caller's). ``at`` (samples before the step) is for the
+    divergence message.
+    """
+    lo, hi = pb.indptr[row], pb.indptr[row + 1]
+    cols, vals = pb.indices[lo:hi], pb.data[lo:hi]
+    z = a * float(np.dot(vals, v[cols]))
+    if not math.isfinite(z):
+        raise pb.diverged(f"at sample {at}")
+    coef = float(pb.loss.derivative(pb.y[row : row + 1], np.array([z]))[0])
+    v[cols] -= (step * coef / a_next) * vals
+
+
+def _batch_sums(
+    pb: Problem, v: np.ndarray, a: float, rows: np.ndarray, at: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(support, s, c)`` of the batch ``rows`` at w = a·v, in O(nnz of the batch).
+
+    zᵢ = xᵢᵀw and φ′ᵢ = φ′(yᵢ, zᵢ) for each row, then `support_sums`: sⱼ = Σᵢ φ′ᵢxᵢⱼ and
+    cⱼ = #{i : xᵢⱼ ≠ 0} on the batch support. ``at`` is for the divergence message.
+    """
+    rowid, cols, vals = gather(pb.indptr, pb.indices, pb.data, rows)
+    z = a * np.bincount(rowid, weights=vals * v[cols], minlength=rows.shape[0])
+    if not np.all(np.isfinite(z)):
+        raise pb.diverged(f"at sample {at}")
+    coef = pb.loss.derivative(pb.y[rows], z)
+    return support_sums(cols, coef[rowid] * vals)

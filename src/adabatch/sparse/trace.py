@@ -7,12 +7,17 @@ the solver's own time, so wall-clock comparisons measure the optimisation alone.
 
 from __future__ import annotations
 
+from . import _numpy_scipy  # noqa: F401  (first: numpy and scipy, or how to install them)
+
+# isort: split
+
 import dataclasses
 import time
 from typing import Any
 
 import numpy as np
 
+from .._validate import as_int
 from .aggregate import require_csr
 from .losses import Loss, get_loss, objective, signed_labels
 
@@ -67,11 +72,9 @@ class Recorder:
         X_test: Any = None,
         y_test: Any = None,
     ) -> None:
-        if every < 1:
-            raise ValueError(f"record_every must be >= 1 sample, got {every}")
+        self.every = as_int(every, "record_every", 1, hint="; it is a number of samples")
         self.loss, self.l2 = get_loss(loss), float(l2)
         self.X, self.y = X, signed_labels(y, self.loss)  # 0/1 labels would mis-state f(w)
-        self.every = int(every)
         self.X_test = None if X_test is None else require_csr(X_test, "X_test")
         self.y_test = None if y_test is None else signed_labels(y_test, self.loss)
         self.trace = Trace()

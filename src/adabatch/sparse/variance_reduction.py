@@ -43,26 +43,18 @@ per sample, not two.
 
 from __future__ import annotations
 
+from . import _numpy_scipy  # noqa: F401  (first: numpy and scipy, or how to install them)
+
+# isort: split
+
 import math
 from typing import Any
 
 import numpy as np
 
-from ._common import (
-    _check_l2,
-    _check_labels,
-    _check_positive_float,
-    _check_positive_int,
-    _check_rule,
-    _check_trace,
-    _check_w0,
-    _diverged,
-    _gather,
-    _make_recorder,
-    _max_row_norm2,
-    _prepare_csr,
-)
-from .aggregate import aggregate, column_counts
+from .._validate import as_int, check_choice
+from ._problem import check_labels, check_w0, make_recorder, prepare_csr, prepare_problem
+from .aggregate import aggregate, check_rule, column_counts, gather
 from .losses import Loss, get_loss
 from .trace import SolverResult
 
@@ -73,11 +65,13 @@ CORRECTIONS: tuple[str, ...] = ("preconditioned", "unbiased")
 
 
 def _check_correction(correction: Any) -> str:
-    if correction not in CORRECTIONS:
-        raise ValueError(
-            f"unknown correction {correction!r}; valid corrections: {', '.join(CORRECTIONS)}"
-        )
-    return str(correction)
+    return check_choice(
+        "correction",
+        correction,
+        CORRECTIONS,
+        hint="; how the dense full-gradient term is scaled under AdaBatch aggregation: "
+        "'preconditioned' steps along a + Dμ̃, 'unbiased' along D⁻¹a + μ̃",
+    )
 
 
 def coverage_scaling(column_counts_full: Any, n: int, b: int) -> np.ndarray:
@@ -98,8 +92,8 @@ def coverage_scaling(column_counts_full: Any, n: int, b: int) -> np.ndarray:
     Returns:
         D's diagonal (float64, same length), with 1 ≤ Dⱼⱼ ≤ b.
     """
-    n = _check_positive_int("n", n, "pass the number of rows of the data")
-    b = _check_positive_int("batch_size", b, "use 1 for plain SVRG")
+    n = as_int(n, "n", 1, hint="; pass the number of rows of the data")
+    b = as_int(b, "batch_size", 1, hint="; use 1 for plain SVRG")
     if b > n:
         raise ValueError(
             f"batch_size must be <= n = {n} (batches are drawn without replacement), got {b}"
@@ -172,11 +166,11 @@ def svrg_direction(
     Returns:
         v, float64, length d.
     """
-    Xb = _prepare_csr(X_batch, "X_batch")
-    rule = _check_rule(rule)
+    Xb = prepare_csr(X_batch, "X_batch")
+    rule = check_rule(rule)
     correction = _check_correction(correction)
     lossf = get_loss(loss)
-    yb = _check_labels(y_batch, Xb.shape[0], lossf, "y_batch")
+    yb = check_labels(y_batch, Xb.shape[0], lossf, "y_batch")
     d = Xb.shape[1]
     w = np.asarray(w, dtype=np.float64)
     w_snap = np.asarray(w_snap, dtype=np.float64)
@@ -256,34 +250,42 @@ def svrg(
         `SolverResult` (final w and `Trace`).
 
     Raises:
-        TypeError: ``X`` not CSR.
-        ValueError: bad arguments.
+        TypeError: ``X`` not CSR; ``batch_size``, ``inner_steps`` or ``record_every`` not an
+            integer, ``step_size``, ``l2`` or ``epochs`` not a number.
+        ValueError: bad arguments (the message says which and how to fix it).
         DivergenceError: NaN/infinite weights or loss; lower ``step_size``.
     """
-    X = _prepare_csr(X)
+    pb = prepare_problem(
+        X,
+        y,
+        solver="SVRG",
+        loss=loss,
+        step_size=step_size,
+        l2=l2,
+        epochs=epochs,
+        step_hint="; pass the step γ, e.g. 1/(L·max‖xᵢ‖²)",
+        epochs_hint="; pass the number of outer iterations",
+    )
+    X, y, lossf, gamma, l2 = pb.X, pb.y, pb.loss, pb.step_size, pb.l2
     n, d = X.shape
-    lossf = get_loss(loss)
-    rule = _check_rule(rule)
+    rule = check_rule(rule)
     correction = _check_correction(correction)
-    if n == 0:
-        raise ValueError("X has no rows; SVRG needs at least one sample")
-    y = _check_labels(y, n, lossf)
-    b = _check_positive_int("batch_size", batch_size, "use 1 for plain SVRG")
+    b = as_int(batch_size, "batch_size", 1, hint="; use 1 for plain SVRG")
     if b > n:
         raise ValueError(
             f"batch_size must be <= n = {n} (SVRG batches are b distinct rows), got {b}"
         )
-    gamma = _check_positive_float("step_size", step_size, "pass the step γ, e.g. 1/(L·max‖xᵢ‖²)")
-    l2 = _check_l2(l2)
-    epochs = _check_positive_float("epochs", epochs, "pass the number of outer iterations")
     m = (
         max(1, n // b)
         if inner_steps is None
-        else _check_positive_int(
-            "inner_steps", inner_steps, "pass the number of steps per snapshot (default n // b)"
+        else as_int(
+            inner_steps,
+            "inner_steps",
+            1,
+            hint="; pass the number of steps per snapshot (default n // b)",
         )
     )
-    w = _check_w0(w0, d)
+    w = check_w0(w0, d)
 
     counts = column_counts(X)
     D = coverage_scaling(counts, n, b)
@@ -298,14 +300,12 @@ def svrg(
         )
     decay = gamma * l2 * E  # 1 − ρⱼ
     log_rho = np.log1p(-decay)
-    rec = _make_recorder(X, y, lossf, l2, record_every, n + m * b, X_test, y_test)
+    rec = make_recorder(pb, record_every, n + m * b, X_test, y_test)
     every = rec.every
-    max_norm2 = _max_row_norm2(X)
-    indptr = X.indptr.astype(np.int64, copy=False)
-    indices, data = X.indices, X.data
+    indptr, indices, data = pb.indptr, pb.indices, pb.data
     deriv = lossf.derivative
     rng = np.random.default_rng(seed)
-    total_steps = max(1, round(epochs * m))
+    total_steps = max(1, round(pb.epochs * m))
     last = np.zeros(d, dtype=np.int64)  # step (of this inner loop) each w_j is current at
 
     def catch_up(idx: Any, t: int, drift: np.ndarray) -> None:
@@ -325,23 +325,23 @@ def svrg(
     next_record = every
     while done < total_steps:
         if not np.all(np.isfinite(w)):
-            raise _diverged(f"SVRG at sample {samples}", gamma, lossf, max_norm2)
+            raise pb.diverged(f"at sample {samples}")
         w_snap_coef = deriv(y, np.asarray(X @ w).reshape(-1))  # φ′ᵢ(w̃), cached
         mu = np.asarray(X.T @ w_snap_coef, dtype=np.float64).reshape(-1) / n
         if not np.all(np.isfinite(mu)):
-            raise _diverged(f"SVRG at sample {samples}", gamma, lossf, max_norm2)
+            raise pb.diverged(f"at sample {samples}")
         drift = gamma * (D * mu if precond else mu)
         samples += n
         last[:] = 0
         steps = min(m, total_steps - done)
         for t in range(steps):
             rows = rng.choice(n, size=b, replace=False)
-            rowid, cols, vals = _gather(indptr, indices, data, rows)
+            rowid, cols, vals = gather(indptr, indices, data, rows)
             support, inv = np.unique(cols, return_inverse=True)
             catch_up(support, t, drift)
             z = np.bincount(rowid, weights=vals * w[cols], minlength=b)
             if not np.all(np.isfinite(z)):
-                raise _diverged(f"SVRG at sample {samples}", gamma, lossf, max_norm2)
+                raise pb.diverged(f"at sample {samples}")
             delta = deriv(y[rows], z) - w_snap_coef[rows]
             s = np.bincount(inv, weights=delta[rowid] * vals, minlength=support.shape[0])
             if rule == "adabatch":
@@ -358,11 +358,7 @@ def svrg(
             if samples >= next_record:
                 catch_up(slice(None), t + 1, drift)
                 rec.record(samples, w)
-                _check_trace(rec, "SVRG", gamma, lossf, max_norm2)
+                pb.check_trace(rec)
                 next_record = (samples // every + 1) * every
         catch_up(slice(None), steps, drift)
-    if not np.all(np.isfinite(w)):
-        raise _diverged("SVRG at the end", gamma, lossf, max_norm2)
-    result = rec.finish(samples, w.copy())
-    _check_trace(rec, "SVRG", gamma, lossf, max_norm2)
-    return result
+    return pb.finish(rec, samples, w.copy(), "at the end")

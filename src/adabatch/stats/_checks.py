@@ -7,26 +7,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._types import BATCHNORM_MODES
+from .._validate import check_choice
+
 __all__ = [
     "batch_size_of",
     "batchnorms_in_training",
     "check_batchnorm_mode",
     "check_loss",
-    "check_reduction",
     "index_targets",
 ]
 
-REDUCTIONS = ("mean", "sum")
-BATCHNORM_MODES = ("error", "approximate")
-
-
-def check_reduction(loss_reduction: str) -> None:
-    """Raise unless ``loss_reduction`` is "mean" or "sum"."""
-    if loss_reduction not in REDUCTIONS:
-        raise ValueError(
-            f"loss_reduction must be one of {REDUCTIONS}, got {loss_reduction!r}; it says how "
-            f"your loss_fn reduces over the batch (e.g. nn.CrossEntropyLoss() is 'mean')"
-        )
 
 
 def batch_size_of(inputs: Any, targets: Any) -> int:
@@ -107,8 +98,7 @@ def check_batchnorm_mode(model: nn.Module, batchnorm: str) -> bool:
     Returns whether the layer-level approximation is in effect (approximate mode and at least
     one batch-coupled BatchNorm).
     """
-    if batchnorm not in BATCHNORM_MODES:
-        raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
+    check_choice("batchnorm", batchnorm, BATCHNORM_MODES)
     found = batchnorms_in_training(model)
     if found and batchnorm == "error":
         raise batchnorm_error(found)

@@ -6,7 +6,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ._checks import batch_size_of, check_reduction
+from .._validate import check_reduction
+from ._checks import batch_size_of
 from .engines import ENGINES
 from .summary import GradStats
 

@@ -54,31 +54,25 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
-from .._checks import (
-    batchnorm_error,
-    check_batchnorm_mode,
-    check_loss,
-    check_reduction,
-    is_batch_coupled,
-)
+from ..._types import BatchNormMode, LossReduction
+from ..._validate import check_choice, check_reduction
+from .._checks import batchnorm_error, check_batchnorm_mode, check_loss, is_batch_coupled
 from ..rules import FALLBACK_RULE, LayerCall, LayerRule, Need, find_rule
 from ..rules.base import sum_of
 from ..summary import GradStats
 from ._pass import PassRecord
 from ._tap import Claim, Site, Tap, whole_base
 
-__all__ = ["BatchNormMode", "FallbackMode", "GradStatsTracker", "LossReduction", "hooks_stats"]
+__all__ = ["FALLBACKS", "FallbackMode", "GradStatsTracker", "hooks_stats"]
 
-LossReduction = Literal["mean", "sum"]
-BatchNormMode = Literal["error", "approximate"]
+#: What the tracker does with a module that has parameters and no rule.
 FallbackMode = Literal["functorch", "error"]
-
-_FALLBACKS = ("functorch", "error")
+FALLBACKS: tuple[str, ...] = get_args(FallbackMode)
 
 
 def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
@@ -119,8 +113,7 @@ class GradStatsTracker:
         check_coverage: bool = True,
     ) -> None:
         check_reduction(loss_reduction)
-        if fallback not in _FALLBACKS:
-            raise ValueError(f"fallback must be one of {_FALLBACKS}, got {fallback!r}")
+        check_choice("fallback", fallback, FALLBACKS)
         check_batchnorm_mode(model, batchnorm)
         if max_block_bytes < 1:
             raise ValueError(f"max_block_bytes must be >= 1, got {max_block_bytes}")
@@ -159,7 +152,7 @@ class GradStatsTracker:
                         f"module {mod_name or '<root>'} ({type(module).__name__}) has trainable "
                         f"parameters and no per-sample rule; use fallback='functorch' (exact, "
                         f"slower), engine='functorch', or register a rule in "
-                        f"adabatch.stats.rules.RULES"
+                        f"adabatch.stats.rules.LAYER_RULES"
                     )
                 rule = FALLBACK_RULE
                 fallbacks.append(f"{mod_name or '<root>'} ({type(module).__name__})")

@@ -35,7 +35,7 @@ from .norm import BatchNormRule, GroupNormRule, InstanceNormRule, LayerNormRule,
 
 __all__ = [
     "FALLBACK_RULE",
-    "RULES",
+    "LAYER_RULES",
     "LayerCall",
     "LayerResult",
     "LayerRule",
@@ -49,7 +49,7 @@ _conv = ConvRule()
 _bn = BatchNormRule()
 _inorm = InstanceNormRule()
 
-RULES: dict[type[nn.Module], LayerRule] = {
+LAYER_RULES: dict[type[nn.Module], LayerRule] = {
     nn.Linear: LinearRule(),
     nn.Conv1d: _conv,
     nn.Conv2d: _conv,
@@ -66,7 +66,7 @@ RULES: dict[type[nn.Module], LayerRule] = {
     nn.InstanceNorm3d: _inorm,
 }
 if hasattr(nn, "RMSNorm"):  # torch >= 2.4
-    RULES[nn.RMSNorm] = RMSNormRule()
+    LAYER_RULES[nn.RMSNorm] = RMSNormRule()
 
 FALLBACK_RULE: LayerRule = FunctorchFallbackRule()
 
@@ -74,10 +74,10 @@ FALLBACK_RULE: LayerRule = FunctorchFallbackRule()
 def find_rule(module: nn.Module) -> LayerRule | None:
     """The registered rule for ``module``, or None if it has none (see the module docstring)."""
     cls = type(module)
-    rule = RULES.get(cls)
+    rule = LAYER_RULES.get(cls)
     if rule is not None:
         return rule
     for base in cls.__mro__[1:]:
-        if base in RULES:
-            return RULES[base] if cls.forward is base.forward else None
+        if base in LAYER_RULES:
+            return LAYER_RULES[base] if cls.forward is base.forward else None
     return None

@@ -7,6 +7,10 @@ into the other without densifying.
 
 from __future__ import annotations
 
+from . import _numpy_scipy  # noqa: F401  (first: numpy and scipy, or how to install them)
+
+# isort: split
+
 from typing import Any
 
 import numpy as np
