@@ -32,11 +32,11 @@ from adabatch.experiments.config import (
     apply_overrides,
     parse_overrides,
 )
-from adabatch.options import options_of
-from adabatch.options import parse as parse_value
 from adabatch.experiments.data import build_data
 from adabatch.experiments.run import experiment_config
 from adabatch.experiments.suites import EXPERIMENTS, SUITES, experiment, suite
+from adabatch.options import options_of
+from adabatch.options import parse as parse_value
 
 # A base of our own (the suites' bases are tuned over time); like the quick suite's.
 QUICK = Config(
