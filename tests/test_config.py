@@ -32,7 +32,7 @@ from adabatch.experiments.config import (
     apply_overrides,
     parse_overrides,
 )
-from adabatch.experiments.data import build_data
+from adabatch.experiments.bundles import build_data
 from adabatch.experiments.run import experiment_config
 from adabatch.experiments.suites import EXPERIMENTS, SUITES, experiment, suite
 from adabatch.options import options_of

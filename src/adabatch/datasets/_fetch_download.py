@@ -1,321 +1,247 @@
-"""Downloads for ``adabatch data fetch``: streaming to a staging file, digests, progress.
+"""Downloads for ``adabatch data fetch`` through pooch, with every failure put in words.
 
-Everything here is transport: it moves bytes from a URL into a hidden staging file next to the
-final one and reports what went wrong in words. Deciding whether the bytes are *right* (checksums
-of the content, package integrity) is the caller's job; `fetch` installs a file under its final
-name only after that decision, with one ``os.replace``.
+`Session.get` hands a URL to `pooch.retrieve`, which streams it (requests, with a tqdm bar on a
+terminal) into a temporary file, checks the known hash and only then moves it to a hidden
+`staged` name; a route's content check runs before that move, and the route `publish`-es the
+file under its final name. Failures are recorded as `Attempt`s for `FetchError`, not raised.
+pooch, requests and tqdm are imported only once something is downloaded.
 """
 
 from __future__ import annotations
 
-import bz2
 import errno
-import gzip
-import hashlib
 import http.client
+import logging
+import os
+import re
 import secrets
+import shutil
 import socket
-import ssl
 import sys
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
-import zlib
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import Any
 
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "Opener",
-    "Reporter",
-    "SourceError",
-    "content_digest",
-    "default_opener",
-    "download",
-    "read_url",
-    "staged",
-]
+__all__ = ["DEFAULT_TIMEOUT", "Attempt", "Downloader", "Session", "mismatch", "publish", "staged"]
 
-#: Seconds to wait for a connection or for the next piece of data. Short on purpose: the
-#: canonical sites are tried first and are unreachable from many networks, where each one should
-#: cost seconds, not minutes, before the next route is tried.
+#: Seconds to wait for a connection or the next piece of data. Short on purpose: the canonical
+#: sites come first and are unreachable from many networks, where each should cost seconds.
 DEFAULT_TIMEOUT = 15.0
 
-#: ``opener(url, timeout)`` returns a readable response (``read(n)``, ``close()``, optionally
-#: ``headers``). The default is urllib's; tests pass their own to simulate failures.
-Opener = Callable[[str, float], Any]
+#: A pooch downloader ``downloader(url, output_file, pooch)``: writes the body of ``url`` to the
+#: path ``output_file`` or raises. Given to `fetch`, it replaces the network (tests).
+Downloader = Callable[[str, str, Any], None]
 
-_CHUNK = 1 << 20
-# Files smaller than this download without a progress display.
-_PROGRESS_MIN_BYTES = 4 << 20
 # Connection failures that say the host (or the network) cannot be reached at all.
-_UNREACHABLE_ERRNOS = {
-    errno.ECONNREFUSED,
-    errno.EHOSTUNREACH,
-    errno.ENETUNREACH,
-    errno.EHOSTDOWN,
-    errno.ETIMEDOUT,
-}
-# Errors of the decompressors on corrupted or truncated input.
-_DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, ValueError)
+_UNREACHABLE = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
+# How pooch words a hash mismatch, reworded by `mismatch` (pooch's text is the fallback).
+_POOCH_MISMATCH = re.compile(r"expected (?:\w+:)?(\w+) but got (\w+)")
 
 
-class SourceError(Exception):
-    """One source (a URL) could not deliver: the reason is a short phrase for the user.
+@dataclass(frozen=True)
+class Attempt:
+    """One failed try: the route, the URL (or package member) and why it failed."""
 
-    Attributes:
-        url: the URL that failed.
-        reason: what went wrong (``HTTP 404 Not Found``, ``timed out after 15 s``, ...).
-        unreachable: True when the host could not be reached at all, so that other files on the
-            same host need not be tried again.
-    """
+    route: str
+    source: str
+    reason: str
+    skipped: bool = False  # not tried because its host was found unreachable before
 
-    def __init__(self, url: str, reason: str, *, unreachable: bool = False) -> None:
-        self.url = url
-        self.reason = reason
-        self.unreachable = unreachable
-        super().__init__(f"{url}: {reason}")
+    def __str__(self) -> str:
+        return f"[{self.route}] {self.source}: {self.reason}"
 
 
-def default_opener(url: str, timeout: float) -> Any:
-    """Open ``url`` with urllib (http, https, file), identifying the client as adabatch.
+class _RejectedError(Exception):
+    """The download arrived but a route's content check refused it (the message says why)."""
 
-    The opener is built per call so that the proxy settings (``https_proxy``, ``no_proxy``, ...)
-    are read from the environment as it is now, not as it was at the first download.
-    """
-    request = urllib.request.Request(url, headers={"User-Agent": "adabatch-data-fetch"})
-    return urllib.request.build_opener().open(request, timeout=timeout)
+
+def mismatch(what: str, algorithm: str, expected: str, found: str) -> str:
+    """The reason recorded when ``what`` does not have the checksum it must have."""
+    return f"checksum mismatch for {what}: expected {algorithm} {expected}, got {found}"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and all it wraps: requests and urllib3 bury the cause in args and reason."""
+    todo, seen = [exc], set()
+    while todo:
+        e = todo.pop(0)
+        if id(e) not in seen:
+            seen.add(id(e))
+            yield e
+            wrapped = (getattr(e, "reason", None), *e.args, e.__cause__, e.__context__)
+            todo += [w for w in wrapped if isinstance(w, BaseException)]
 
 
 def _reason(exc: BaseException, timeout: float) -> tuple[str, bool]:
-    """A short description of a transport error and whether the host was unreachable.
+    """A short phrase for a failed transfer, and whether its host is unreachable altogether.
 
-    "Unreachable" (no name resolution, connection refused or timed out) means other URLs on the
-    same host would fail the same way; an HTTP or TLS error says nothing about other URLs.
+    Unreachable (no name resolution, refused, timed out) means every other URL on that host
+    would fail the same way; an HTTP or TLS error says nothing about the host's other files.
     """
-    inner = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code} {exc.reason}".rstrip(), False
-    if isinstance(inner, TimeoutError):
-        return f"timed out after {timeout:g} s", True
-    if isinstance(inner, socket.gaierror):
-        return f"cannot resolve the host name ({inner.strerror or inner})", True
-    if isinstance(inner, ssl.SSLError):
-        return f"TLS error ({inner})", False
-    if isinstance(inner, FileNotFoundError):  # file:// URLs
-        return f"no such file ({inner.filename or inner})", False
-    if isinstance(inner, OSError) and inner.errno in _UNREACHABLE_ERRNOS:
-        return f"cannot connect ({inner.strerror or inner})", True
-    if isinstance(inner, http.client.HTTPException):
-        return f"connection broken ({type(inner).__name__}: {inner})", False
-    if isinstance(inner, ValueError):
-        return f"not a usable URL ({inner})", False
-    if isinstance(exc, urllib.error.URLError):
-        return f"cannot open ({inner})", False
-    return f"{type(inner).__name__}: {inner}", False
+    import requests  # a dependency of pooch, there once anything is downloaded
+
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code} {exc.response.reason or ''}".rstrip(), False
+    for cause in _causes(exc):
+        # A timeout while streaming reaches us as requests' ConnectionError around a socket one.
+        if isinstance(cause, (requests.Timeout, TimeoutError)):
+            return f"timed out after {timeout:g} s", True
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve the host name ({cause.strerror or cause})", True
+        if isinstance(cause, http.client.IncompleteRead):  # body shorter than Content-Length
+            got = cause.partial if isinstance(cause.partial, int) else len(cause.partial)
+            of = f" of {got + cause.expected}" if cause.expected is not None else ""
+            return f"truncated: received {got}{of} bytes", False
+        if isinstance(cause, FileNotFoundError):  # file:// URLs
+            return f"no such file ({cause.filename or cause})", False
+        if isinstance(cause, OSError) and cause.errno in _UNREACHABLE:
+            return f"cannot connect ({cause.strerror or cause})", True
+    return f"{type(exc).__name__}: {exc}", False
 
 
-def _content_length(response: Any) -> int | None:
-    headers = getattr(response, "headers", None)
-    value = headers.get("Content-Length") if headers is not None else None
+def _progress_bar(url: str, quiet: bool) -> Any:
+    """A tqdm bar for pooch to fill, or False without tqdm (pooch then shows none)."""
     try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
+        from tqdm.auto import tqdm
+    except ImportError:
+        return False
+    name = urllib.parse.unquote(url.rstrip("/").rsplit("/", 1)[-1])
+    # total=1 until pooch sets the Content-Length (a bar without a total is false to pooch);
+    # disable=None draws on a terminal only, so that logs and CI output stay free of bars.
+    disable = True if quiet else None
+    return tqdm(desc=f"  {name}", total=1, unit="B", unit_scale=True, disable=disable)
 
 
-def _mib(n: float) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
+@dataclass
+class Session:
+    """What one `fetch` call shares between routes: transport, notes on stderr, failures.
 
-
-class Reporter:
-    """Progress and notes for the user, on stderr (stdout stays free for results).
-
-    Args:
-        quiet: say nothing.
-        stream: where to write; ``sys.stderr`` as it is at the time of writing by default (so
-            that redirections made after construction, e.g. by pytest, are honoured).
+    ``downloader`` (tests) replaces pooch's HTTP downloader and the file:// copy for every URL;
+    ``dead_hosts`` are hosts found unreachable, whose later URLs are skipped, not waited for.
     """
 
-    def __init__(self, *, quiet: bool = False, stream: TextIO | None = None) -> None:
-        self.quiet = quiet
-        self._stream = stream
-
-    @property
-    def stream(self) -> TextIO:
-        """The text stream written to."""
-        return self._stream if self._stream is not None else sys.stderr
+    timeout: float = DEFAULT_TIMEOUT
+    quiet: bool = False
+    downloader: Downloader | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    dead_hosts: set[str] = field(default_factory=set)
 
     def say(self, message: str) -> None:
-        """Write one line, unless quiet."""
+        """Write one line to stderr (stdout stays free for results), unless quiet."""
         if not self.quiet:
-            print(message, file=self.stream, flush=True)
+            print(message, file=sys.stderr, flush=True)
 
-    @contextmanager
-    def progress(self, label: str, total: int | None) -> Iterator[Callable[[int], None]]:
-        """A callback ``advance(n_bytes)`` that shows how far a download of ``total`` bytes is.
+    def fail(self, route: str, source: str, reason: str, *, skipped: bool = False) -> None:
+        """Record a failed try, and say it unless it was skipped."""
+        self.attempts.append(Attempt(route, source, reason, skipped))
+        if not skipped:  # skips are summed up in the final error, not announced one by one
+            self.say(f"  failed: {source}: {reason}")
 
-        On a terminal the line is redrawn in place at most a few times a second; elsewhere (logs,
-        CI) only the final size and time are written, so that logs do not fill with progress.
+    def get(
+        self,
+        route: str,
+        url: str,
+        dest: Path,
+        *,
+        known_hash: str | None = None,
+        what: str = "the download",
+        check: Callable[[Path], str | None] | None = None,
+        probe: bool = False,
+    ) -> bool:
+        """Download ``url`` to the `staged` path ``dest``; False (recorded) if it fails.
+
+        ``known_hash`` (``"algorithm:hex"``) is checked by pooch, naming ``what`` if it does not
+        match; ``check(path)`` returns why the arrived file is unacceptable, or None. A
+        ``probe`` (package metadata) shows no bar, and its failure does not mark the host
+        unreachable: the download proper still gets its try. Local disk errors are raised.
         """
-        start = time.monotonic()
-        done = 0
-        shown = 0.0
-        width = 0  # length of the last progress line, to blank it out at the end
-        live = (
-            not self.quiet
-            and (total is None or total >= _PROGRESS_MIN_BYTES)
-            and self.stream.isatty()
-        )
+        import pooch
 
-        def advance(n: int) -> None:
-            nonlocal done, shown, width
-            done += n
-            now = time.monotonic()
-            if live and now - shown >= 0.2:
-                shown = now
-                of = f" / {_mib(total)} ({100 * done / total:3.0f}%)" if total else ""
-                line = f"  {label}: {_mib(done)}{of}"
-                width = len(line)
-                self.stream.write(f"\r{line}")
-                self.stream.flush()
+        host = urllib.parse.urlsplit(url).netloc
+        if host in self.dead_hosts and not probe:
+            self.fail(route, url, f"not tried: {host} was unreachable before", skipped=True)
+            return False
+        if not probe:
+            self.say(f"  downloading {url}")
 
-        yield advance
-        if live:
-            self.stream.write("\r" + " " * width + "\r")
-        if not self.quiet and (done >= _PROGRESS_MIN_BYTES or live):
-            elapsed = time.monotonic() - start
-            self.say(f"  {label}: {_mib(done)} in {elapsed:.1f} s")
+        def download(url: str, output_file: str, caller: Any) -> None:
+            self._transfer(url, output_file, caller, progress=not probe)
+            if check is not None and (problem := check(Path(output_file))) is not None:
+                raise _RejectedError(problem)
 
-
-def download(
-    url: str,
-    dest: Path,
-    *,
-    opener: Opener,
-    timeout: float,
-    reporter: Reporter,
-    digests: tuple[str, ...] = ("sha256",),
-) -> dict[str, str]:
-    """Stream ``url`` into the file ``dest`` and return the hex digests of what was received.
-
-    Args:
-        url: any URL the opener understands (``https://``, ``file://``, ...).
-        dest: the staging file to (over)write.
-        opener: see `Opener`.
-        timeout: seconds for the connection and for each read.
-        reporter: where progress goes.
-        digests: hashlib algorithm names to compute while downloading.
-
-    Raises:
-        SourceError: the URL could not be opened or the transfer broke off (including a body
-            shorter than its announced ``Content-Length``).
-    """
-    hashers = {name: hashlib.new(name) for name in digests}
-    label = urllib.parse.unquote(url.rstrip("/").rsplit("/", 1)[-1]) or url
-    try:
-        response = opener(url, timeout)
-    except Exception as exc:  # every failure of one source is reported, not raised
-        reason, unreachable = _reason(exc, timeout)
-        raise SourceError(url, reason, unreachable=unreachable) from exc
-    received = 0
-    with closing(response):
-        total = _content_length(response)
+        logger = pooch.get_logger()
+        level = logger.level
+        logger.setLevel(logging.WARNING)  # its INFO lines repeat our notes, in pooch's terms
         try:
-            with dest.open("wb") as out, reporter.progress(label, total) as advance:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    for h in hashers.values():
-                        h.update(chunk)
-                    received += len(chunk)
-                    advance(len(chunk))
-        except Exception as exc:  # a broken transfer is this source's failure
-            if isinstance(exc, OSError) and exc.filename == str(dest):
-                raise  # a local disk problem, not the source's: let the caller see it
-            reason, _ = _reason(exc, timeout)
-            raise SourceError(url, f"transfer broke off after {received} bytes: {reason}") from exc
-    if total is not None and received != total:
-        raise SourceError(url, f"truncated: received {received} of {total} bytes")
-    return {name: h.hexdigest() for name, h in hashers.items()}
+            pooch.retrieve(url, known_hash, fname=dest.name, path=dest.parent, downloader=download)
+            return True
+        except _RejectedError as exc:
+            reason = str(exc)
+        except Exception as exc:  # every failure of one source is recorded, not raised
+            name = getattr(exc, "filename", None)
+            if isinstance(exc, PermissionError) or (name and Path(name).parent == dest.parent):
+                raise  # the local disk's problem (pooch's, when the directory is read-only)
+            found = _POOCH_MISMATCH.search(str(exc)) if isinstance(exc, ValueError) else None
+            if found is not None and known_hash is not None:  # always "algorithm:hex" here
+                reason = mismatch(what, known_hash.partition(":")[0], found[1], found[2])
+            else:
+                reason, unreachable = _reason(exc, self.timeout)
+                if unreachable and host and not probe:
+                    self.dead_hosts.add(host)
+        finally:
+            logger.setLevel(level)
+        self.fail(route, url, reason)
+        return False
 
+    def _transfer(self, url: str, output_file: str, caller: Any, *, progress: bool) -> None:
+        import pooch
 
-def read_url(url: str, *, opener: Opener, timeout: float, limit: int = 16 << 20) -> bytes:
-    """The whole body of a small resource (package metadata), at most ``limit`` bytes.
-
-    Raises:
-        SourceError: as `download`, or the body is larger than ``limit``.
-    """
-    try:
-        with closing(opener(url, timeout)) as response:
-            body = response.read(limit + 1)
-    except Exception as exc:  # every failure of one source is reported, not raised
-        reason, unreachable = _reason(exc, timeout)
-        raise SourceError(url, reason, unreachable=unreachable) from exc
-    if len(body) > limit:
-        raise SourceError(url, f"response larger than {limit} bytes; not package metadata")
-    return body
+        if self.downloader is not None:
+            self.downloader(url, output_file, caller)
+        elif url.startswith("file:"):  # pooch has no downloader for local mirrors: a copy is one
+            path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
+            shutil.copyfile(path, output_file)
+        else:
+            bar = _progress_bar(url, self.quiet) if progress else False
+            http = pooch.HTTPDownloader(
+                progressbar=bar,
+                chunk_size=1 << 16,
+                timeout=self.timeout,
+                headers={"User-Agent": "adabatch-data-fetch"},
+            )
+            try:
+                http(url, output_file, caller)
+            except Exception:
+                if bar:  # cleared, not left standing at 0%
+                    bar.leave = False
+                raise
+            finally:
+                if bar:  # pooch closes it only after a complete transfer
+                    bar.close()
 
 
 @contextmanager
 def staged(directory: Path, final_name: str) -> Iterator[Path]:
-    """A fresh hidden staging file in ``directory``, removed on exit unless renamed away.
+    """A fresh hidden path in ``directory`` to assemble ``final_name`` in; removed on exit.
 
-    Staging in the target directory (not in /tmp) keeps the final ``os.replace`` a rename on one
-    file system, so a file appears under its final name complete and verified, or not at all.
+    In the target directory, `publish` is a rename within one file system: a file appears
+    under its final name complete and verified, or not at all. The path keeps the final name's
+    suffix (which tells how to read it) and is not created: pooch would take it for done.
     """
-    # Not tempfile.mkstemp: its files are private (0600) and would stay so once renamed into
-    # place; an exclusive create gives the usual permissions (umask) and is as safe.
-    while True:
-        path = directory / f".{final_name}.{secrets.token_hex(4)}.part"
-        try:
-            path.open("xb").close()
-            break
-        except FileExistsError:
-            continue
+    path = directory / f".part-{secrets.token_hex(6)}-{final_name}"
     try:
         yield path
     finally:
         path.unlink(missing_ok=True)
 
 
-def _open_decompressed(path: Path, compression: str | None) -> IO[bytes]:
-    if compression is None:
-        return path.open("rb")
-    if compression == "gzip":
-        return gzip.open(path, "rb")
-    if compression == "bz2":
-        return bz2.open(path, "rb")
-    raise ValueError(f"unknown compression {compression!r}; expected None, 'gzip' or 'bz2'")
-
-
-def content_digest(
-    path: Path, compression: str | None = None, algorithm: str = "sha256"
-) -> tuple[str, int]:
-    """Digest and size of the *decompressed* content of ``path``.
-
-    Args:
-        path: the file.
-        compression: ``None`` (plain), ``"gzip"`` or ``"bz2"``.
-        algorithm: a hashlib algorithm name.
-
-    Returns:
-        ``(hex digest, number of bytes)`` of the content.
-
-    Raises:
-        ValueError: the compressed stream is corrupted or truncated (the message names the file).
-    """
-    h = hashlib.new(algorithm)
-    size = 0
-    try:
-        with _open_decompressed(path, compression) as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-                size += len(chunk)
-    except _DECOMPRESS_ERRORS as exc:
-        if isinstance(exc, OSError) and exc.filename == str(path):
-            raise
-        raise ValueError(f"{path.name}: corrupted {compression} stream ({exc})") from exc
-    return h.hexdigest(), size
+def publish(staging: Path, final: Path) -> None:
+    """Rename ``staging`` to ``final``, readable as the umask allows (pooch's files are 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    staging.chmod(0o666 & ~umask)
+    os.replace(staging, final)

@@ -20,8 +20,8 @@ import pickle
 from pathlib import Path
 from typing import IO, Any
 
+from ..errors import DatasetFormatError
 from ._optional import require
-from .errors import DatasetFormatError
 
 __all__ = ["safe_load"]
 

@@ -29,11 +29,11 @@ from typing import Any, Literal
 
 import torch
 
+from ..errors import DatasetFormatError, DatasetNotFoundError
 from ._archive import extract_directory
 from ._optional import require
 from ._safe_pickle import safe_load
 from .base import ArrayDataset
-from .errors import DatasetFormatError, DatasetNotFoundError
 from .paths import search_roots
 
 __all__ = ["load_cifar10", "load_cifar100"]

@@ -24,7 +24,7 @@ from typing import IO
 import torch
 from torch import Tensor
 
-from .errors import DatasetFormatError
+from ..errors import DatasetFormatError
 
 __all__ = ["IDX_DTYPES", "read_idx"]
 

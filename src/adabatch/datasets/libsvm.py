@@ -37,9 +37,9 @@ from typing import IO, Any, Literal
 
 import torch
 
+from ..errors import DatasetFormatError, DatasetNotFoundError
 from ._optional import require
 from .base import SparseDataset
-from .errors import DatasetFormatError, DatasetNotFoundError
 from .paths import search_roots
 
 __all__ = ["libsvm_label_values", "load_libsvm", "load_libsvm_named"]

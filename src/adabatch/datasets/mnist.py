@@ -22,8 +22,8 @@ from typing import Literal
 
 import torch
 
+from ..errors import DatasetFormatError, DatasetNotFoundError
 from .base import ArrayDataset
-from .errors import DatasetFormatError, DatasetNotFoundError
 from .idx import read_idx
 from .paths import search_roots
 

@@ -30,9 +30,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from ..errors import DatasetFormatError, DatasetNotFoundError
 from ._optional import require
 from .base import ArrayDataset
-from .errors import DatasetFormatError, DatasetNotFoundError
 from .paths import search_roots
 
 __all__ = ["load_tiny_imagenet"]

@@ -2,7 +2,7 @@
 
 The registries of the configurable components live here (`OPTIMIZERS`, `SCHEDULES`) or in
 their packages (`adabatch.models.MODELS`, `adabatch.policies.POLICIES`,
-`adabatch.experiments.data.DATA`); `OPTION_LOOKUPS` gives the config system each one's
+`adabatch.experiments.bundles.DATA`); `OPTION_LOOKUPS` gives the config system each one's
 options, read from the component itself (`adabatch.options.options_of`), so that a wrong
 option is caught before anything is built.
 """
@@ -28,8 +28,8 @@ from ..policies import POLICIES, make_policy
 from ..policies.base import BatchSizePolicy
 from ..scheduler import BatchSizeScheduler
 from ..training import Callback, Trainer
+from .bundles import DataBundle, build_data, data_options
 from .config import Config, ConfigError, OptionsLookup
-from .data import DataBundle, build_data, data_options
 
 __all__ = [
     "OPTIMIZERS",
@@ -102,9 +102,7 @@ SCHEDULES: Mapping[str, Callable[..., lrs.LRScheduler] | None] = MappingProxyTyp
 )
 
 
-def build_lr_scheduler(
-    config: Config, optimizer: torch.optim.Optimizer
-) -> lrs.LRScheduler | None:
+def build_lr_scheduler(config: Config, optimizer: torch.optim.Optimizer) -> lrs.LRScheduler | None:
     """The configured schedule, stepped per epoch (None for a constant LR without warm-up).
 
     A warm-up of w epochs multiplies the LR by (e + 1)/(w + 1) in epoch e < w (torch's

@@ -79,7 +79,7 @@ _POSITIVE: dict[str, Any] = {"valid": lambda value, key: check_positive(key, val
 # ---------------------------------------------------------------------- the sections
 @dataclasses.dataclass
 class DataConfig:
-    """The data set (see `adabatch.experiments.data.DATA`).
+    """The data set (see `adabatch.experiments.bundles.DATA`).
 
     Attributes:
         name: a name in ``DATA`` (e.g. "synthetic-images", "mnist", "cifar10").

@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .comparison import Comparison, Curve, compare, mean_curve, step_curve
-from .report import Run
+from .comparison import Comparison, compare
+from .curves import Curve, mean_curve, step_curve
+from .run_dirs import Run
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

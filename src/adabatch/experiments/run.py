@@ -16,7 +16,6 @@ configuration must equal the requested one) or ``overwrite`` (delete it and star
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import shutil
@@ -31,7 +30,8 @@ from typing import Any
 import torch
 
 from .. import __version__
-from .._atomic import atomic_write
+from .._json import read_json, write_json
+from ..errors import DivergedRunError, RunError
 from ..training import DivergenceError, FitResult, JsonlLogger, ProgressBar, TensorBoardLogger
 from ..training.callbacks import Callback
 from .build import OPTION_LOOKUPS, build, describe
@@ -50,14 +50,6 @@ __all__ = [
 
 #: The files (and folder) of a run directory.
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "summary.json", "tensorboard")
-
-
-class RunError(RuntimeError):
-    """A run cannot start or did not finish; the message says why and what to do."""
-
-
-class DivergedRunError(RunError):
-    """The run's training loss became non-finite (``summary.json`` says "diverged")."""
 
 
 @dataclass(frozen=True)
@@ -81,18 +73,6 @@ def experiment_config(
     """The suite's base configuration with the method's, then the user's overrides."""
     config = apply_overrides(suite.base, dict(method.overrides), OPTION_LOOKUPS)
     return apply_overrides(config, list(overrides), OPTION_LOOKUPS)
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"), text=True)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunError(f"cannot read {path}: {exc}") from None
 
 
 def _run_record(suite: Suite, method: Method, config: Config) -> dict[str, Any]:
@@ -147,10 +127,10 @@ def _prepare_directory(
             f"{out} holds run files ({', '.join(present)}) but no config.json; pass "
             "--overwrite to start a new run there"
         )
-    saved = _read_json(config_path)
+    saved = read_json(config_path, RunError)
     status = "running or killed"
     if (out / "summary.json").exists():
-        status = _read_json(out / "summary.json").get("status", "unknown")
+        status = read_json(out / "summary.json", RunError).get("status", "unknown")
     if not resume:
         raise RunError(
             f"{out} already holds a run ({saved.get('experiment')}, seed {saved.get('seed')}, "
@@ -227,7 +207,7 @@ def run_experiment(
     record = _run_record(suite, method, config)
     state = _prepare_directory(out, record, resume=resume, overwrite=overwrite)
     if state == "done":
-        summary = _read_json(out / "summary.json")
+        summary = read_json(out / "summary.json", RunError)
         log(f"{out}: already completed ({record['experiment']}, seed {config.train.seed})")
         return RunOutcome(out, "completed", None, summary)
     if suite.hardware == "gpu" and not torch.cuda.is_available():
@@ -255,19 +235,19 @@ def run_experiment(
         log(f"  resumed at epoch {trainer.epoch}, step {trainer.step_count}")
     else:
         (out / "metrics.jsonl").unlink(missing_ok=True)  # a run killed before its checkpoint
-        _write_json(out / "config.json", record)
+        write_json(out / "config.json", record)
     (out / "summary.json").unlink(missing_ok=True)
     try:
         with _stop_on_signals(trainer.request_stop):
             result = trainer.fit(config.train.epochs)
     except DivergenceError as exc:
         summary = _summary("diverged", trainer, None, message=str(exc))
-        _write_json(out / "summary.json", summary)
+        write_json(out / "summary.json", summary)
         raise DivergedRunError(
             f"{record['experiment']} (seed {config.train.seed}): {exc}"
         ) from None
     summary = _summary(result.status, trainer, result)
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     if result.status == "interrupted":
         log(f"  interrupted; continue with --resume (checkpoint {checkpoint})")
     return RunOutcome(out, result.status, result, summary)

@@ -6,6 +6,7 @@ import dataclasses
 import math
 from typing import Any
 
+from .._json import json_safe
 from .comparison import Comparison, MethodSummary
 
 __all__ = ["comparison_to_json", "format_count", "render_table"]
@@ -153,16 +154,6 @@ def render_table(comparison: Comparison, fmt: str = "text") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    return value
-
-
 def comparison_to_json(comparison: Comparison) -> dict[str, Any]:
     """The comparison as a JSON-serialisable dictionary (for ``report.json``).
 
@@ -174,7 +165,7 @@ def comparison_to_json(comparison: Comparison) -> dict[str, Any]:
         entry = dataclasses.asdict(summary)
         entry["runs"] = [str(run.path) for run in comparison.runs.get(summary.method, ())]
         methods.append(entry)
-    return _jsonable(
+    return json_safe(
         {
             "title": comparison.title,
             "target_accuracy": comparison.target_accuracy,

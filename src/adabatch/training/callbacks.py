@@ -28,10 +28,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._json import json_safe
+
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-__all__ = ["Callback", "JsonlLogger", "ProgressBar", "TensorBoardLogger", "json_safe"]
+__all__ = ["Callback", "JsonlLogger", "ProgressBar", "TensorBoardLogger"]
 
 
 class Callback:
@@ -57,13 +59,6 @@ class Callback:
         """Restore `state_dict` output."""
 
 
-def json_safe(value: Any) -> Any:
-    """NaN and ±inf become None, so that the output is standard JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 class JsonlLogger(Callback):
     """Append each record as one JSON line to ``path`` (the run's ``metrics.jsonl``).
 
@@ -83,7 +78,7 @@ class JsonlLogger(Callback):
         return self._file
 
     def on_record(self, trainer: Trainer, record: Mapping[str, Any]) -> None:  # noqa: D102
-        line = json.dumps({k: json_safe(v) for k, v in record.items()}, allow_nan=False)
+        line = json.dumps(json_safe(record), allow_nan=False)
         f = self._open()
         f.write(line + "\n")
         f.flush()

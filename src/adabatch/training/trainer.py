@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import inspect
 import math
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,7 @@ from .callbacks import Callback
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .clock import TrainingClock
 from .evaluate import evaluate
+from .records import Progress, with_decision
 
 __all__ = ["FitResult", "Trainer"]
 
@@ -203,17 +203,10 @@ class Trainer:
         )
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.epochs = 0  # the target of the fit() in progress
-        self.samples = 0  # training samples consumed (global)
-        self.samples_in_epoch = 0
-        self.clock = TrainingClock()
+        self.progress = Progress()  # samples, losses, clocks: what the records count
         self.started = False  # the epoch-0 evaluation is done (or skipped)
-        self.last_epoch_record: dict[str, Any] | None = None
-        self._epoch_loss = [0.0, 0]  # loss sum, samples (this epoch)
-        self._log_loss = [0.0, 0]  # loss sum, samples (since the last step record)
         self._lr = self._current_lr()
         self._stop_requested = False
-        self._wall_start = time.perf_counter()
-        self._wall_offset = 0.0
 
     # ------------------------------------------------------------------ properties
     @property
@@ -225,6 +218,26 @@ class Trainer:
     def epoch(self) -> int:
         """Completed epochs (the epoch in progress, counted from 0)."""
         return self.scheduler.epoch
+
+    @property
+    def samples(self) -> int:
+        """Training samples consumed (global, over all ranks)."""
+        return self.progress.samples
+
+    @property
+    def samples_in_epoch(self) -> int:
+        """Training samples consumed in the epoch in progress."""
+        return self.progress.samples_in_epoch
+
+    @property
+    def clock(self) -> TrainingClock:
+        """Training time (evaluation and checkpoints excluded)."""
+        return self.progress.clock
+
+    @property
+    def last_epoch_record(self) -> dict[str, Any] | None:
+        """The last epoch record (None before the first evaluation)."""
+        return self.progress.last_epoch_record
 
     @property
     def batch_size(self) -> int:
@@ -260,7 +273,7 @@ class Trainer:
         """
         self.epochs = as_int(epochs, "epochs", minimum=1)
         self._stop_requested = False  # a stop honoured by an earlier fit() is spent
-        self._wall_start = time.perf_counter()
+        self.progress.wall.start()
         self._emit("on_fit_start")
         status = "completed"
         try:
@@ -285,12 +298,12 @@ class Trainer:
                             self._save()
                             return self._result(status)
                 self._end_epoch()
-            self.clock.stop()
         except DivergenceError:
             status = "diverged"
             raise
         finally:
             self.clock.stop()
+            self.progress.wall.stop()
             self._emit("on_fit_end", status)
         return self._result(status)
 
@@ -345,32 +358,24 @@ class Trainer:
 
     def _after_step(self, loss_sum: float, decision: Decision | None) -> None:
         n = self.loader.last_global_batch_size
-        self.samples += n
-        self.samples_in_epoch += n
-        for acc in (self._epoch_loss, self._log_loss):
-            acc[0] += loss_sum
-            acc[1] += n
+        self.progress.count_step(loss_sum, n)
         self._emit("on_step_end")
         changed = decision is not None and (decision.changed or decision.lr_factor != 1.0)
         if self.step_count % self.log_every == 0 or changed:
-            loss_sum, count = self._log_loss
-            record = self._base_record("step", n)
-            record["loss"] = loss_sum / count if count else None
-            self._log_loss = [0.0, 0]
-            self._emit("on_record", _with_decision(record, decision))
+            record = self._record("step", n)
+            record["loss"] = self.progress.log_loss.take()
+            self._emit("on_record", with_decision(record, decision))
         if self.checkpoint_every_steps and self.step_count % self.checkpoint_every_steps == 0:
             self._save()
 
     def _end_epoch(self) -> None:
         """Evaluate, let epoch-cadence policies decide, record, checkpoint."""
-        loss_sum, count = self._epoch_loss
-        train_loss = loss_sum / count if count else None
+        train_loss = self.progress.epoch_loss.take()
         with self.clock.paused():
             metrics = self._evaluate()
         args = () if self.monitor is None else (metrics[self.monitor],)
         decision = self.scheduler.step_epoch(*args)
-        self._epoch_loss = [0.0, 0]
-        self.samples_in_epoch = 0
+        self.progress.samples_in_epoch = 0
         self._record_epoch(train_loss=train_loss, decision=decision, metrics=metrics)
         if self.epoch % self.checkpoint_every_epochs == 0 or self.epoch == self.epochs:
             self._save()
@@ -401,24 +406,16 @@ class Trainer:
                 metrics = self._evaluate()
         # The batch size and LR of the epoch's last step (epoch 0: the initial ones); a
         # decision taken at the epoch's end is in the decision fields.
-        record = self._base_record("epoch", self.step_batch_size)
-        record["elapsed"] = self._wall_offset + time.perf_counter() - self._wall_start
-        record["train_loss"] = train_loss
-        record.update(metrics)
-        record = _with_decision(record, decision)
-        self.last_epoch_record = record
+        record = self._record("epoch", self.step_batch_size)
+        record.update(elapsed=self.progress.wall.read(), train_loss=train_loss, **metrics)
+        record = with_decision(record, decision)
+        self.progress.last_epoch_record = record
         self._emit("on_record", record)
 
-    def _base_record(self, kind: str, batch_size: int) -> dict[str, Any]:
-        return {
-            "kind": kind,
-            "epoch": self.epoch,
-            "step": self.step_count,
-            "samples": self.samples,
-            "time": self.clock.read(),
-            "batch_size": batch_size,
-            "lr": self._lr,
-        }
+    def _record(self, kind: str, batch_size: int) -> dict[str, Any]:
+        return self.progress.record(
+            kind, epoch=self.epoch, step=self.step_count, batch_size=batch_size, lr=self._lr
+        )
 
     def _current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -447,17 +444,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "micro": self.micro.state_dict(),
-            "trainer": {
-                "samples": self.samples,
-                "samples_in_epoch": self.samples_in_epoch,
-                "train_time": self.clock.read(),
-                "elapsed": self._wall_offset + time.perf_counter() - self._wall_start,
-                "started": self.started,
-                "epoch_loss": list(self._epoch_loss),
-                "log_loss": list(self._log_loss),
-                "lr": self._lr,
-                "last_epoch_record": self.last_epoch_record,
-            },
+            "trainer": {"started": self.started, "lr": self._lr},
+            "progress": self.progress.state_dict(),
             "callbacks": [c.state_dict() for c in self.callbacks],
             "rng": rng_state(self.generators),
         }
@@ -479,16 +467,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])  # before the scheduler: LRs
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro.load_state_dict(state["micro"])
-        t = state["trainer"]
-        self.samples = int(t["samples"])
-        self.samples_in_epoch = int(t["samples_in_epoch"])
-        self.clock = TrainingClock(float(t["train_time"]))
-        self._wall_offset = float(t["elapsed"])
-        self.started = bool(t["started"])
-        self._epoch_loss = [float(t["epoch_loss"][0]), int(t["epoch_loss"][1])]
-        self._log_loss = [float(t["log_loss"][0]), int(t["log_loss"][1])]
-        self._lr = float(t["lr"])
-        self.last_epoch_record = t["last_epoch_record"]
+        self.started = bool(state["trainer"]["started"])
+        self._lr = float(state["trainer"]["lr"])
+        self.progress.load_state_dict(state["progress"])
         for callback, c_state in zip(self.callbacks, state["callbacks"], strict=True):
             callback.load_state_dict(c_state)
         set_rng_state(state["rng"], self.generators)
@@ -511,15 +492,6 @@ class Trainer:
     def _save(self) -> None:
         if self.checkpoint_path is not None and rank() == 0:
             self.save_checkpoint()
-
-
-def _with_decision(record: dict[str, Any], decision: Decision | None) -> dict[str, Any]:
-    """Add the statistic behind a decision taken at this point (any decision, also "keep")."""
-    if decision is not None:
-        record["decision_statistic"] = decision.statistic
-        record["decision_value"] = decision.value
-        record["next_batch_size"] = decision.new_batch_size
-    return record
 
 
 def _check_monitor(scheduler: BatchSizeScheduler, monitor: str | None, eval_data: Any) -> None:

@@ -1,0 +1,113 @@
+"""What the trainer's records count: samples, mean losses, training time and wall time.
+
+`Progress` accumulates between records and builds them; it is part of a checkpoint, so a
+resumed run's records continue where the interrupted run's stopped (times aside).
+
+A record is a flat dict of numbers (see `adabatch.training.callbacks.JsonlLogger`)::
+
+    kind       "step" (every log_every steps and at every decision) or "epoch"
+    epoch      completed epochs            step      optimizer steps taken
+    samples    training samples consumed   time      training seconds (evaluation excluded)
+    batch_size the step's requested size   lr        the LR the step used
+    loss       mean training loss since the last step record (step records)
+    train_loss, test_loss, test_accuracy, elapsed (wall seconds)   (epoch records)
+    decision_statistic, decision_value, next_batch_size             (where a decision fell)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..policies.base import Decision
+from .clock import TrainingClock
+
+__all__ = ["MeanLoss", "Progress", "with_decision"]
+
+
+class MeanLoss:
+    """A running sum of per-batch loss sums and sample counts."""
+
+    def __init__(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def add(self, loss_sum: float, samples: int) -> None:
+        """Add one batch: its summed loss and its number of samples."""
+        self.total += loss_sum
+        self.count += samples
+
+    def take(self) -> float | None:
+        """The mean loss so far (None without samples), and start again."""
+        mean = self.total / self.count if self.count else None
+        self.total, self.count = 0.0, 0
+        return mean
+
+    def state(self) -> list[float]:
+        """[sum, count], for checkpoints."""
+        return [self.total, self.count]
+
+    def load(self, state: list[float]) -> None:
+        """Inverse of `state`."""
+        self.total, self.count = float(state[0]), int(state[1])
+
+
+class Progress:
+    """Samples, losses and clocks of a training run, and the records built from them."""
+
+    def __init__(self) -> None:
+        self.samples = 0  # training samples consumed (global)
+        self.samples_in_epoch = 0
+        self.clock = TrainingClock()  # training time: paused for evaluation and checkpoints
+        self.wall = TrainingClock()  # wall time: runs whenever `Trainer.fit` does
+        self.epoch_loss = MeanLoss()
+        self.log_loss = MeanLoss()  # since the last step record
+        self.last_epoch_record: dict[str, Any] | None = None
+
+    def count_step(self, loss_sum: float, samples: int) -> None:
+        """Add one optimizer step's global batch and summed loss."""
+        self.samples += samples
+        self.samples_in_epoch += samples
+        self.epoch_loss.add(loss_sum, samples)
+        self.log_loss.add(loss_sum, samples)
+
+    def record(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """A record of ``kind`` with ``fields`` (epoch, step, batch_size, lr), samples, time."""
+        return {
+            "kind": kind,
+            "epoch": fields.pop("epoch"),
+            "step": fields.pop("step"),
+            "samples": self.samples,
+            "time": self.clock.read(),
+            **fields,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters, loss sums, both clocks and the last epoch record."""
+        return {
+            "samples": self.samples,
+            "samples_in_epoch": self.samples_in_epoch,
+            "train_time": self.clock.read(),
+            "elapsed": self.wall.read(),
+            "epoch_loss": self.epoch_loss.state(),
+            "log_loss": self.log_loss.state(),
+            "last_epoch_record": self.last_epoch_record,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict` output (both clocks go on from their saved times)."""
+        self.samples = int(state["samples"])
+        self.samples_in_epoch = int(state["samples_in_epoch"])
+        self.clock = TrainingClock(float(state["train_time"]))
+        self.wall = TrainingClock(float(state["elapsed"]))
+        self.epoch_loss.load(state["epoch_loss"])
+        self.log_loss.load(state["log_loss"])
+        self.last_epoch_record = state["last_epoch_record"]
+
+
+def with_decision(record: dict[str, Any], decision: Decision | None) -> dict[str, Any]:
+    """Add the statistic behind a decision taken at this point (any decision, also "keep")."""
+    if decision is not None:
+        record["decision_statistic"] = decision.statistic
+        record["decision_value"] = decision.value
+        record["next_batch_size"] = decision.new_batch_size
+    return record
