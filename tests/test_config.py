@@ -21,6 +21,7 @@ from adabatch.experiments.build import (
     build_lr_scheduler,
     optimizer_options,
 )
+from adabatch.experiments.bundles import build_data
 from adabatch.experiments.config import (
     Config,
     ConfigError,
@@ -32,7 +33,6 @@ from adabatch.experiments.config import (
     apply_overrides,
     parse_overrides,
 )
-from adabatch.experiments.bundles import build_data
 from adabatch.experiments.run import experiment_config
 from adabatch.experiments.suites import EXPERIMENTS, SUITES, experiment, suite
 from adabatch.options import options_of

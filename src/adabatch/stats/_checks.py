@@ -19,7 +19,6 @@ __all__ = [
 ]
 
 
-
 def batch_size_of(inputs: Any, targets: Any) -> int:
     """B = len(inputs), checked against the targets; raises for an empty or mismatched batch."""
     if not isinstance(inputs, Tensor):
