@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from _dist import run_on_ranks
 from adabatch import AdaptiveLoader, BatchSizeScheduler, GradStatsTracker, make_policy
-from adabatch.data.sampler import rank_span
+from adabatch.data.order import rank_span
 from adabatch.datasets import ArrayDataset
 from adabatch.distributed import all_reduce_int
 

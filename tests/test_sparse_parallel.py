@@ -14,7 +14,7 @@ import pytest
 import scipy.optimize
 import scipy.sparse as sp
 
-from adabatch.data.sampler import rank_span
+from adabatch.data.order import rank_span
 from adabatch.datasets.synthetic.sparse import synthetic_sparse
 from adabatch.sparse.aggregate import aggregate, column_counts
 from adabatch.sparse.lockfree import hogwild

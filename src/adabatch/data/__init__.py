@@ -14,7 +14,8 @@
 from .loader import AdaptiveLoader, has_fast_path
 from .memory import free_memory, is_out_of_memory, probe_max_batch_size
 from .micro import Chunk, MicroBatcher, accumulate_gradients, batch_length, split_batch
-from .sampler import ResizableBatchSampler, ResizeEvent, Span, epoch_order, epoch_seed, rank_span
+from .order import ResizeEvent, Span, epoch_order, epoch_seed, rank_span
+from .sampler import ResizableBatchSampler
 from .transforms import (
     CHANNEL_STATS,
     Augment,

@@ -40,8 +40,9 @@ from torch.utils.data._utils.collate import default_collate
 
 from .._types import ResizeAt
 from ._batch import map_tensors, slice_rows
+from .order import ResizeEvent, Span
 from .rows import take_rows
-from .sampler import ResizableBatchSampler, ResizeEvent, Span
+from .sampler import ResizableBatchSampler
 
 __all__ = ["AdaptiveLoader", "ResizeAt", "ResizeEvent", "has_fast_path"]
 

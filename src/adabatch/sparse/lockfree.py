@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.sampler import rank_span
+from ..data.order import rank_span
 from ._problem import Problem, prepare_team_run
 from ._process_team import AbortedError, Link, Solo, Team, as_array
 from .losses import Loss, objective

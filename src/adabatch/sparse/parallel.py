@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from .._validate import as_int
-from ..data.sampler import rank_span
+from ..data.order import rank_span
 from ..errors import WorkerError
 from ._problem import Problem, prepare_team_run
 from ._process_team import Link, Solo, Team, as_array
