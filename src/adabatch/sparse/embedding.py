@@ -15,8 +15,8 @@ b samples shrinks the update of a rare token's row b-fold. The rule applied here
 then ``W ← W − γ·d`` with γ the **single-sample** step size (the optimizer's LR as given, not
 scaled with b). A token seen by one sample takes a full single-sample step; a token every sample
 uses (c_r = b: a position table, a frequent word) is averaged as usual, and every other
-parameter of the network keeps its ordinary mean gradient. methods.md §2.3 leaves open whether
-c_r counts samples or occurrences; both are offered:
+parameter of the network keeps its ordinary mean gradient. Whether c_r counts samples or
+occurrences is open (``docs/methods.md`` §2.3); both are offered:
 
 * ``count="samples"`` (default, the paper's cⱼ): c_r = #{i : sample i looks up token r at least
   once} — a token repeated within a sample counts once;
