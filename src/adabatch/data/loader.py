@@ -280,9 +280,10 @@ class AdaptiveLoader:
         Called during an iteration with another epoch, it ends that iteration after the batch
         in hand: the next ``for`` loop starts epoch ``epoch``.
         """
-        if epoch != self.sampler.epoch:
+        before = self.sampler.epoch
+        self.sampler.set_epoch(epoch)  # checks the value first
+        if self.sampler.epoch != before:
             self._active = _ENDED
-        self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         """Batches in a whole epoch at the requested batch size (pending resizes included)."""

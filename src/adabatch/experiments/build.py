@@ -25,7 +25,6 @@ from ..models.registry import derived_inputs
 from ..optim import AdaGradNorm
 from ..options import Option, options_of
 from ..policies import POLICIES, make_policy
-from ..policies.base import BatchSizePolicy
 from ..scheduler import BatchSizeScheduler
 from ..training import Callback, Trainer
 from .bundles import DataBundle, build_data, data_options
@@ -184,7 +183,6 @@ class Built:
     data: DataBundle
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    policy: BatchSizePolicy
     loader: AdaptiveLoader
     scheduler: BatchSizeScheduler
     device: torch.device
@@ -262,7 +260,7 @@ def build(config: Config) -> Built:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return Built(config, data, model, optimizer, policy, loader, scheduler, device)
+    return Built(config, data, model, optimizer, loader, scheduler, device)
 
 
 def describe(built: Built) -> str:
