@@ -889,6 +889,11 @@ def test_load_checkpoint_errors(tmp_path) -> None:
     save_checkpoint({"version": 99}, tmp_path / "future.pt")
     with pytest.raises(ValueError, match="version 99"):
         trainer.load_checkpoint(tmp_path / "future.pt")
+    # A checkpoint of adabatch 0.1 (format 1: the policy held the batch size) is refused with
+    # a message naming the version and what to do.
+    save_checkpoint({"version": 1, "scheduler": {}, "trainer": {}}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match=r"version 1 was written by adabatch 0\.1: resume it"):
+        trainer.load_checkpoint(tmp_path / "old.pt")
 
 
 def test_checkpoint_with_other_callbacks_is_refused(tmp_path) -> None:
