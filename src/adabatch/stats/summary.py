@@ -63,13 +63,15 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import Tensor
 
+from ._sums import sum_of
+
 __all__ = ["SCALAR_FIELDS", "GradStats", "merge_fields", "sq_norm"]
 
 
 def sq_norm(tensors: Mapping[str, Tensor] | list[Tensor]) -> Tensor:
     """Return Σ ‖t‖² over the tensors as a 0-dim float64 tensor (sparse tensors allowed)."""
     values = tensors.values() if isinstance(tensors, Mapping) else tensors
-    return _sum_terms(_sq_norm_terms(values))
+    return _sum_float64(_sq_norm_terms(values))
 
 
 def _sq_norm_terms(values: Iterable[Tensor]) -> list[Tensor]:
@@ -82,15 +84,6 @@ def _sq_norm_terms(values: Iterable[Tensor]) -> list[Tensor]:
         # torch sums float32 pairwise, so the relative error stays near float32 epsilon.
         terms.append(torch.linalg.vector_norm(t).double().square())
     return terms
-
-
-def _sum_terms(terms: list[Tensor]) -> Tensor:
-    total: Tensor | None = None
-    for term in terms:
-        total = term if total is None else total + term
-    if total is None:
-        return torch.zeros((), dtype=torch.float64)
-    return total
 
 
 def _layer_fields(
@@ -205,7 +198,7 @@ class GradStats:
         norm4 = ratio = p2 = None
         if sum_sq_inner is not None:
             p2 = sum_sq_inner.to(torch.float64)
-            mean_sq = _sum_terms(terms).to(p2.device) / float(num_samples) ** 2  # ‖ḡ‖²
+            mean_sq = _sum_float64(terms).to(p2.device) / float(num_samples) ** 2  # ‖ḡ‖²
             norm4 = num_samples * mean_sq.square()
             # P2/‖ḡ‖², defined as 0 when ḡ = 0 (then every ⟨gᵢ, ḡ⟩ = 0 and P2 = 0 too).
             ratio = torch.where(mean_sq > 0, p2 / mean_sq.clamp_min(1e-300), 0.0)
@@ -223,7 +216,7 @@ class GradStats:
             layer_ratio_sum=layer[2],
         )
         if terms:  # the pass above already gave ‖Σgᵢ‖²: seed the cached property with it
-            stats.__dict__["grad_sum_sq_norm"] = _sum_terms(terms)
+            stats.__dict__["grad_sum_sq_norm"] = _sum_float64(terms)
         return stats
 
     @classmethod
@@ -387,3 +380,8 @@ def _map_tensors(stats: GradStats, fn: Callable[[Tensor], Tensor]) -> GradStats:
         coord_sq_sum=per_name(stats.coord_sq_sum),
         **scalars,
     )
+
+
+def _sum_float64(terms: list[Tensor]) -> Tensor:
+    """Σ of 0-dim float64 terms (0 for none)."""
+    return sum_of(terms, empty=torch.zeros((), dtype=torch.float64))

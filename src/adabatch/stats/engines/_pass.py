@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..rules import LayerCall, LayerResult, LayerRule, Need
-from ..rules.base import sum_of
+from ..rules.base import sum_of_dots
 from ..summary import GradStats
 
 __all__ = ["PassRecord"]
@@ -145,9 +145,7 @@ class PassRecord:
                     blocks[q] = blocks[q] + g if q in blocks else g
             m = rows.stop - rows.start
             flat = {q: g.reshape(m, -1) for q, g in blocks.items()}
-            self._sq_terms.append(
-                sum_of(torch.dot(f.reshape(-1), f.reshape(-1)) for f in flat.values())
-            )
+            self._sq_terms.append(sum_of_dots(list(flat.values())))
             if need.inner:
                 for q, f in flat.items():
                     inner_parts.setdefault(q, []).append(f @ totals[q].reshape(-1))

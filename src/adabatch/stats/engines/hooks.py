@@ -62,8 +62,8 @@ from torch import Tensor, nn
 from ..._types import BatchNormMode, LossReduction
 from ..._validate import check_choice, check_reduction
 from .._checks import batchnorm_error, check_batchnorm_mode, check_loss, is_batch_coupled
+from .._sums import sum_of
 from ..rules import FALLBACK_RULE, LayerCall, LayerRule, Need, find_rule
-from ..rules.base import sum_of
 from ..summary import GradStats
 from ._pass import PassRecord
 from ._tap import Claim, Site, Tap, whole_base

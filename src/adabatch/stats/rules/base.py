@@ -26,6 +26,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from .._sums import sum_of
+
 __all__ = [
     "LayerCall",
     "LayerResult",
@@ -176,16 +178,6 @@ def reduce_per_sample(
 def sum_of_dots(flat: list[Tensor]) -> Tensor:
     """Σ over tensors of ‖t‖²_F, each as one BLAS dot product."""
     return sum_of(torch.dot(f.reshape(-1), f.reshape(-1)) for f in flat)
-
-
-def sum_of(terms) -> Tensor:
-    """Sum an iterable of tensors without the int 0 that builtin `sum` starts from."""
-    total: Tensor | None = None
-    for t in terms:
-        total = t if total is None else total + t
-    if total is None:
-        raise ValueError("sum_of() got no terms")
-    return total
 
 
 class RuleBase:
