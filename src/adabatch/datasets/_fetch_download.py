@@ -1,19 +1,16 @@
 """Downloads for ``adabatch data fetch`` through pooch, with every failure put in words.
 
-`Session.get` hands a URL to `pooch.retrieve`, which streams it (requests, with a tqdm bar on a
-terminal) into a temporary file, checks the known hash and only then moves it to a hidden
-`staged` name; a route's content check runs before that move, and the route `publish`-es the
-file under its final name. Failures are recorded as `Attempt`s for `FetchError`, not raised.
-pooch, requests and tqdm are imported only once something is downloaded.
+`Session.get` streams a URL with pooch's HTTP downloader (a tqdm bar on a terminal) to a hidden
+`staged` path and checks its hash with pooch's `file_hash`; the route checks the content before
+renaming the file to its final name (`pooch.retrieve` would move it there first). Failures are
+recorded as `Attempt`s for `FetchError`. pooch, requests and tqdm are imported only when used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import http.client
-import logging
-import os
-import re
 import secrets
 import shutil
 import socket
@@ -21,12 +18,11 @@ import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_TIMEOUT", "Attempt", "Downloader", "Session", "mismatch", "publish", "staged"]
+__all__ = ["DEFAULT_TIMEOUT", "Attempt", "Downloader", "Session", "mismatch", "staged"]
 
 #: Seconds to wait for a connection or the next piece of data. Short on purpose: the canonical
 #: sites come first and are unreachable from many networks, where each should cost seconds.
@@ -38,8 +34,6 @@ Downloader = Callable[[str, str, Any], None]
 
 # Connection failures that say the host (or the network) cannot be reached at all.
 _UNREACHABLE = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
-# How pooch words a hash mismatch, reworded by `mismatch` (pooch's text is the fallback).
-_POOCH_MISMATCH = re.compile(r"expected (?:\w+:)?(\w+) but got (\w+)")
 
 
 @dataclass(frozen=True)
@@ -55,80 +49,44 @@ class Attempt:
         return f"[{self.route}] {self.source}: {self.reason}"
 
 
-class _RejectedError(Exception):
-    """The download arrived but a route's content check refused it (the message says why)."""
-
-
 def mismatch(what: str, algorithm: str, expected: str, found: str) -> str:
     """The reason recorded when ``what`` does not have the checksum it must have."""
     return f"checksum mismatch for {what}: expected {algorithm} {expected}, got {found}"
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and all it wraps: requests and urllib3 bury the cause in args and reason."""
-    todo, seen = [exc], set()
-    while todo:
-        e = todo.pop(0)
-        if id(e) not in seen:
-            seen.add(id(e))
-            yield e
-            wrapped = (getattr(e, "reason", None), *e.args, e.__cause__, e.__context__)
-            todo += [w for w in wrapped if isinstance(w, BaseException)]
-
-
 def _reason(exc: BaseException, timeout: float) -> tuple[str, bool]:
-    """A short phrase for a failed transfer, and whether its host is unreachable altogether.
-
-    Unreachable (no name resolution, refused, timed out) means every other URL on that host
-    would fail the same way; an HTTP or TLS error says nothing about the host's other files.
-    """
+    """Why a transfer failed, in a few words, and whether its host is unreachable altogether."""
     import requests  # a dependency of pooch, there once anything is downloaded
 
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return f"HTTP {exc.response.status_code} {exc.response.reason or ''}".rstrip(), False
-    for cause in _causes(exc):
+    causes = [exc]
+    for cause in causes:  # grows as it goes: requests and urllib3 bury causes in args and reason
         # A timeout while streaming reaches us as requests' ConnectionError around a socket one.
         if isinstance(cause, (requests.Timeout, TimeoutError)):
             return f"timed out after {timeout:g} s", True
-        if isinstance(cause, socket.gaierror):
-            return f"cannot resolve the host name ({cause.strerror or cause})", True
         if isinstance(cause, http.client.IncompleteRead):  # body shorter than Content-Length
             got = cause.partial if isinstance(cause.partial, int) else len(cause.partial)
             of = f" of {got + cause.expected}" if cause.expected is not None else ""
             return f"truncated: received {got}{of} bytes", False
-        if isinstance(cause, FileNotFoundError):  # file:// URLs
-            return f"no such file ({cause.filename or cause})", False
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve the host name ({cause.strerror or cause})", True
         if isinstance(cause, OSError) and cause.errno in _UNREACHABLE:
             return f"cannot connect ({cause.strerror or cause})", True
+        wrapped = (getattr(cause, "reason", None), *cause.args, cause.__cause__, cause.__context__)
+        causes += [w for w in wrapped if isinstance(w, BaseException) and w not in causes]
     return f"{type(exc).__name__}: {exc}", False
-
-
-def _progress_bar(url: str, quiet: bool) -> Any:
-    """A tqdm bar for pooch to fill, or False without tqdm (pooch then shows none)."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return False
-    name = urllib.parse.unquote(url.rstrip("/").rsplit("/", 1)[-1])
-    # total=1 until pooch sets the Content-Length (a bar without a total is false to pooch);
-    # disable=None draws on a terminal only, so that logs and CI output stay free of bars.
-    disable = True if quiet else None
-    return tqdm(desc=f"  {name}", total=1, unit="B", unit_scale=True, disable=disable)
 
 
 @dataclass
 class Session:
-    """What one `fetch` call shares between routes: transport, notes on stderr, failures.
-
-    ``downloader`` (tests) replaces pooch's HTTP downloader and the file:// copy for every URL;
-    ``dead_hosts`` are hosts found unreachable, whose later URLs are skipped, not waited for.
-    """
+    """What one `fetch` call shares between routes: transport, notes on stderr, failures."""
 
     timeout: float = DEFAULT_TIMEOUT
     quiet: bool = False
-    downloader: Downloader | None = None
+    downloader: Downloader | None = None  # for every URL, instead of pooch's and file:// copies
     attempts: list[Attempt] = field(default_factory=list)
-    dead_hosts: set[str] = field(default_factory=set)
+    dead_hosts: set[str] = field(default_factory=set)  # found unreachable: skipped from then on
 
     def say(self, message: str) -> None:
         """Write one line to stderr (stdout stays free for results), unless quiet."""
@@ -149,13 +107,11 @@ class Session:
         *,
         known_hash: str | None = None,
         what: str = "the download",
-        check: Callable[[Path], str | None] | None = None,
         probe: bool = False,
     ) -> bool:
         """Download ``url`` to the `staged` path ``dest``; False (recorded) if it fails.
 
-        ``known_hash`` (``"algorithm:hex"``) is checked by pooch, naming ``what`` if it does not
-        match; ``check(path)`` returns why the arrived file is unacceptable, or None. A
+        A ``known_hash`` (``"algorithm:hex"``) must match, or the failure names ``what``. A
         ``probe`` (package metadata) shows no bar, and its failure does not mark the host
         unreachable: the download proper still gets its try. Local disk errors are raised.
         """
@@ -167,81 +123,61 @@ class Session:
             return False
         if not probe:
             self.say(f"  downloading {url}")
-
-        def download(url: str, output_file: str, caller: Any) -> None:
-            self._transfer(url, output_file, caller, progress=not probe)
-            if check is not None and (problem := check(Path(output_file))) is not None:
-                raise _RejectedError(problem)
-
-        logger = pooch.get_logger()
-        level = logger.level
-        logger.setLevel(logging.WARNING)  # its INFO lines repeat our notes, in pooch's terms
         try:
-            pooch.retrieve(url, known_hash, fname=dest.name, path=dest.parent, downloader=download)
-            return True
-        except _RejectedError as exc:
-            reason = str(exc)
+            self._transfer(url, dest, bar=not probe)
         except Exception as exc:  # every failure of one source is recorded, not raised
             name = getattr(exc, "filename", None)
-            if isinstance(exc, PermissionError) or (name and Path(name).parent == dest.parent):
-                raise  # the local disk's problem (pooch's, when the directory is read-only)
-            found = _POOCH_MISMATCH.search(str(exc)) if isinstance(exc, ValueError) else None
-            if found is not None and known_hash is not None:  # always "algorithm:hex" here
-                reason = mismatch(what, known_hash.partition(":")[0], found[1], found[2])
-            else:
-                reason, unreachable = _reason(exc, self.timeout)
-                if unreachable and host and not probe:
-                    self.dead_hosts.add(host)
-        finally:
-            logger.setLevel(level)
-        self.fail(route, url, reason)
-        return False
+            if name and Path(name).parent == dest.parent:
+                raise  # the local disk's problem: the target directory is not writable
+            reason, unreachable = _reason(exc, self.timeout)
+            if unreachable and host and not probe:
+                self.dead_hosts.add(host)
+            self.fail(route, url, reason)
+            return False
+        algorithm, _, expected = (known_hash or "").partition(":")
+        if known_hash and (found := pooch.file_hash(str(dest), alg=algorithm)) != expected.lower():
+            self.fail(route, url, mismatch(what, algorithm, expected, found))
+            return False
+        return True
 
-    def _transfer(self, url: str, output_file: str, caller: Any, *, progress: bool) -> None:
+    def _transfer(self, url: str, dest: Path, *, bar: bool) -> None:
         import pooch
 
         if self.downloader is not None:
-            self.downloader(url, output_file, caller)
-        elif url.startswith("file:"):  # pooch has no downloader for local mirrors: a copy is one
-            path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
-            shutil.copyfile(path, output_file)
-        else:
-            bar = _progress_bar(url, self.quiet) if progress else False
-            http = pooch.HTTPDownloader(
-                progressbar=bar,
-                chunk_size=1 << 16,
-                timeout=self.timeout,
-                headers={"User-Agent": "adabatch-data-fetch"},
-            )
-            try:
-                http(url, output_file, caller)
-            except Exception:
-                if bar:  # cleared, not left standing at 0%
-                    bar.leave = False
-                raise
-            finally:
-                if bar:  # pooch closes it only after a complete transfer
-                    bar.close()
+            return self.downloader(url, str(dest), None)
+        if url.startswith("file:"):  # pooch has no downloader for local mirrors: a copy is one
+            shutil.copyfile(urllib.request.url2pathname(urllib.parse.urlsplit(url).path), dest)
+            return None
+        progress: Any = False  # pooch's "no bar"; tqdm is optional
+        with contextlib.suppress(ImportError):
+            from tqdm.auto import tqdm
+
+            # total=1 until pooch sets the Content-Length (a bar without one is false to pooch);
+            # disable=None draws on a terminal only: logs and CI output stay free of bars.
+            name = urllib.parse.unquote(url.rstrip("/").rsplit("/", 1)[-1])
+            off = True if self.quiet or not bar else None
+            progress = tqdm(desc=f"  {name}", total=1, unit="B", unit_scale=True, disable=off)
+        http = pooch.HTTPDownloader(progress, chunk_size=1 << 16, timeout=self.timeout)
+        try:
+            http(url, str(dest), None)
+        except Exception:
+            if progress:  # cleared, not left standing at 0%
+                progress.leave = False
+            raise
+        finally:
+            if progress:  # pooch closes it only after a complete transfer
+                progress.close()
 
 
-@contextmanager
+@contextlib.contextmanager
 def staged(directory: Path, final_name: str) -> Iterator[Path]:
     """A fresh hidden path in ``directory`` to assemble ``final_name`` in; removed on exit.
 
-    In the target directory, `publish` is a rename within one file system: a file appears
-    under its final name complete and verified, or not at all. The path keeps the final name's
-    suffix (which tells how to read it) and is not created: pooch would take it for done.
+    Renamed in place (atomic) once checked, a file appears under its final name whole or not at
+    all. The path keeps the suffix, which says how to read it.
     """
     path = directory / f".part-{secrets.token_hex(6)}-{final_name}"
     try:
         yield path
     finally:
         path.unlink(missing_ok=True)
-
-
-def publish(staging: Path, final: Path) -> None:
-    """Rename ``staging`` to ``final``, readable as the umask allows (pooch's files are 0600)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    staging.chmod(0o666 & ~umask)
-    os.replace(staging, final)
