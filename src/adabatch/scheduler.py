@@ -143,6 +143,9 @@ class BatchSizeScheduler:
         self._state = policy.init()
         self._window = StatsWindow()
         self._warned = False
+        # The policy is frozen: what it declares is read once, not on every step.
+        self._cadence = policy.cadence
+        self._request = policy.stats_request
 
     # ------------------------------------------------------------------ statistics
     @property
@@ -153,7 +156,7 @@ class BatchSizeScheduler:
     @property
     def tracker_options(self) -> dict[str, bool]:
         """``inner_products`` / ``coordinates`` for the `GradStatsTracker` the policy needs."""
-        return self.policy.stats_request.tracker_options()
+        return self._request.tracker_options()
 
     @property
     def state(self) -> Any:
@@ -163,7 +166,7 @@ class BatchSizeScheduler:
     @property
     def wants_stats(self) -> bool:
         """Whether the policy wants the statistics of the step about to be taken."""
-        cadence = self.policy.cadence
+        cadence = self._cadence
         if cadence.window == 0:
             return False
         if not cadence.measure_at_cap and self.batch_size >= self.policy.cap:
@@ -180,7 +183,7 @@ class BatchSizeScheduler:
         constant batch, a schedule), which then need no hooks at all.
         """
         if tracker is None:
-            if self.policy.stats_request.per_sample:
+            if self._request.per_sample:
                 raise ValueError(
                     f"the {self.policy.name} policy reads per-sample statistics: pass a "
                     "GradStatsTracker(model, **scheduler.tracker_options) to measure()"
@@ -188,7 +191,7 @@ class BatchSizeScheduler:
             yield
             return
         tracker.reset()  # passes from outside the block (e.g. evaluation) are not this step's
-        if not (self.wants_stats and self.policy.stats_request.per_sample):
+        if not (self.wants_stats and self._request.per_sample):
             with tracker.paused():
                 yield
             return
@@ -201,7 +204,7 @@ class BatchSizeScheduler:
         They are summed into the window of the next decision; the decision all-reduces the
         sum across ranks, so pass this rank's own statistics.
         """
-        if self.policy.cadence.window == 0:
+        if self._cadence.window == 0:
             raise RuntimeError(f"the {self.policy.name!r} policy reads no statistics")
         self._window.add(stats)
 
@@ -211,7 +214,7 @@ class BatchSizeScheduler:
 
         With ``lr_scheduler_interval="step"``, arguments go to the LR scheduler's ``step``.
         """
-        cadence = self.policy.cadence
+        cadence = self._cadence
         decision = None
         if cadence.unit == "step" and cadence.decides_at(self.step_count):
             decision = self._decide(step=self.step_count)
@@ -227,7 +230,7 @@ class BatchSizeScheduler:
         With ``lr_scheduler_interval="epoch"``, arguments go to the LR scheduler's ``step``
         (e.g. ``scheduler.step_epoch(val_loss)`` for ``ReduceLROnPlateau``).
         """
-        cadence = self.policy.cadence
+        cadence = self._cadence
         decision = None
         if cadence.unit == "epoch" and cadence.decides_at(self.epoch):
             decision = self._decide(step=None)
