@@ -35,7 +35,6 @@ from adabatch.experiments.config import (
 )
 from adabatch.experiments.run import experiment_config
 from adabatch.experiments.suites import EXPERIMENTS, SUITES, experiment, suite
-from adabatch.options import options_of
 from adabatch.options import parse as parse_value
 
 # A base of our own (the suites' bases are tuned over time); like the quick suite's.
@@ -597,14 +596,33 @@ def test_lr_scheduler_state_round_trips_through_a_weights_only_file(tmp_path: Pa
     assert scheduler.get_last_lr() == pytest.approx([0.05 * 0.25])
 
 
-def test_schedule_options_are_the_builders_keywords() -> None:
-    for name, builder in SCHEDULES.items():
-        options = OPTION_LOOKUPS["schedule"](name)
-        if builder is None:
-            assert options == {}
-        else:
-            assert options == options_of(builder, exclude=("optimizer", "epochs"))
-            assert "epochs" not in options
+def test_schedule_options_are_the_documented_ones() -> None:
+    options = {
+        name: {k: o.default for k, o in OPTION_LOOKUPS["schedule"](name).items()}
+        for name in SCHEDULES
+    }
+    assert options == {
+        "constant": {},
+        "cosine": {"t_max": 0, "eta_min": 0.0},
+        "multistep": {"milestones": (), "gamma": 0.1},
+        "step": {"step_size": 30, "gamma": 0.1},
+    }
+
+
+def test_options_fixed_tuples_and_literals() -> None:
+    from typing import Literal
+
+    from adabatch.options import check
+
+    # Adam's betas: a fixed pair, torch annotates it tuple[float | Tensor, float | Tensor].
+    assert apply(
+        QUICK, ("optimizer.name", "adam"), ("optimizer.betas", "0.8,0.9")
+    ).optimizer.options["betas"] == (0.8, 0.9)
+    with pytest.raises(ConfigError, match=r"optimizer.betas: expected 2 values, got '0.8'"):
+        apply(QUICK, ("optimizer.name", "adam"), ("optimizer.betas", "0.8"))
+    assert parse_value("b", Literal["a", "b"], key="k") == "b"
+    with pytest.raises(ConfigError, match=r"k: expected one of 'a', 'b', got 'c'"):
+        check("c", Literal["a", "b"], key="k")
 
 
 # ---------------------------------------------------------------------- suites

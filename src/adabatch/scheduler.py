@@ -214,15 +214,7 @@ class BatchSizeScheduler:
 
         With ``lr_scheduler_interval="step"``, arguments go to the LR scheduler's ``step``.
         """
-        cadence = self._cadence
-        decision = None
-        if cadence.unit == "step" and cadence.decides_at(self.step_count):
-            decision = self._decide(step=self.step_count)
-        self.step_count += 1
-        self._apply(decision)
-        if self.lr_scheduler_interval == "step":
-            self._step_lr_scheduler(lr_scheduler_args)
-        return decision
+        return self._advance("step", lr_scheduler_args)
 
     def step_epoch(self, *lr_scheduler_args: Any) -> Decision | None:
         """Call after the last step of every epoch; returns the decision taken, if any.
@@ -230,14 +222,22 @@ class BatchSizeScheduler:
         With ``lr_scheduler_interval="epoch"``, arguments go to the LR scheduler's ``step``
         (e.g. ``scheduler.step_epoch(val_loss)`` for ``ReduceLROnPlateau``).
         """
-        cadence = self._cadence
+        return self._advance("epoch", lr_scheduler_args)
+
+    def _advance(self, unit: str, lr_scheduler_args: tuple[Any, ...]) -> Decision | None:
+        """The end of a step or an epoch: decide if it is a decision point, count, apply."""
+        index = self.step_count if unit == "step" else self.epoch
         decision = None
-        if cadence.unit == "epoch" and cadence.decides_at(self.epoch):
-            decision = self._decide(step=None)
-        self.epoch += 1
+        if self._cadence.unit == unit and self._cadence.decides_at(index):
+            decision = self._decide(step=index if unit == "step" else None)
+        if unit == "step":
+            self.step_count += 1
+        else:
+            self.epoch += 1
         self._apply(decision)
-        if self.lr_scheduler_interval == "epoch":
-            self._step_lr_scheduler(lr_scheduler_args)
+        coupling = self.lr_coupling
+        if self.lr_scheduler_interval == unit and coupling and coupling.scheduler is not None:
+            coupling.scheduler_step(*lr_scheduler_args)
         return decision
 
     def _decide(self, *, step: int | None) -> Decision | None:
@@ -248,10 +248,6 @@ class BatchSizeScheduler:
             self._state, stats, batch_size=self.batch_size, step=step, epoch=self.epoch
         )
         return decision
-
-    def _step_lr_scheduler(self, args: tuple[Any, ...]) -> None:
-        if self.lr_coupling is not None and self.lr_coupling.scheduler is not None:
-            self.lr_coupling.scheduler_step(*args)
 
     def _apply(self, decision: Decision | None) -> None:
         if decision is None:

@@ -42,16 +42,18 @@ class StatsWindow:
         """Whether nothing was observed since the last `pop`."""
         return self._held is None and self._owned is None
 
+    def _total(self) -> Any:
+        return GradStats(**self._owned) if self._owned is not None else self._held
+
     def add(self, observation: Any) -> None:
         """Add one step's (all-reduced or local) statistics to the window."""
         if self.empty:
             self._held = observation
             return
-        if not isinstance(observation, GradStats) or not (
-            self._owned is not None or isinstance(self._held, GradStats)
-        ):
+        held = self._total()
+        if not (isinstance(observation, GradStats) and isinstance(held, GradStats)):
             raise ValueError(
-                f"this window already holds an observation ({type(self._held).__name__}); "
+                f"this window already holds an observation ({type(held).__name__}); "
                 f"only GradStats add up, a {type(observation).__name__} is taken one per window"
             )
         if self._owned is None:
@@ -64,13 +66,13 @@ class StatsWindow:
 
     def pop(self) -> Any:
         """The window's total (None when empty), handing over its buffers; the window empties."""
-        total = GradStats(**self._owned) if self._owned is not None else self._held
+        total = self._total()
         self._held = self._owned = None
         return total
 
     def state_dict(self) -> dict[str, Any]:
         """The total so far (a `GradStats` as its own state dict, or None)."""
-        total = GradStats(**self._owned) if self._owned is not None else self._held
+        total = self._total()
         if total is None:
             return {"kind": None}
         if isinstance(total, GradStats):
@@ -89,5 +91,4 @@ class StatsWindow:
             raise ValueError(f"unknown StatsWindow state kind {kind!r}")
 
     def __repr__(self) -> str:
-        total = GradStats(**self._owned) if self._owned is not None else self._held
-        return f"StatsWindow({total!r})"
+        return f"StatsWindow({self._total()!r})"

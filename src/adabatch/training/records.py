@@ -70,15 +70,18 @@ class Progress:
         self.epoch_loss.add(loss_sum, samples)
         self.log_loss.add(loss_sum, samples)
 
-    def record(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """A record of ``kind`` with ``fields`` (epoch, step, batch_size, lr), samples, time."""
+    def record(
+        self, kind: str, *, epoch: int, step: int, batch_size: int, lr: float
+    ) -> dict[str, Any]:
+        """A record of ``kind`` at this point: the loop's counters with samples and time."""
         return {
             "kind": kind,
-            "epoch": fields.pop("epoch"),
-            "step": fields.pop("step"),
+            "epoch": epoch,
+            "step": step,
             "samples": self.samples,
             "time": self.clock.read(),
-            **fields,
+            "batch_size": batch_size,
+            "lr": lr,
         }
 
     def state_dict(self) -> dict[str, Any]:
