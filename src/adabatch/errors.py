@@ -18,6 +18,8 @@ class                       derives from            raised when
 `DivergedRunError`          RunError                a run's loss diverged
 `ReportError`               ValueError              saved run files cannot be read or compared
 `WorkerError`               RuntimeError            a worker process of a parallel solver failed
+`RankMismatchError`         RuntimeError            the ranks of a distributed run disagree on
+                                                    a decision they must share
 ==========================  ======================  =============================================
 """
 
@@ -34,6 +36,7 @@ __all__ = [
     "DivergedRunError",
     "DivergenceError",
     "FetchError",
+    "RankMismatchError",
     "ReportError",
     "RunError",
     "WorkerError",
@@ -131,3 +134,10 @@ class WorkerError(RuntimeError):
     def __reduce__(self) -> tuple:
         # Picklable with its attributes, e.g. when the solver itself runs in a worker process.
         return (type(self), (self.args[0], self.rank, self.pid, self.remote_traceback))
+
+
+class RankMismatchError(RuntimeError):
+    """The ranks of a distributed run disagree on something they must share (a decision).
+
+    Raised on every rank at once, so the run ends instead of hanging in the next collective.
+    """

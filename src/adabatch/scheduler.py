@@ -41,7 +41,8 @@ from typing import Any
 
 import torch
 
-from .distributed import all_reduce_stats
+from .distributed import all_reduce_stats, is_distributed
+from .distributed.agreement import check_agreement
 from .lr_coupling import LRCoupling
 from .policies.base import BatchSizePolicy, Decision, state_from_plain, state_to_plain
 from .stats.summary import GradStats
@@ -247,6 +248,17 @@ class BatchSizeScheduler:
         self._state, decision = self.policy.decide(
             self._state, stats, batch_size=self.batch_size, step=step, epoch=self.epoch
         )
+        if is_distributed():  # one small collective per decision, not per step
+            where = f"step {step}" if step is not None else f"the end of epoch {self.epoch + 1}"
+            check_agreement(
+                [
+                    self.batch_size,
+                    None if decision is None else decision.new_batch_size,
+                    None if decision is None else decision.lr_factor,
+                ],
+                f"the batch-size decision at {where}",
+                ("batch size in force", "new batch size", "LR factor"),
+            )
         return decision
 
     def _apply(self, decision: Decision | None) -> None:

@@ -15,14 +15,16 @@ errors: missing or corrupted data, failed downloads, file system errors), 2 usag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 
 from adabatch import __version__
-from adabatch.errors import DatasetFormatError, ReportError, RunError
+from adabatch.errors import DatasetFormatError, RankMismatchError, ReportError, RunError
 from adabatch.experiments.config import ConfigError, join_override_values
 
 __all__ = ["COMMANDS", "EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "CommandError", "main"]
@@ -86,6 +88,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = extra
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    with _one_speaker() as rank:
+        return _run_command(args, rank)
+
+
+@contextlib.contextmanager
+def _one_speaker() -> Iterator[int]:
+    """Under torchrun, ranks other than 0 print nothing on stdout and show no warnings.
+
+    Rank 0 speaks for the whole run (the others would repeat it line for line); errors still
+    reach stderr from every rank, tagged with the rank. Yields this process's rank, and
+    shuts down the process group a command started.
+    """
+    from adabatch.distributed.launch import launched_by_torchrun, shutdown
+
+    rank = int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0
+    saved = sys.stdout
+    try:
+        with warnings.catch_warnings():
+            if rank != 0:
+                warnings.simplefilter("ignore")
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (closed below)
+            yield rank
+    finally:
+        if sys.stdout is not saved:
+            sys.stdout.close()
+            sys.stdout = saved
+        shutdown()
+
+
+def _run_command(args: argparse.Namespace, rank: int) -> int:
+    tag = "" if rank == 0 else f" (rank {rank})"
     try:
         status = int(args._run(args))
         sys.stdout.flush()  # a closed pipe raises here, not at interpreter exit
@@ -96,9 +129,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILURE
     # The errors a user can cause or fix; anything else is a bug and keeps its traceback.
-    except (CommandError, ConfigError, DatasetFormatError, ReportError, RunError, OSError) as exc:
-        print(f"adabatch: error: {exc}", file=sys.stderr)
+    except (
+        CommandError,
+        ConfigError,
+        DatasetFormatError,
+        RankMismatchError,
+        ReportError,
+        RunError,
+        OSError,
+    ) as exc:
+        print(f"adabatch: error{tag}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("adabatch: interrupted", file=sys.stderr)
+        print(f"adabatch: interrupted{tag}", file=sys.stderr)
         return 130

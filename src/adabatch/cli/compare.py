@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from adabatch.distributed import launched_by_torchrun, rank
 from adabatch.experiments.config import ConfigError, parse_overrides
 from adabatch.experiments.report import write_report
 from adabatch.experiments.run import (
@@ -98,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if top.runner == "sparse":
+        if launched_by_torchrun():
+            raise ConfigError(
+                "the sparse suite starts its own worker processes: run it without torchrun "
+                "(adabatch compare sparse)"
+            )
         return _run_sparse(args, seeds, root)
     overrides = parse_overrides(args.overrides)
     wanted = None if not args.methods else [m.strip() for m in args.methods.split(",")]
@@ -129,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
                         file=sys.stderr,
                     )
                     return 130
+        if rank() != 0:
+            continue  # rank 0 writes the report
         runs = [r for r in find_runs([root / part.name]) if r.method in {m.label for m in methods}]
         print()
         print(write_report(runs, root / part.name / "report"))

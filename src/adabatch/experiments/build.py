@@ -16,10 +16,12 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.optim import lr_scheduler as lrs
 
 from ..data import AdaptiveLoader
+from ..distributed import DistributedEnv, is_distributed, world_size, wrap_model
 from ..models import MODELS, build_model
 from ..models.registry import derived_inputs
 from ..optim import AdaGradNorm
@@ -209,16 +211,21 @@ class Built:
         )
 
 
-def build(config: Config) -> Built:
+def build(config: Config, env: DistributedEnv | None = None) -> Built:
     """Seed, then build data, model, optimizer, LR schedule, policy, loader and scheduler.
 
     The model is initialised right after ``torch.manual_seed(train.seed)``, so one seed gives
-    one initialisation whatever the other settings.
+    one initialisation whatever the other settings — the same on every rank. Under a process
+    group (``env``, from `adabatch.distributed.init_from_env`) the model goes to the rank's
+    device and is wrapped as ``train.parallel`` says before the optimizer sees its
+    parameters (FSDP2 replaces them by shards); the loader reads each rank's slice of the
+    global batch.
     """
     t = config.train
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = resolve_device(t.device)
+    distributed = env is not None and env.distributed
+    device = env.device if env is not None and distributed else resolve_device(t.device)
     data = build_data(config.data, seed=t.seed)
     torch.manual_seed(t.seed)
     try:
@@ -228,6 +235,8 @@ def build(config: Config) -> Built:
             num_classes=data.num_classes,
             **config.model.options,
         ).to(device)
+        if env is not None and distributed:
+            model = wrap_model(model, t.parallel, env)
         optimizer = OPTIMIZERS[config.optimizer.name](
             model.parameters(), lr=config.optimizer.lr, **config.optimizer.options
         )
@@ -272,4 +281,9 @@ def describe(built: Built) -> str:
         f"{c.optimizer.name} lr {c.optimizer.lr:g}; policy {c.policy.name} from batch "
         f"{c.policy.batch_size} (LR rule {c.policy.lr_rule}); {c.train.epochs} epochs on "
         f"{built.device}"
+        + (
+            f" × {world_size()} ranks ({dist.get_backend()}, {c.train.parallel})"
+            if is_distributed()
+            else ""
+        )
     )

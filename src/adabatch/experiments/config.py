@@ -33,6 +33,8 @@ from typing import Any
 
 from .._types import BATCHNORM_MODES
 from .._validate import as_int, as_optional_int, check_choice, check_positive
+from ..distributed.launch import BACKENDS
+from ..distributed.parallel import PARALLEL_MODES
 from ..errors import ConfigError
 from ..lr_coupling import LR_RULES
 from ..options import Option, check, parse
@@ -165,6 +167,10 @@ class TrainConfig:
         batchnorm: per-sample statistics through BatchNorm: "error" or "approximate".
         num_workers: DataLoader workers (0: the in-memory fast path).
         tensorboard: also log to TensorBoard (when installed).
+        backend: under torchrun, the process group's backend: "auto" (NCCL on CUDA, gloo
+            on the CPU), "gloo" or "nccl". Ignored by a single process.
+        parallel: under torchrun, "ddp" (replicate the model) or "fsdp" (shard it, FSDP2).
+        dist_timeout: seconds a collective waits for the other ranks before the run fails.
     """
 
     epochs: int = dataclasses.field(default=10, metadata=_min(1))
@@ -178,6 +184,9 @@ class TrainConfig:
     batchnorm: str = dataclasses.field(default="error", metadata=_one_of(BATCHNORM_MODES))
     num_workers: int = dataclasses.field(default=0, metadata=_min(0))
     tensorboard: bool = True
+    backend: str = dataclasses.field(default="auto", metadata=_one_of(BACKENDS))
+    parallel: str = dataclasses.field(default="ddp", metadata=_one_of(PARALLEL_MODES))
+    dist_timeout: float = dataclasses.field(default=600.0, metadata=_POSITIVE)
 
 
 @dataclasses.dataclass

@@ -11,6 +11,14 @@ A run directory holds::
 
 A directory that already holds a run is refused unless ``resume`` (continue it: its saved
 configuration must equal the requested one) or ``overwrite`` (delete it and start again).
+
+Under ``torchrun`` a run is one distributed run: the process group is initialised from the
+environment (`adabatch.distributed.init_from_env`, backend ``train.backend``), the model is
+wrapped (``train.parallel``), and **rank 0 alone** checks and writes the run directory, the
+logs, the progress bar and the summary; its verdict on the directory is broadcast, so every
+rank starts, resumes or refuses together. ``config.json`` records the world size and the
+backend. The number of ranks is not part of the configuration: the batch is global, so a run
+may resume with another number of ranks and follow the same trajectory (to float tolerance).
 """
 
 from __future__ import annotations
@@ -28,10 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from .. import __version__
 from .._json import read_json, write_json
-from ..errors import DivergedRunError, RunError
+from ..distributed import DistributedEnv, init_from_env, is_distributed
+from ..errors import ConfigError, DivergedRunError, RunError
 from ..training import DivergenceError, FitResult, JsonlLogger, ProgressBar, TensorBoardLogger
 from ..training.callbacks import Callback
 from .build import OPTION_LOOKUPS, build, describe
@@ -75,7 +85,9 @@ def experiment_config(
     return apply_overrides(config, list(overrides), OPTION_LOOKUPS)
 
 
-def _run_record(suite: Suite, method: Method, config: Config) -> dict[str, Any]:
+def _run_record(
+    suite: Suite, method: Method, config: Config, env: DistributedEnv
+) -> dict[str, Any]:
     return {
         "experiment": f"{suite.name}/{method.label}",
         "suite": suite.name,
@@ -84,6 +96,11 @@ def _run_record(suite: Suite, method: Method, config: Config) -> dict[str, Any]:
         "seed": config.train.seed,
         "report": suite.report_info(),
         "config": config.to_dict(),
+        "distributed": {
+            "world_size": env.world_size,
+            "backend": env.backend,
+            "parallel": config.train.parallel if env.distributed else None,
+        },
         "versions": {
             "adabatch": __version__,
             "torch": torch.__version__,
@@ -174,6 +191,25 @@ def _stop_on_signals(request_stop: Any) -> Iterator[None]:
             signal.signal(sig, prev)
 
 
+def _distributed_env(config: Config) -> DistributedEnv:
+    """This process's place: the group from torchrun's environment, or a single process."""
+    t = config.train
+    device = "cuda" if t.device.startswith("cuda") else t.device
+    try:
+        return init_from_env(t.backend, device=device, timeout_s=t.dist_timeout)
+    except ValueError as exc:
+        raise ConfigError(f"train.backend/train.device: {exc}") from None
+
+
+def _agree_on(verdict: Any) -> Any:
+    """Rank 0's ``verdict`` on every rank (itself without a process group)."""
+    if not is_distributed():
+        return verdict
+    box = [verdict]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def _callbacks(out: Path, config: Config, progress: bool) -> list[Callback]:
     callbacks: list[Callback] = [JsonlLogger(out / "metrics.jsonl")]
     if progress:
@@ -204,8 +240,22 @@ def run_experiment(
         ConfigError: an invalid configuration.
     """
     out = Path(out)
-    record = _run_record(suite, method, config)
-    state = _prepare_directory(out, record, resume=resume, overwrite=overwrite)
+    env = _distributed_env(config)
+    main = env.is_main
+    if not main:
+        log = _quiet  # rank 0 speaks for the run
+    record = _run_record(suite, method, config, env)
+    verdict: Any
+    try:
+        verdict = (
+            _prepare_directory(out, record, resume=resume, overwrite=overwrite) if main else None
+        )
+    except RunError as exc:
+        verdict = exc
+    verdict = _agree_on(verdict)  # every rank starts, resumes or refuses together
+    if isinstance(verdict, RunError):
+        raise verdict
+    state = verdict
     if state == "done":
         summary = read_json(out / "summary.json", RunError)
         log(f"{out}: already completed ({record['experiment']}, seed {config.train.seed})")
@@ -217,40 +267,52 @@ def run_experiment(
             RuntimeWarning,
             stacklevel=2,
         )
-    built = build(config)  # configuration errors surface before anything is deleted
-    if state == "overwrite":
+    built = build(config, env)  # configuration errors surface before anything is deleted
+    if state == "overwrite" and main:
         for name in RUN_FILES:
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
             else:
                 target.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     log(f"{record['experiment']} (seed {config.train.seed}) → {out}")
     log(f"  {describe(built)}")
     checkpoint = out / "checkpoint.pt"
-    trainer = built.trainer(_callbacks(out, config, progress), checkpoint_path=checkpoint)
-    if state == "resume" and checkpoint.exists():
+    callbacks = _callbacks(out, config, progress) if main else []
+    trainer = built.trainer(callbacks, checkpoint_path=checkpoint)
+    # Rank 0 says whether there is a checkpoint; every rank then reads the same file (on one
+    # machine, or on a file system all machines share).
+    resuming = _agree_on(state == "resume" and checkpoint.exists())
+    if resuming:
         trainer.load_checkpoint(checkpoint)
         log(f"  resumed at epoch {trainer.epoch}, step {trainer.step_count}")
-    else:
+    elif main:
         (out / "metrics.jsonl").unlink(missing_ok=True)  # a run killed before its checkpoint
         write_json(out / "config.json", record)
-    (out / "summary.json").unlink(missing_ok=True)
+    if main:
+        (out / "summary.json").unlink(missing_ok=True)
     try:
         with _stop_on_signals(trainer.request_stop):
             result = trainer.fit(config.train.epochs)
     except DivergenceError as exc:
         summary = _summary("diverged", trainer, None, message=str(exc))
-        write_json(out / "summary.json", summary)
+        if main:
+            write_json(out / "summary.json", summary)
         raise DivergedRunError(
             f"{record['experiment']} (seed {config.train.seed}): {exc}"
         ) from None
     summary = _summary(result.status, trainer, result)
-    write_json(out / "summary.json", summary)
+    if main:
+        write_json(out / "summary.json", summary)
     if result.status == "interrupted":
         log(f"  interrupted; continue with --resume (checkpoint {checkpoint})")
     return RunOutcome(out, result.status, result, summary)
+
+
+def _quiet(*args: Any, **kwargs: Any) -> None:
+    """The log of ranks other than 0: nothing."""
 
 
 def _summary(
@@ -267,6 +329,7 @@ def _summary(
         "final_test_accuracy": last.get("test_accuracy"),
         "final_test_loss": last.get("test_loss"),
         "decisions": len(trainer.scheduler.decisions),
+        "world_size": trainer.loader.world_size,
     }
     if message is not None:
         summary["message"] = message

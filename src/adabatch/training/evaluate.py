@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from ..data import AdaptiveLoader
 from ..distributed import is_distributed
+from ..distributed.parallel import is_fsdp
 
 __all__ = ["evaluate"]
 
@@ -54,6 +55,7 @@ def evaluate(
         device=device,
         batch_transform=batch_transform,
     )
+    sharded = is_fsdp(model)
     was_training = model.training
     model.eval()
     # loss sum, correct, samples, batches that were not classification: summed on the
@@ -65,6 +67,8 @@ def evaluate(
             for inputs, targets in loader:
                 n = len(targets)
                 if n == 0:  # this rank's share of a short last batch
+                    if sharded:  # FSDP2 gathers parameters in forward: every rank must join
+                        model(inputs)
                     continue
                 outputs = model(inputs)
                 total[0] += loss_fn(outputs, targets).detach().double() * n

@@ -46,7 +46,15 @@ from torch.utils.data import Dataset
 from .. import __version__
 from .._validate import as_int
 from ..data import AdaptiveLoader, MicroBatcher
-from ..distributed import is_distributed, rank
+from ..distributed import is_distributed, rank, world_size
+from ..distributed.parallel import unwrap
+from ..distributed.state import (
+    gather_objects,
+    load_model_state,
+    load_optimizer_state,
+    model_state,
+    optimizer_state,
+)
 from ..errors import DivergenceError
 from ..policies.base import Decision
 from ..scheduler import BatchSizeScheduler
@@ -84,12 +92,6 @@ class FitResult:
     train_time: float
     last_epoch: dict[str, Any] | None
     decisions: tuple[Decision, ...]
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel (or similar) wrapper."""
-    inner = getattr(model, "module", None)
-    return inner if isinstance(inner, nn.Module) else model
 
 
 class Trainer:
@@ -193,7 +195,7 @@ class Trainer:
         self.tracker: GradStatsTracker | None = None
         if policy.stats_request.per_sample:
             self.tracker = GradStatsTracker(
-                _unwrap(model),
+                unwrap(model),
                 loss_reduction="mean",
                 **scheduler.tracker_options,
                 **dict(tracker_options or {}),
@@ -293,7 +295,7 @@ class Trainer:
                         self.optimizer.step()  # any torch optimizer
                         decision = self.scheduler.step()  # policy → LR rule → resize
                         self._after_step(loss_sum, decision)
-                        if self._stop_requested:
+                        if self._stop_agreed():
                             status = "interrupted"
                             self._save()
                             return self._result(status)
@@ -322,7 +324,7 @@ class Trainer:
             return loss * weight if weight != 1.0 else loss
 
         self._lr = self._current_lr()  # the LR this step uses
-        if self.tracker is not None and weight not in (0.0, 1.0):
+        if self.tracker is not None and weight != 1.0:
             with self.tracker.loss_weight(weight):
                 loss = self.micro.backward(loss_of, batch)
         else:
@@ -335,7 +337,8 @@ class Trainer:
         Checked before the optimizer step, so that the parameters keep their last finite
         values; under DDP the sum is all-reduced first, so every rank stops together.
         """
-        loss_sum = float(loss) * self.loader.last_batch_size
+        n_local = self.loader.last_batch_size
+        loss_sum = float(loss) * n_local if n_local else 0.0  # an empty share adds nothing
         if is_distributed():
             total = torch.tensor([loss_sum], dtype=torch.float64, device=loss.device)
             dist.all_reduce(total)
@@ -355,6 +358,20 @@ class Trainer:
                 + ". Lower the learning rate (or its coupling to the batch size)"
             )
         return loss_sum
+
+    def _stop_agreed(self) -> bool:
+        """Whether to stop now: this process was asked to, or (under a group) any rank was.
+
+        A signal reaches the ranks at different moments; one tiny all-reduce per step makes
+        them all stop after the same step, so none is left waiting in a collective.
+        """
+        if not is_distributed():
+            return self._stop_requested
+        flag = torch.tensor([float(self._stop_requested)], dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            flag = flag.to(self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
 
     def _after_step(self, loss_sum: float, decision: Decision | None) -> None:
         n = self.loader.last_global_batch_size
@@ -440,14 +457,15 @@ class Trainer:
         """Everything a resumed run needs (see the module docstring)."""
         return {
             "version": _STATE_VERSION,
-            "model": _unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state(self.model),  # gathered under FSDP2
+            "optimizer": optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "micro": self.micro.state_dict(),
             "trainer": {"started": self.started, "lr": self._lr},
             "progress": self.progress.state_dict(),
             "callbacks": [c.state_dict() for c in self.callbacks],
             "rng": rng_state(self.generators),
+            "rng_ranks": gather_objects(rng_state(self.generators)) if is_distributed() else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -463,8 +481,8 @@ class Trainer:
                 f"the checkpoint holds the state of {len(state['callbacks'])} callbacks, this "
                 f"trainer has {len(self.callbacks)}: build it with the same callbacks"
             )
-        _unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])  # before the scheduler: LRs
+        load_model_state(self.model, state["model"])
+        load_optimizer_state(self.model, self.optimizer, state["optimizer"])  # first: LRs
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro.load_state_dict(state["micro"])
         self.started = bool(state["trainer"]["started"])
@@ -472,15 +490,26 @@ class Trainer:
         self.progress.load_state_dict(state["progress"])
         for callback, c_state in zip(self.callbacks, state["callbacks"], strict=True):
             callback.load_state_dict(c_state)
-        set_rng_state(state["rng"], self.generators)
+        # Each rank its own streams (dropout masks differ across ranks); with another number
+        # of ranks, rank 0's streams for all.
+        per_rank = state.get("rng_ranks")
+        same_world = per_rank is not None and len(per_rank) == world_size()
+        set_rng_state(per_rank[rank()] if same_world else state["rng"], self.generators)
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        """Write a checkpoint (atomically) to ``path`` or ``checkpoint_path``."""
+        """Write a checkpoint (atomically) to ``path`` or ``checkpoint_path``.
+
+        Under a process group call it on every rank: the state is gathered from all of them
+        (FSDP2 shards, every rank's random streams) and rank 0 alone writes the file.
+        """
         target = Path(path) if path is not None else self.checkpoint_path
         if target is None:
             raise ValueError("no checkpoint path: pass one or build the Trainer with it")
         with self.clock.paused():
-            return save_checkpoint(self.state_dict(), target)
+            state = self.state_dict()
+            if rank() == 0:
+                save_checkpoint(state, target)
+            return target
 
     def load_checkpoint(self, path: str | Path | None = None) -> None:
         """Resume from ``path`` (default ``checkpoint_path``): call before `fit`."""
@@ -490,7 +519,7 @@ class Trainer:
         self.load_state_dict(load_checkpoint(target, map_location=self.device))
 
     def _save(self) -> None:
-        if self.checkpoint_path is not None and rank() == 0:
+        if self.checkpoint_path is not None:
             self.save_checkpoint()
 
 

@@ -48,6 +48,13 @@ class PassRecord:
     @property
     def scale(self) -> float:
         assert self.batch_size is not None
+        if self.loss_weight == 0.0:
+            if self.batch_size == 0:
+                return 0.0  # an empty share (a rank's slice of a short batch): no terms
+            raise ValueError(
+                f"a loss weight of 0 on a pass of {self.batch_size} samples: their gradients "
+                "are zero and their statistics cannot be recovered; weigh only empty batches by 0"
+            )
         return (float(self.batch_size) if self.mean_loss else 1.0) / self.loss_weight
 
     def is_tied(self, qualnames: Iterable[str]) -> bool:
@@ -96,7 +103,7 @@ class PassRecord:
             if name in self._grad_sum:
                 grad_sum[name] = self._grad_sum[name]
             elif p.requires_grad:
-                grad_sum[name] = torch.zeros_like(p)
+                grad_sum[name] = _global_zeros(p)
         device = next(iter(grad_sum.values())).device if grad_sum else None
         terms = self._sq_terms
         if terms:
@@ -155,3 +162,10 @@ class PassRecord:
                     self._coords[q] = self._coords[q] + sq if q in self._coords else sq
         self._add_inner((q, torch.cat(parts)) for q, parts in inner_parts.items())
         self._deferred.clear()
+
+
+def _global_zeros(p: Tensor) -> Tensor:
+    """Zeros of ``p``'s full shape: for a sharded DTensor (FSDP2), the unsharded shape."""
+    to_local = getattr(p, "to_local", None)  # DTensor: shape is global, storage is a shard
+    device = to_local().device if to_local is not None else p.device
+    return torch.zeros(p.shape, dtype=p.dtype, device=device)

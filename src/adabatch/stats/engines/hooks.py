@@ -229,10 +229,14 @@ class GradStatsTracker:
                     x, y = chunk.batch
                     loss = loss_fn(model(x), y) * chunk.weight
                 loss.backward()
+
+        A weight of 0 is accepted for an empty batch only (under DDP, a rank whose share of a
+        short batch is empty still runs its backward, weighted by 0, so that the gradient
+        all-reduce has every rank).
         """
         weight = float(weight)
-        if not (weight > 0 and math.isfinite(weight)):
-            raise ValueError(f"loss weight must be a positive finite number, got {weight}")
+        if not (weight >= 0 and math.isfinite(weight)):
+            raise ValueError(f"loss weight must be a finite number >= 0, got {weight}")
         previous = self._loss_weight
         self._loss_weight = previous * weight  # nested blocks multiply (a DDP weight × a chunk's)
         try:
@@ -257,7 +261,7 @@ class GradStatsTracker:
     def _pre_hook(self, module: nn.Module, args: tuple) -> tuple | None:
         if self._suspended or not torch.is_grad_enabled():
             return None
-        claims = tuple(c for c in self._claims[module] if c.param.requires_grad)
+        claims = tuple(c for c in self._live_claims(module) if c.param.requires_grad)
         if not claims:
             return None
         for c in claims:
@@ -270,6 +274,22 @@ class GradStatsTracker:
             args = (original.detach(), *args[1:])
         self._in_flight[module].append((claims, original))
         return args if original is not None else None
+
+    def _live_claims(self, module: nn.Module) -> tuple[Claim, ...]:
+        """The module's claims with the parameter objects its forward will use now.
+
+        FSDP2 (``fully_shard``) registers a sharded parameter between calls and swaps the
+        gathered (unsharded) one onto the module just before its forward: the gradient must
+        flow into that gathered parameter, which FSDP then reduce-scatters into the shard.
+        """
+        claims = self._claims[module]
+        params = module._parameters
+        if all(params.get(c.local) is c.param for c in claims):
+            return claims
+        return tuple(
+            Claim(c.local, c.qualname, live) if (live := params.get(c.local)) is not None else c
+            for c in claims
+        )
 
     def _post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         stack = self._in_flight[module]
