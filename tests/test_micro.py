@@ -110,9 +110,32 @@ def test_tracker_statistics_of_the_logical_batch():
 def test_tracker_loss_weight_validation():
     model, _, _ = model_and_batch(2)
     with GradStatsTracker(model) as tracker:
-        for bad in (0.0, -1.0, float("nan"), float("inf")):
-            with pytest.raises(ValueError, match="positive finite"), tracker.loss_weight(bad):
+        for bad in (-1.0, float("nan"), float("inf")):
+            with pytest.raises(ValueError, match="finite number >= 0"), tracker.loss_weight(bad):
                 pass
+
+
+def test_zero_loss_weight_on_an_empty_share_gives_empty_statistics():
+    """A DDP rank whose share of a short batch is empty backpropagates with weight 0."""
+    model, x, y = model_and_batch(4)
+    with GradStatsTracker(model, inner_products=True) as tracker:
+        with tracker.loss_weight(0.0):
+            out = model(x[:0])
+            loss = nn.functional.cross_entropy(out, y[:0], reduction="sum") * 0.0
+        loss.backward()
+        stats = tracker.pop()
+    assert stats.num_samples == 0
+    assert float(stats.sum_sq_norms) == 0.0 and float(stats.sum_sq_inner) == 0.0
+    assert all(torch.count_nonzero(g) == 0 for g in stats.grad_sum.values())
+
+
+def test_zero_loss_weight_with_samples_is_refused():
+    model, x, y = model_and_batch(4)
+    with GradStatsTracker(model) as tracker:
+        with tracker.loss_weight(0.0):
+            loss = nn.functional.cross_entropy(model(x), y) * 0.0
+        with pytest.raises(ValueError, match="loss weight of 0 on a pass of 4 samples"):
+            loss.backward()
 
 
 def test_empty_batch_runs_backward_with_zero_gradients():

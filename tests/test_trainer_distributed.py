@@ -20,6 +20,7 @@ from _dist import run_on_ranks
 from adabatch import AdaptiveLoader, BatchSizeScheduler, make_policy
 from adabatch.data import rank_span
 from adabatch.datasets import ArrayDataset
+from adabatch.distributed import init_from_env, wrap_model
 from adabatch.training import Callback, Trainer, load_checkpoint
 
 pytestmark = [
@@ -61,15 +62,25 @@ class Recorder(Callback):
         self.statuses.append(status)
 
 
-def _run(*, distributed: bool, checkpoint: str | None = None) -> dict[str, Any]:
+def _full(p: torch.Tensor) -> torch.Tensor:
+    """A parameter's whole value (FSDP2 holds a shard: gather it)."""
+    full = p.full_tensor() if hasattr(p, "full_tensor") else p
+    return full.detach().clone()
+
+
+def _run(
+    *, distributed: bool, checkpoint: str | None = None, parallel: str = "ddp"
+) -> dict[str, Any]:
     torch.manual_seed(0)  # the same initial model on every rank and in the reference
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    # Wrapped before the optimizer is built: FSDP2 replaces the parameters by shards.
+    net = wrap_model(model, parallel, init_from_env())
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.5)
     policy = make_policy("norm-test", batch_size=BATCH, eta=0.8, max_batch_size=8)
     loader = AdaptiveLoader(_data(N, 1), BATCH, seed=3)  # rank and world from the group
     assert loader.world_size == (WORLD if distributed else 1)
     scheduler = BatchSizeScheduler(policy, loader, optimizer, lr_rule="sqrt")
-    net = DistributedDataParallel(model) if distributed else model
+    assert isinstance(net, DistributedDataParallel) == (distributed and parallel == "ddp")
     recorder = Recorder()
     trainer = Trainer(
         net,
@@ -94,21 +105,22 @@ def _run(*, distributed: bool, checkpoint: str | None = None) -> dict[str, Any]:
             for d in scheduler.decisions
         ],
         "lr": optimizer.param_groups[0]["lr"],
-        "params": [p.detach().clone() for p in model.parameters()],
+        "params": [_full(p) for p in net.parameters()],
     }
     trainer.tracker.remove()
     del trainer, net  # release the DDP reducer before the process group goes
     return out
 
 
-def _ddp_run(rank: int, out_dir: str) -> dict[str, Any]:
-    return _run(distributed=True, checkpoint=os.path.join(out_dir, "ckpt.pt"))
+def _ddp_run(rank: int, out_dir: str, parallel: str) -> dict[str, Any]:
+    return _run(distributed=True, checkpoint=os.path.join(out_dir, "ckpt.pt"), parallel=parallel)
 
 
-@pytest.fixture(scope="module")
-def ddp(tmp_path_factory) -> tuple[list[dict[str, Any]], Any]:
-    tmp = tmp_path_factory.mktemp("ddp_trainer")
-    return run_on_ranks(_ddp_run, tmp, world=WORLD), tmp
+@pytest.fixture(scope="module", params=["ddp", "fsdp"])
+def ddp(request, tmp_path_factory) -> tuple[list[dict[str, Any]], Any]:
+    """The same run on 2 ranks, the model replicated (DDP) or sharded (FSDP2)."""
+    tmp = tmp_path_factory.mktemp(f"{request.param}_trainer")
+    return run_on_ranks(_ddp_run, tmp, request.param, world=WORLD), tmp
 
 
 def _canon(value: Any) -> Any:

@@ -65,7 +65,7 @@ from torch import Tensor
 
 from ._sums import sum_of
 
-__all__ = ["SCALAR_FIELDS", "GradStats", "merge_fields", "sq_norm"]
+__all__ = ["SCALAR_FIELDS", "GradStats", "full_zeros", "merge_fields", "sq_norm"]
 
 
 def sq_norm(tensors: Mapping[str, Tensor] | list[Tensor]) -> Tensor:
@@ -233,10 +233,7 @@ class GradStats:
         this to `adabatch.distributed.all_reduce_stats`, so that every rank still joins the
         collective. Example: ``GradStats.empty(dict(model.named_parameters()))``.
         """
-        zeros = {
-            n: torch.zeros_like(t, memory_format=torch.contiguous_format).detach()
-            for n, t in params.items()
-        }
+        zeros = {n: full_zeros(t) for n, t in params.items()}
         device = next(iter(zeros.values())).device if zeros else None
         zero = torch.zeros((), dtype=torch.float64, device=device)
         return cls(
@@ -385,3 +382,10 @@ def _map_tensors(stats: GradStats, fn: Callable[[Tensor], Tensor]) -> GradStats:
 def _sum_float64(terms: list[Tensor]) -> Tensor:
     """Σ of 0-dim float64 terms (0 for none)."""
     return sum_of(terms, empty=torch.zeros((), dtype=torch.float64))
+
+
+def full_zeros(p: Tensor) -> Tensor:
+    """Contiguous zeros of ``p``'s whole shape (a sharded DTensor's unsharded shape, FSDP2)."""
+    to_local = getattr(p, "to_local", None)  # DTensor: .shape is global, the storage a shard
+    device = to_local().device if to_local is not None else p.device
+    return torch.zeros(p.shape, dtype=p.dtype, device=device)

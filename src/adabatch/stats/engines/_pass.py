@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..rules import LayerCall, LayerResult, LayerRule, Need
 from ..rules.base import sum_of_dots
-from ..summary import GradStats
+from ..summary import GradStats, full_zeros
 
 __all__ = ["PassRecord"]
 
@@ -103,7 +103,7 @@ class PassRecord:
             if name in self._grad_sum:
                 grad_sum[name] = self._grad_sum[name]
             elif p.requires_grad:
-                grad_sum[name] = _global_zeros(p)
+                grad_sum[name] = full_zeros(p)
         device = next(iter(grad_sum.values())).device if grad_sum else None
         terms = self._sq_terms
         if terms:
@@ -162,10 +162,3 @@ class PassRecord:
                     self._coords[q] = self._coords[q] + sq if q in self._coords else sq
         self._add_inner((q, torch.cat(parts)) for q, parts in inner_parts.items())
         self._deferred.clear()
-
-
-def _global_zeros(p: Tensor) -> Tensor:
-    """Zeros of ``p``'s full shape: for a sharded DTensor (FSDP2), the unsharded shape."""
-    to_local = getattr(p, "to_local", None)  # DTensor: shape is global, storage is a shard
-    device = to_local().device if to_local is not None else p.device
-    return torch.zeros(p.shape, dtype=p.dtype, device=device)

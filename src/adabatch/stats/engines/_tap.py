@@ -46,6 +46,7 @@ class Site:
         "pass_",
         "qualnames",
         "rule",
+        "values",
     )
 
     def __init__(
@@ -58,6 +59,7 @@ class Site:
         kwargs: dict[str, Any],
         input_grad: bool,
         out_shape: torch.Size | None,
+        values: dict[str, Tensor] | None = None,
     ) -> None:
         self.pass_ = pass_
         self.module = module
@@ -69,6 +71,7 @@ class Site:
         self.kwargs = kwargs
         self.input_grad = input_grad  # the rule returns the layer's input gradient
         self.out_shape = out_shape  # set when the tap holds the base of a reshaped output
+        self.values = values  # parameter values copied at the forward (FSDP2), or None
 
 
 class Tap(torch.autograd.Function):

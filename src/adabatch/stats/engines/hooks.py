@@ -75,6 +75,12 @@ FallbackMode = Literal["functorch", "error"]
 FALLBACKS: tuple[str, ...] = get_args(FallbackMode)
 
 
+# A running call of a tapped module: its claims, the original input when the module runs on a
+# detached copy, the parameter values kept for its backward (FSDP2) or None, and whether the
+# claims hold FSDP2's gathered parameters.
+_InFlight = tuple[tuple[Claim, ...], Tensor | None, dict[str, Tensor] | None, bool]
+
+
 def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
     for x in (*args, *kwargs.values()):
         if isinstance(x, Tensor):
@@ -125,8 +131,9 @@ class GradStatsTracker:
         self._claims: dict[nn.Module, tuple[Claim, ...]] = {}
         self._rules: dict[nn.Module, LayerRule] = {}
         # Per module, the calls whose forward is running: (claims, original input if the
-        # rule owns the input gradient and the module runs on a detached copy).
-        self._in_flight: dict[nn.Module, list[tuple[tuple[Claim, ...], Tensor | None]]] = {}
+        # rule owns the input gradient and the module runs on a detached copy, parameter
+        # values kept for the backward when FSDP2 frees the gathered ones).
+        self._in_flight: dict[nn.Module, list[_InFlight]] = {}
         self._passes: list[PassRecord] = []
         self._suspended = False
         self._loss_weight = 1.0
@@ -193,7 +200,7 @@ class GradStatsTracker:
             h.remove()
         self._handles.clear()
         for stack in self._in_flight.values():
-            for claims, _ in stack:
+            for claims, *_ in stack:
                 for c in claims:
                     c.param.requires_grad_(True)
             stack.clear()
@@ -261,41 +268,51 @@ class GradStatsTracker:
     def _pre_hook(self, module: nn.Module, args: tuple) -> tuple | None:
         if self._suspended or not torch.is_grad_enabled():
             return None
-        claims = tuple(c for c in self._live_claims(module) if c.param.requires_grad)
+        live, swapped = self._live_claims(module)
+        claims = tuple(c for c in live if c.param.requires_grad)
         if not claims:
             return None
+        rule = self._rules[module]
+        values = None
+        if swapped and (rule is FALLBACK_RULE or rule.owns_input_grad(module)):
+            # FSDP2 frees the gathered parameters after the forward and gathers them again
+            # only after this module's tap has run its backward: the rules that read the
+            # parameters' values (not only their shapes) get a copy taken now.
+            values = {n: p.detach().clone() for n, p in module._parameters.items() if p is not None}
         for c in claims:
             c.param.requires_grad_(False)
         original = None
-        if args and isinstance(args[0], Tensor) and self._rules[module].owns_input_grad(module):
+        if args and isinstance(args[0], Tensor) and rule.owns_input_grad(module):
             # The rule computes this layer's input gradient itself (one fused kernel), so the
             # module runs on a detached input and autograd skips the layer's backward.
             original = args[0]
             args = (original.detach(), *args[1:])
-        self._in_flight[module].append((claims, original))
+        self._in_flight[module].append((claims, original, values, swapped))
         return args if original is not None else None
 
-    def _live_claims(self, module: nn.Module) -> tuple[Claim, ...]:
+    def _live_claims(self, module: nn.Module) -> tuple[tuple[Claim, ...], bool]:
         """The module's claims with the parameter objects its forward will use now.
 
         FSDP2 (``fully_shard``) registers a sharded parameter between calls and swaps the
         gathered (unsharded) one onto the module just before its forward: the gradient must
         flow into that gathered parameter, which FSDP then reduce-scatters into the shard.
+        Returns the claims and whether they were swapped.
         """
         claims = self._claims[module]
         params = module._parameters
         if all(params.get(c.local) is c.param for c in claims):
-            return claims
-        return tuple(
-            Claim(c.local, c.qualname, live) if (live := params.get(c.local)) is not None else c
+            return claims, False
+        live = tuple(
+            Claim(c.local, c.qualname, p) if (p := params.get(c.local)) is not None else c
             for c in claims
         )
+        return live, True
 
     def _post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         stack = self._in_flight[module]
         if not stack:
             return None
-        claims, original = stack.pop()
+        claims, original, values, swapped = stack.pop()
         for c in claims:
             c.param.requires_grad_(True)
         if output is None:  # the module raised; always_call brought us here to restore
@@ -346,8 +363,11 @@ class GradStatsTracker:
         shape = None
         if dirty and output._is_view():
             base = whole_base(output)
-            if base is None:
-                dirty = False  # a partial view: tap a copy instead
+            if base is None or swapped:
+                # A partial view: tap a copy instead. Under FSDP2 (claims swapped) too: FSDP
+                # hooked this very view to gather the parameters again for the backward,
+                # and tapping its base would take the view out of the graph.
+                dirty = False
             else:
                 output, shape = base, output.shape
         site = Site(
@@ -359,6 +379,7 @@ class GradStatsTracker:
             kwargs if not dirty else {},
             original is not None and original.requires_grad,
             shape,
+            values,
         )
         tapped = Tap.apply(self, site, dirty, output, saved, *(c.param for c in claims))
         if shape is not None:
@@ -401,6 +422,7 @@ class GradStatsTracker:
             site.args,
             site.kwargs,
             input_grad=site.input_grad,
+            values=site.values,
         )
         tied = pass_.is_tied(site.qualnames)
         previous = self._suspended

@@ -21,6 +21,7 @@ Per-layer contributions (summed over layers by the engine):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import torch
@@ -35,6 +36,7 @@ __all__ = [
     "MaterializingRule",
     "Need",
     "RuleBase",
+    "param_value",
     "reduce_per_sample",
 ]
 
@@ -63,6 +65,9 @@ class LayerCall:
         args: all positional inputs (the functorch fallback needs them).
         kwargs: keyword inputs (the functorch fallback needs them).
         input_grad: the rule owns the input gradient of this call and must return it.
+        values: the module's parameter values as its forward saw them, when they had to be
+            copied (FSDP2 frees gathered parameters between the forward and this backward);
+            None otherwise. Read them with `param_value`.
     """
 
     module: nn.Module
@@ -73,12 +78,29 @@ class LayerCall:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     input_grad: bool = False
+    values: Mapping[str, Tensor] | None = None
 
     @property
     def batch_size(self) -> int:
         """Number of samples in the call (the leading dimension of ``grad_output``)."""
         assert self.grad_output is not None
         return self.grad_output.shape[0]
+
+
+def param_value(call: LayerCall, name: str) -> Tensor:
+    """The value of the module's parameter ``name`` in this call, detached.
+
+    The call's own (trainable) parameters are those its forward used — under FSDP2 the
+    gathered ones, while the module registers a shard between calls; a frozen parameter is
+    read from the module, and gathered if it is a sharded DTensor.
+    """
+    if call.values is not None and name in call.values:
+        return call.values[name]
+    if name in call.names:
+        return call.params[call.names.index(name)].detach()
+    value = getattr(call.module, name)
+    full_tensor = getattr(value, "full_tensor", None)
+    return (full_tensor() if full_tensor is not None else value).detach()
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, vjp, vmap
 
-from .base import LayerCall, MaterializingRule
+from .base import LayerCall, MaterializingRule, param_value
 
 __all__ = ["FunctorchFallbackRule"]
 
@@ -33,7 +33,7 @@ class FunctorchFallbackRule(MaterializingRule):
         b = call.batch_size
         module = call.module
         names = call.names
-        values = tuple(p.detach() for p in call.params)
+        values = tuple(param_value(call, n) for n in names)
 
         def batched(x: Any) -> bool:
             return isinstance(x, Tensor) and x.dim() > 0 and x.shape[0] == b

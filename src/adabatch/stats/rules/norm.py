@@ -31,7 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import LayerCall, LayerResult, MaterializingRule, Need, reduce_per_sample
+from .base import (
+    LayerCall,
+    LayerResult,
+    MaterializingRule,
+    Need,
+    param_value,
+    reduce_per_sample,
+)
 
 __all__ = ["BatchNormRule", "GroupNormRule", "InstanceNormRule", "LayerNormRule", "RMSNormRule"]
 
@@ -162,7 +169,7 @@ class _FusedChannelNormRule(MaterializingRule):
     def compute(self, call: LayerCall, need: Need) -> LayerResult:
         assert call.grad_output is not None
         mean, rstd = self._stats(call)
-        weight = call.module.weight.detach() if call.input_grad else None  # type: ignore[union-attr]
+        weight = param_value(call, "weight") if call.input_grad else None
         grad_input, dgamma, dbeta = channel_norm_backward(
             call.inputs, call.grad_output, mean, rstd, self.groups(call.module), weight
         )
