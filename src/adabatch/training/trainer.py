@@ -455,6 +455,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs (see the module docstring)."""
+        callbacks = [c.state_dict() for c in self.callbacks]
         return {
             "version": _STATE_VERSION,
             "model": model_state(self.model),  # gathered under FSDP2
@@ -463,9 +464,13 @@ class Trainer:
             "micro": self.micro.state_dict(),
             "trainer": {"started": self.started, "lr": self._lr},
             "progress": self.progress.state_dict(),
-            "callbacks": [c.state_dict() for c in self.callbacks],
+            "callbacks": callbacks,
             "rng": rng_state(self.generators),
-            "rng_ranks": gather_objects(rng_state(self.generators)) if is_distributed() else None,
+            # Under a process group, what differs between ranks: each one's streams and its
+            # callbacks (which are often rank 0's loggers only).
+            "ranks": gather_objects({"rng": rng_state(self.generators), "callbacks": callbacks})
+            if is_distributed()
+            else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -476,9 +481,10 @@ class Trainer:
                 f"{_STATE_VERSION} (adabatch {__version__}); version 1 was written by adabatch "
                 "0.1: resume it with adabatch 0.1, or start the run again"
             )
-        if len(state["callbacks"]) != len(self.callbacks):
+        mine = _rank_state(state)
+        if self.callbacks and len(mine["callbacks"]) != len(self.callbacks):
             raise ValueError(
-                f"the checkpoint holds the state of {len(state['callbacks'])} callbacks, this "
+                f"the checkpoint holds the state of {len(mine['callbacks'])} callbacks, this "
                 f"trainer has {len(self.callbacks)}: build it with the same callbacks"
             )
         load_model_state(self.model, state["model"])
@@ -488,13 +494,10 @@ class Trainer:
         self.started = bool(state["trainer"]["started"])
         self._lr = float(state["trainer"]["lr"])
         self.progress.load_state_dict(state["progress"])
-        for callback, c_state in zip(self.callbacks, state["callbacks"], strict=True):
-            callback.load_state_dict(c_state)
-        # Each rank its own streams (dropout masks differ across ranks); with another number
-        # of ranks, rank 0's streams for all.
-        per_rank = state.get("rng_ranks")
-        same_world = per_rank is not None and len(per_rank) == world_size()
-        set_rng_state(per_rank[rank()] if same_world else state["rng"], self.generators)
+        if self.callbacks:
+            for callback, c_state in zip(self.callbacks, mine["callbacks"], strict=True):
+                callback.load_state_dict(c_state)
+        set_rng_state(mine["rng"], self.generators)
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write a checkpoint (atomically) to ``path`` or ``checkpoint_path``.
@@ -521,6 +524,19 @@ class Trainer:
     def _save(self) -> None:
         if self.checkpoint_path is not None:
             self.save_checkpoint()
+
+
+def _rank_state(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """This rank's random streams and callback states in a checkpoint.
+
+    Saved by the same number of ranks: each rank its own (dropout masks differ across ranks,
+    loggers live on rank 0). Otherwise (another world size, or one process): rank 0's for
+    every rank; a rank without callbacks restores none.
+    """
+    per_rank = state.get("ranks")
+    if per_rank is not None and len(per_rank) == world_size():
+        return per_rank[rank()]
+    return {"rng": state["rng"], "callbacks": state["callbacks"]}
 
 
 def _check_monitor(scheduler: BatchSizeScheduler, monitor: str | None, eval_data: Any) -> None:
