@@ -1,14 +1,16 @@
 """One process against two torchrun ranks, and what the distributed statistics cost.
 
     python benchmarks/distributed.py                 # both parts (≈6 minutes on 2 cores)
+    python benchmarks/distributed.py --epochs 12     # the quick suite's full length
     python benchmarks/distributed.py --part runs     # the quick suite, 1 process vs 2 ranks
     python benchmarks/distributed.py --part collectives
     python benchmarks/distributed.py --device cuda   # the same on GPUs (NCCL), where lent
 
-Part "runs": every method of the quick suite (``adabatch run quick/METHOD``), once by one
-process and once by ``torchrun --nproc_per_node=2`` (gloo, DDP), in turn — the same cores either way (one process
-with all of them, each rank its share: one thread per rank on 2 cores) —
-``--rounds`` times. Reported: training samples per second (the summary's samples over its
+Part "runs": every method of the quick suite (``adabatch run quick/METHOD --epochs=E``, 2 of
+its 12 epochs by default), once by one
+process and once by ``torchrun --nproc_per_node=2`` (gloo, DDP), in turn, ``--rounds`` times,
+on the same cores either way (one process with all of them, or each rank its share: one thread
+per rank on 2 cores). Reported: training samples per second (the summary's samples over its
 training time, evaluation excluded), the medians over rounds and the median of the paired
 ratios, and whether the two runs took the same steps to the same final batch size.
 
@@ -38,9 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("sgd-small", "sgd-large", "adabatch", "divebatch", "norm-test")
 
 
-def _run(method: str, out: Path, ranks: int) -> dict:
-    base = [sys.executable, "-m", "adabatch", "run", f"quick/{method}", f"--out={out}"]
-    args = [*base[3:], "--no-progress", "--overwrite", "--train.tensorboard=false"]
+def _run(method: str, out: Path, ranks: int, epochs: int) -> dict:
+    args = ["adabatch", "run", f"quick/{method}", f"--out={out}", "--no-progress",
+            "--overwrite", "--train.tensorboard=false", f"--epochs={epochs}"]  # fmt: skip
     # The same cores either way: one process with all of them, or each rank its share.
     threads = max(1, (os.cpu_count() or 1) // ranks)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
@@ -53,7 +55,7 @@ def _run(method: str, out: Path, ranks: int) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-def runs_part(rounds: int) -> list[dict]:
+def runs_part(rounds: int, epochs: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for method in METHODS:
@@ -61,7 +63,7 @@ def runs_part(rounds: int) -> list[dict]:
             for r in range(rounds):
                 order = (1, 2) if r % 2 == 0 else (2, 1)
                 for ranks in order:
-                    per[ranks].append(_run(method, Path(tmp) / f"{method}-{ranks}", ranks))
+                    per[ranks].append(_run(method, Path(tmp) / f"{method}-{ranks}", ranks, epochs))
             rate = {k: [s["samples"] / s["train_time"] for s in v] for k, v in per.items()}
             ratios = [b / a for a, b in zip(rate[1], rate[2], strict=True)]
             one, two = per[1][0], per[2][0]
@@ -101,22 +103,67 @@ def _median_time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def collectives_worker(out: str, device: str, reps: int) -> None:
+def _measure(make, env, reps: int) -> dict:
+    """Median times of one model's plain step, measured step and extra collectives."""
     import torch
     import torch.distributed as dist
     from torch import nn
 
-    from adabatch.distributed import (
-        all_reduce_stats,
-        check_agreement,
-        init_from_env,
-        shutdown,
-        wrap_model,
-    )
+    from adabatch.distributed import all_reduce_stats, check_agreement, wrap_model
     from adabatch.stats import GradStatsTracker
 
+    torch.manual_seed(0)
+    net = make()
+    d_in = net[0].in_features
+    model = wrap_model(net.to(env.device), "ddp", env)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(64, d_in, device=env.device)  # 64 per rank: a global batch of 128
+    y = torch.randint(0, 10, (64,), device=env.device)
+
+    def plain() -> None:
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    t_plain = _median_time(plain, reps)
+    tracker = GradStatsTracker(model.module, inner_products=True)
+
+    def measured() -> None:
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        tracker.pop()
+        opt.step()
+
+    t_measured = _median_time(measured, reps)
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    stats = tracker.pop()
+    t_reduce = _median_time(lambda: all_reduce_stats(stats), reps)
+    t_check = _median_time(lambda: check_agreement([128, 256, 1.5], "bench"), reps)
+    flag = torch.zeros(1, dtype=torch.float64, device=env.device)
+    t_flag = _median_time(lambda: dist.all_reduce(flag, op=dist.ReduceOp.MAX), reps)
+    tracker.remove()
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "batch": 128,
+        "plain_step_ms": 1e3 * t_plain,
+        "measured_step_ms": 1e3 * t_measured,
+        "all_reduce_stats_ms": 1e3 * t_reduce,
+        "decision_check_ms": 1e3 * t_check,
+        "stop_flag_ms": 1e3 * t_flag,
+    }
+
+
+def collectives_worker(out: str, device: str, reps: int) -> None:
+    """Inside torchrun: measure every model, rank 0 writes the rows."""
+    import torch
+    from torch import nn
+
+    from adabatch.distributed import init_from_env, shutdown
+
     env = init_from_env(device=device)
-    torch.set_num_threads(1) if env.device.type == "cpu" else None
+    if env.device.type == "cpu":
+        torch.set_num_threads(1)
     models = {
         "quick MLP 256-256-10": lambda: nn.Sequential(
             nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)
@@ -125,52 +172,7 @@ def collectives_worker(out: str, device: str, reps: int) -> None:
             nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 10)
         ),
     }
-    rows = []
-    for name, make in models.items():
-        torch.manual_seed(0)
-        model = wrap_model(make().to(env.device), "ddp", env)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-        d_in = make()[0].in_features
-        x = torch.randn(64, d_in, device=env.device)
-        y = torch.randint(0, 10, (64,), device=env.device)
-
-        def plain() -> None:
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-
-        t_plain = _median_time(plain, reps)
-        tracker = GradStatsTracker(model.module, inner_products=True)
-
-        def measured() -> None:
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            tracker.pop()
-            opt.step()
-
-        t_measured = _median_time(measured, reps)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        stats = tracker.pop()
-        t_reduce = _median_time(lambda: all_reduce_stats(stats), reps)
-        t_check = _median_time(lambda: check_agreement([128, 256, 1.5], "bench"), reps)
-        flag = torch.zeros(1, dtype=torch.float64, device=env.device)
-        t_flag = _median_time(lambda: dist.all_reduce(flag, op=dist.ReduceOp.MAX), reps)
-        tracker.remove()
-        params = sum(p.numel() for p in model.parameters())
-        rows.append(
-            {
-                "model": name,
-                "parameters": params,
-                "batch": 128,
-                "plain_step_ms": 1e3 * t_plain,
-                "measured_step_ms": 1e3 * t_measured,
-                "all_reduce_stats_ms": 1e3 * t_reduce,
-                "decision_check_ms": 1e3 * t_check,
-                "stop_flag_ms": 1e3 * t_flag,
-            }
-        )
-        del model, opt
+    rows = [{"model": name, **_measure(make, env, reps)} for name, make in models.items()]
     if env.is_main:
         Path(out).write_text(json.dumps(rows))
     shutdown()
@@ -198,7 +200,8 @@ def collectives_part(device: str, reps: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("all", "runs", "collectives"), default="all")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of each quick run")
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/distributed.json"))
@@ -212,7 +215,7 @@ def main() -> None:
 
     result: dict = {"machine": machine(), "command": " ".join(sys.argv)}
     if args.part in ("all", "runs"):
-        result["runs"] = runs_part(args.rounds)
+        result["runs"] = runs_part(args.rounds, args.epochs)
     if args.part in ("all", "collectives"):
         result["collectives"] = collectives_part(args.device, args.reps)
     out = Path(args.out)

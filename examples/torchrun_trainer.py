@@ -41,6 +41,7 @@ class PrintEpochs(Callback):
         self.rank = rank
 
     def on_record(self, trainer: Trainer, record: dict) -> None:
+        """Print the epoch records."""
         if self.rank == 0 and record["kind"] == "epoch":
             print(
                 f"epoch {record['epoch']}  batch {record['batch_size']}  steps {record['step']}"
@@ -49,6 +50,7 @@ class PrintEpochs(Callback):
 
 
 def main(fsdp: bool = False, epochs: int = 3) -> dict:
+    """Train on this process's share; return the steps, the final batch and the world size."""
     env = init_from_env()  # rank, world size, backend, device (a single process: 0 of 1)
     torch.manual_seed(0)  # the same initial model on every rank
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)).to(env.device)

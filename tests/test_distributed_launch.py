@@ -125,3 +125,17 @@ def test_disagreeing_ranks_all_raise(tmp_path) -> None:
     assert second[0].startswith("the ranks disagree on the LR factor: rank 1 has lr factor=2.0")
     assert "the batch-size decision at the end of epoch 1" in first[1]
     assert "new batch size=8" in first[1] and "new batch size=16" in second[1]
+
+
+def test_under_torchrun_other_ranks_skip_commands_that_do_not_train(monkeypatch, capsys) -> None:
+    """``torchrun ... -m adabatch list``: rank 0 prints the list, rank 1 does nothing."""
+    from adabatch.cli import main
+
+    for name, value in TORCHRUN_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RANK", "1")
+    assert main(["list"]) == 0
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(["list"]) == 0
+    assert "quick/divebatch" in capsys.readouterr().out

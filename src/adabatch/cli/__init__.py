@@ -27,7 +27,15 @@ from adabatch import __version__
 from adabatch.errors import DatasetFormatError, RankMismatchError, ReportError, RunError
 from adabatch.experiments.config import ConfigError, join_override_values
 
-__all__ = ["COMMANDS", "EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "CommandError", "main"]
+__all__ = [
+    "COMMANDS",
+    "DISTRIBUTED_COMMANDS",
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CommandError",
+    "main",
+]
 
 #: Command name → module. Adding a command is one line here plus its module.
 COMMANDS: dict[str, str] = {
@@ -37,6 +45,9 @@ COMMANDS: dict[str, str] = {
     "report": "adabatch.cli.report",
     "data": "adabatch.cli.data",
 }
+
+#: The commands that train, and so run on every rank under torchrun (the others: rank 0 only).
+DISTRIBUTED_COMMANDS = frozenset({"run", "compare"})
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -89,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     with _one_speaker() as rank:
+        if rank != 0 and args.command not in DISTRIBUTED_COMMANDS:
+            return EXIT_OK  # nothing to share: rank 0 does it alone (one writer)
         return _run_command(args, rank)
 
 

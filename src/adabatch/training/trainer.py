@@ -209,6 +209,7 @@ class Trainer:
         self.started = False  # the epoch-0 evaluation is done (or skipped)
         self._lr = self._current_lr()
         self._stop_requested = False
+        self._stop_agreed: bool | None = None  # the ranks' agreed stop flag of this step
 
     # ------------------------------------------------------------------ properties
     @property
@@ -262,7 +263,11 @@ class Trainer:
         return size
 
     def request_stop(self) -> None:
-        """Stop at the next step boundary, after writing a checkpoint (e.g. from a signal)."""
+        """Stop at the next step boundary, after writing a checkpoint (e.g. from a signal).
+
+        Under a process group every rank stops after the same step: the one whose loss
+        all-reduce first carries the request (`_check_loss`).
+        """
         self._stop_requested = True
 
     # ------------------------------------------------------------------ the loop
@@ -295,7 +300,7 @@ class Trainer:
                         self.optimizer.step()  # any torch optimizer
                         decision = self.scheduler.step()  # policy → LR rule → resize
                         self._after_step(loss_sum, decision)
-                        if self._stop_agreed():
+                        if self._should_stop():
                             status = "interrupted"
                             self._save()
                             return self._result(status)
@@ -335,14 +340,20 @@ class Trainer:
         """The batch's summed loss over all ranks; raise if it is not finite.
 
         Checked before the optimizer step, so that the parameters keep their last finite
-        values; under DDP the sum is all-reduced first, so every rank stops together.
+        values. Under a process group one all-reduce carries the loss sum (every rank stops
+        together when it diverges) and the stop flag: a signal reaches the ranks at different
+        moments, and the flag makes them all stop after this same step, none left waiting in
+        a collective (a stop requested later in the step is honoured after the next one).
         """
         n_local = self.loader.last_batch_size
         loss_sum = float(loss) * n_local if n_local else 0.0  # an empty share adds nothing
         if is_distributed():
-            total = torch.tensor([loss_sum], dtype=torch.float64, device=loss.device)
+            packed = [loss_sum, float(self._stop_requested)]
+            total = torch.tensor(packed, dtype=torch.float64, device=loss.device)
             dist.all_reduce(total)
-            loss_sum = float(total.item())
+            loss_sum, self._stop_agreed = float(total[0]), bool(total[1] > 0)
+        else:
+            self._stop_agreed = None  # one process: read the request itself after the step
         if not math.isfinite(loss_sum):
             n = self.loader.last_global_batch_size
             raise DivergenceError(
@@ -359,19 +370,9 @@ class Trainer:
             )
         return loss_sum
 
-    def _stop_agreed(self) -> bool:
-        """Whether to stop now: this process was asked to, or (under a group) any rank was.
-
-        A signal reaches the ranks at different moments; one tiny all-reduce per step makes
-        them all stop after the same step, so none is left waiting in a collective.
-        """
-        if not is_distributed():
-            return self._stop_requested
-        flag = torch.tensor([float(self._stop_requested)], dtype=torch.float64)
-        if dist.get_backend() == "nccl":
-            flag = flag.to(self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item() > 0)
+    def _should_stop(self) -> bool:
+        """Whether to stop after this step (every rank answers the same; see `_check_loss`)."""
+        return self._stop_requested if self._stop_agreed is None else self._stop_agreed
 
     def _after_step(self, loss_sum: float, decision: Decision | None) -> None:
         n = self.loader.last_global_batch_size
