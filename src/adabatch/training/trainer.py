@@ -98,7 +98,9 @@ class Trainer:
     """Train with an adaptive batch size: loader, statistics, optimizer, policy, LR rule.
 
     Args:
-        model: the model (optionally wrapped in DistributedDataParallel).
+        model: the model; under ``torchrun``, wrapped by `adabatch.distributed.wrap_model`
+            (DistributedDataParallel, or sharded by FSDP2) — every rank runs the same
+            Trainer on its slice of each global batch, and rank 0 writes the checkpoints.
         optimizer: any ``torch.optim.Optimizer`` (SGD, AdamW, the AdaGrad family, ...).
         scheduler: the `BatchSizeScheduler` holding the policy, the `AdaptiveLoader` and the
             LR coupling (with your LR scheduler, if any).
