@@ -21,7 +21,7 @@ from adabatch import AdaptiveLoader, BatchSizeScheduler, make_policy
 from adabatch.data import rank_span
 from adabatch.datasets import ArrayDataset
 from adabatch.distributed import init_from_env, wrap_model
-from adabatch.training import Callback, Trainer, load_checkpoint
+from adabatch.training import Callback, JsonlLogger, Trainer, load_checkpoint
 
 pytestmark = [
     pytest.mark.distributed,
@@ -88,7 +88,13 @@ def _run(
         scheduler,
         eval_data=_data(7, 2),
         eval_batch_size=3,
-        callbacks=[recorder],
+        # The same logger on every rank, one file: rank 0 alone writes it (rank_zero_only).
+        callbacks=[recorder]
+        + (
+            [JsonlLogger(os.path.join(os.path.dirname(checkpoint), "metrics.jsonl"))]
+            if checkpoint
+            else []
+        ),
         log_every=2,
         checkpoint_path=checkpoint,
     )
@@ -174,6 +180,9 @@ def test_ddp_trainer_matches_a_single_process(ddp) -> None:
                 assert theirs[key] == pytest.approx(value, rel=1e-9, abs=1e-12, nan_ok=True), key
             else:
                 assert theirs[key] == value, key
+    # One writer: the logger that both ranks had wrote each record once.
+    lines = (tmp / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len(ddp_run["records"])
     # Rank 0 wrote the final checkpoint; it holds the final parameters.
     state = load_checkpoint(tmp / "ckpt.pt")
     assert state["scheduler"]["epoch"] == EPOCHS

@@ -37,7 +37,15 @@ __all__ = ["Callback", "JsonlLogger", "ProgressBar", "TensorBoardLogger"]
 
 
 class Callback:
-    """Base class: every event is a no-op; override the ones you need."""
+    """Base class: every event is a no-op; override the ones you need.
+
+    Attributes:
+        rank_zero_only: under ``torch.distributed``, only rank 0 sees this callback's events
+            (and restores its state): set by the loggers, so that a run has one writer even
+            when every rank builds the same callbacks.
+    """
+
+    rank_zero_only: bool = False
 
     def on_fit_start(self, trainer: Trainer) -> None:
         """`Trainer.fit` starts (or resumes)."""
@@ -66,6 +74,8 @@ class JsonlLogger(Callback):
     progress. The file's length is part of the checkpoint: a resumed run truncates the file
     to it and goes on, so the file ends up exactly as an uninterrupted run's (times aside).
     """
+
+    rank_zero_only = True
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -123,6 +133,8 @@ class ProgressBar(Callback):
     Samples rather than steps, because the number of steps in an epoch changes with the batch
     size. Without tqdm installed this callback does nothing.
     """
+
+    rank_zero_only = True
 
     def __init__(self, *, leave: bool = False, disable: bool | None = None) -> None:
         self.leave = leave
@@ -200,6 +212,8 @@ class TensorBoardLogger(Callback):
     On resume the writer purges the events after the checkpoint. Needs the ``tensorboard``
     package (``pip install "adabatch[experiments]"``).
     """
+
+    rank_zero_only = True
 
     def __init__(self, log_dir: str | Path) -> None:
         try:

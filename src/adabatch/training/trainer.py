@@ -441,8 +441,10 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _emit(self, event: str, *args: Any) -> None:
+        main = rank() == 0
         for callback in self.callbacks:
-            getattr(callback, event)(self, *args)
+            if main or not callback.rank_zero_only:  # one writer: rank 0's loggers only
+                getattr(callback, event)(self, *args)
 
     def _result(self, status: str) -> FitResult:
         return FitResult(
@@ -498,8 +500,10 @@ class Trainer:
         self._lr = float(state["trainer"]["lr"])
         self.progress.load_state_dict(state["progress"])
         if self.callbacks:
+            main = rank() == 0
             for callback, c_state in zip(self.callbacks, mine["callbacks"], strict=True):
-                callback.load_state_dict(c_state)
+                if main or not callback.rank_zero_only:
+                    callback.load_state_dict(c_state)
         set_rng_state(mine["rng"], self.generators)
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
