@@ -54,6 +54,38 @@ class SmallCNN(nn.Module):
         return self.fc(h.flatten(1))
 
 
+class RecurrentClassifier(nn.Module):
+    """An RNN/GRU/LSTM classifier reading ``h_n`` (the usual pattern) or the outputs.
+
+    ``batch_first=False`` layers get a transposed input: the model's input stays batch-first.
+    """
+
+    def __init__(
+        self,
+        cell: type[nn.Module] = nn.LSTM,
+        *,
+        read: str = "h_n",
+        batch_first: bool = True,
+        **options: object,
+    ) -> None:
+        super().__init__()
+        self.read, self.batch_first = read, batch_first
+        self.rnn = cell(3, 4, batch_first=batch_first, **options)
+        dirs = 2 if options.get("bidirectional") else 1
+        self.head = nn.Linear(4 * dirs, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, state = self.rnn(x if self.batch_first else x.transpose(0, 1))
+        if self.read == "h_n":
+            h_n = state[0] if isinstance(state, tuple) else state
+            feats = h_n[-1] if h_n.shape[0] == 1 or self.head.in_features == 4 else None
+            if feats is None:  # bidirectional: the last layer's two directions
+                feats = torch.cat([h_n[-2], h_n[-1]], dim=-1)
+            return self.head(feats)
+        out = out if self.batch_first else out.transpose(0, 1)
+        return self.head(out.mean(1))
+
+
 def mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 7), nn.ReLU(), nn.Linear(7, 3))
 
@@ -88,7 +120,28 @@ CASES: list[Case] = [
         lambda b, g: (torch.randint(0, 11, (b, 7), generator=g), _classes(b, 3, g)),
     ),
     ("frozen", frozen_mlp, lambda b, g: (torch.randn(b, 5, generator=g), _classes(b, 3, g))),
+    *[
+        (name, make, lambda b, g: (torch.randn(b, 5, 3, generator=g), _classes(b, 3, g)))
+        for name, make in [
+            ("lstm-h_n", lambda: RecurrentClassifier(nn.LSTM)),
+            ("gru-output", lambda: RecurrentClassifier(nn.GRU, read="output")),
+            (
+                "rnn-relu-2layer-bidirectional",
+                lambda: RecurrentClassifier(
+                    nn.RNN, nonlinearity="relu", num_layers=2, bidirectional=True
+                ),
+            ),
+            (
+                "lstm-seq-first-2layer",
+                lambda: RecurrentClassifier(nn.LSTM, batch_first=False, num_layers=2),
+            ),
+        ]
+    ],
 ]
+
+#: The cases whose models torch.func's vmap cannot run (torch's RNN kernels have no batching
+#: rule): the functorch engine refuses them.
+NO_VMAP = {"lstm-h_n", "gru-output", "rnn-relu-2layer-bidirectional", "lstm-seq-first-2layer"}
 
 
 def loss_for(reduction: str) -> nn.Module:

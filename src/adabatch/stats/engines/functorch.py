@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from .._checks import check_batchnorm_mode, check_loss
+from ..rules.recurrent import RECURRENT_TYPES
 from ..summary import GradStats
 from ._dense import stats_from_per_sample
 
@@ -40,6 +41,13 @@ def functorch_stats(
         raise ValueError(
             "the functorch engine cannot reproduce batchnorm='approximate' (vmap normalises "
             "each sample on its own); use engine='hooks' or engine='reference'"
+        )
+    recurrent = [type(m).__name__ for m in model.modules() if isinstance(m, RECURRENT_TYPES)]
+    if recurrent:
+        raise TypeError(
+            f"the functorch engine cannot run {recurrent[0]}: torch.func.vmap has no batching "
+            "rule for torch's recurrent kernels; use engine='hooks' (exact, with a rule for "
+            "RNN/GRU/LSTM) or engine='reference'"
         )
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     names = [n for n, _ in named]

@@ -58,12 +58,14 @@ from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_leaves, tree_map
 
 from ..._types import BatchNormMode, LossReduction
 from ..._validate import check_choice, check_reduction
 from .._checks import batchnorm_error, check_batchnorm_mode, check_loss, is_batch_coupled
 from .._sums import sum_of
-from ..rules import FALLBACK_RULE, LayerCall, LayerRule, Need, find_rule
+from ..rules import FALLBACK_RULE, LayerCall, LayerRule, Need, find_rule, reduce_per_sample
+from ..rules.recurrent import check_recurrent, recurrent_forward
 from ..summary import GradStats
 from ._pass import PassRecord
 from ._tap import Claim, Site, Tap, whole_base
@@ -281,6 +283,17 @@ class GradStatsTracker:
             values = {n: p.detach().clone() for n, p in module._parameters.items() if p is not None}
         for c in claims:
             c.param.requires_grad_(False)
+        if getattr(rule, "owns_forward", False):
+            # The rule recomputes the output itself (RNNs): the module's own forward runs on
+            # detached inputs, without building a graph, and its output is replaced.
+            try:
+                check_recurrent(module, args)
+            except Exception:
+                for c in claims:
+                    c.param.requires_grad_(True)
+                raise
+            self._in_flight[module].append((claims, args, values, swapped))
+            return tree_map(lambda a: a.detach() if isinstance(a, Tensor) else a, args)
         original = None
         if args and isinstance(args[0], Tensor) and rule.owns_input_grad(module):
             # The rule computes this layer's input gradient itself (one fused kernel), so the
@@ -320,12 +333,16 @@ class GradStatsTracker:
         if self.batchnorm == "error" and is_batch_coupled(module):
             # The mode may have changed since attach (model.train()).
             raise batchnorm_error([type(module).__name__])
+        if getattr(self._rules[module], "owns_forward", False):
+            return self._owned_forward(module, claims, original)
         rest: tuple[Any, ...] | None = None
         if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
             # e.g. MultiheadAttention's (output, None): tap the first element. Other tensors
             # would carry parameter gradients past the tap, so they are refused.
             rest = tuple(output[1:])
-            if any(isinstance(x, Tensor) for x in rest):
+            # Nested too (an LSTM's (output, (h_n, c_n))): a tensor past the tap would carry
+            # no parameter gradient at all, silently.
+            if any(isinstance(x, Tensor) for x in tree_leaves(rest)):
                 raise TypeError(
                     f"adabatch hooks engine: {type(module).__name__} returns several tensors; "
                     f"only the first can be tracked (for MultiheadAttention pass "
@@ -385,6 +402,65 @@ class GradStatsTracker:
         if shape is not None:
             tapped = tapped.view(shape)
         return tapped if rest is None else (tapped, *rest)
+
+    def _owned_forward(self, module: nn.Module, claims: tuple[Claim, ...], args: tuple) -> Any:
+        """Recompute a recurrent layer with per-sample weights; collect their gradients.
+
+        Each trainable weight enters as ``p.expand(b, *p.shape)``: autograd hands the hook on
+        that view the per-sample block (hook scale) and then sums it into ``p.grad`` as for
+        any use of ``p``. When every block of the call has arrived its statistics go to the
+        pass, like a tapped call's.
+        """
+        x = args[0]
+        batch_dim = 0 if getattr(module, "batch_first", False) else 1
+        b = x.shape[batch_dim]
+        pass_ = self._passes[-1] if self._passes else self._new_pass(None)
+        if pass_.batch_size is None:
+            pass_.batch_size = b
+        if b != pass_.batch_size:
+            raise ValueError(
+                f"{type(module).__name__}(batch_first={batch_dim == 0}) received a batch of {b} "
+                f"(dimension {batch_dim} of its input) while the model's input has "
+                f"{pass_.batch_size} samples: the hooks engine needs the model's input batch "
+                f"first"
+            )
+        for c in claims:
+            pass_.uses[c.qualname] = pass_.uses.get(c.qualname, 0) + 1
+        qualnames = tuple(c.qualname for c in claims)
+        blocks: dict[str, Tensor] = {}
+        weights: dict[str, Tensor] = {
+            n: p.detach() for n, p in module._parameters.items() if p is not None
+        }
+
+        def collect(claim: Claim) -> Any:
+            def hook(grad: Tensor) -> None:
+                blocks[claim.local] = grad
+                self._tapped.add(id(claim.param))  # before autograd accumulates it into p
+                if len(blocks) < len(claims):
+                    return
+                if pass_.is_tied(qualnames):
+                    raise ValueError(
+                        f"adabatch: {type(module).__name__} is called more than once in one "
+                        "forward; its per-sample statistics support one call per forward"
+                    )
+                ordered = [blocks[c.local] for c in claims]
+                result = reduce_per_sample(
+                    lambda rows: [blk[rows] for blk in ordered],
+                    b,
+                    tuple(c.param for c in claims),
+                    self.need,
+                )
+                pass_.backward_calls += 1
+                pass_.add(result, qualnames)
+
+            return hook
+
+        for c in claims:
+            expanded = c.param.expand(b, *c.param.shape)
+            expanded.register_hook(collect(c))
+            weights[c.local] = expanded
+        hx = args[1] if len(args) > 1 else None
+        return recurrent_forward(module, x, hx, weights)
 
     # ------------------------------------------------------------------ backward side
     def _make_coverage_hook(self, p: nn.Parameter):

@@ -17,6 +17,8 @@ GroupNorm,             one fused backward kernel: input gradient and       yes
 InstanceNorm           per-sample γ, β
 BatchNorm (eval)       per-sample affine terms, running statistics         yes
 BatchNorm (train)      only with batchnorm="approximate"                   approximate
+RNN, GRU, LSTM         recurrence re-run with per-sample expanded          yes
+                       weights; all outputs (h_n, c_n) tracked
 anything else with     torch.func vmap(vjp) of that module (warns)         yes
 own parameters
 =====================  ==================================================  =============
@@ -32,6 +34,7 @@ from .embedding import EmbeddingRule
 from .fallback import FunctorchFallbackRule
 from .linear import LinearRule
 from .norm import BatchNormRule, GroupNormRule, InstanceNormRule, LayerNormRule, RMSNormRule
+from .recurrent import RECURRENT_TYPES, RecurrentRule
 
 __all__ = [
     "FALLBACK_RULE",
@@ -65,6 +68,8 @@ LAYER_RULES: dict[type[nn.Module], LayerRule] = {
     nn.InstanceNorm2d: _inorm,
     nn.InstanceNorm3d: _inorm,
 }
+for _rnn in RECURRENT_TYPES:
+    LAYER_RULES[_rnn] = RecurrentRule()  # type: ignore[assignment]
 if hasattr(nn, "RMSNorm"):  # torch >= 2.4
     LAYER_RULES[nn.RMSNorm] = RMSNormRule()
 
