@@ -41,7 +41,7 @@ def test_engine_matches_reference(engine: str, case, reduction: str, b: int) -> 
     name, make, data = case
     model, x, y = _setup(make, data, b)
     if engine == "functorch" and name in NO_VMAP:
-        with pytest.raises(TypeError, match="functorch engine cannot run (LSTM|GRU|RNN)"):
+        with pytest.raises(TypeError, match=r"functorch engine cannot run (LSTM|GRU|RNN)"):
             compute_stats(model, loss_for(reduction), x, y, engine=engine)
         return
     pristine = copy.deepcopy(model)

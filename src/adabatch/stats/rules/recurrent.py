@@ -58,7 +58,7 @@ def check_recurrent(module: nn.Module, args: tuple[Any, ...]) -> None:
 
 
 def _linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-    """x Wᵀ + b for x (B, ..., in), with W shared (out, in) or per sample (B, out, in)."""
+    """The affine map x·Wᵀ + b, W shared (out, in) or per sample (B, out, in); x (B, ..., in)."""
     if w.dim() == 2:
         return torch.nn.functional.linear(x, w, b)
     squeeze = x.dim() == 2
