@@ -20,6 +20,8 @@ class                       derives from            raised when
 `WorkerError`               RuntimeError            a worker process of a parallel solver failed
 `RankMismatchError`         RuntimeError            the ranks of a distributed run disagree on
                                                     a decision they must share
+`RuleMismatchError`         RuntimeError            a layer computes something else than its
+                                                    per-sample rule assumes
 ==========================  ======================  =============================================
 """
 
@@ -38,6 +40,7 @@ __all__ = [
     "FetchError",
     "RankMismatchError",
     "ReportError",
+    "RuleMismatchError",
     "RunError",
     "WorkerError",
 ]
@@ -140,4 +143,12 @@ class RankMismatchError(RuntimeError):
     """The ranks of a distributed run disagree on something they must share (a decision).
 
     Raised on every rank at once, so the run ends instead of hanging in the next collective.
+    """
+
+
+class RuleMismatchError(RuntimeError):
+    """A layer's output differs from what its registered per-sample rule assumes it computes.
+
+    Raised on the first call of a layer of another library (a Hugging Face RMSNorm, Conv1D)
+    whose forward changed: the statistics and the gradient would otherwise be wrong.
     """

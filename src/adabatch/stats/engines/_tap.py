@@ -37,6 +37,7 @@ class Site:
 
     __slots__ = (
         "args",
+        "broadcast",
         "input_grad",
         "kwargs",
         "module",
@@ -60,6 +61,7 @@ class Site:
         input_grad: bool,
         out_shape: torch.Size | None,
         values: dict[str, Tensor] | None = None,
+        broadcast: int | None = None,
     ) -> None:
         self.pass_ = pass_
         self.module = module
@@ -72,6 +74,7 @@ class Site:
         self.input_grad = input_grad  # the rule returns the layer's input gradient
         self.out_shape = out_shape  # set when the tap holds the base of a reshaped output
         self.values = values  # parameter values copied at the forward (FSDP2), or None
+        self.broadcast = broadcast  # b when a 1-row output is expanded to the batch
 
 
 class Tap(torch.autograd.Function):
@@ -92,6 +95,8 @@ class Tap(torch.autograd.Function):
             # backward never saves their own output. Never a view: see `whole_base`.
             ctx.mark_dirty(output)
             return output
+        if site.broadcast is not None:  # one row used by every sample (hooks.py, broadcast)
+            return output.expand(site.broadcast, *output.shape[1:]).clone()
         return output.clone()
 
     @staticmethod
@@ -99,6 +104,8 @@ class Tap(torch.autograd.Function):
     def backward(ctx, grad_output):
         inputs = ctx.saved_tensors[0] if ctx.has_inputs else None
         grad_input, grads = ctx.tracker._on_backward(ctx.site, inputs, grad_output)
+        if ctx.site.broadcast is not None:
+            grad_output = grad_output.sum(0, keepdim=True)  # the one row the module produced
         return (None, None, None, grad_output, grad_input, *grads)
 
 

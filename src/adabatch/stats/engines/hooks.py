@@ -140,6 +140,7 @@ class GradStatsTracker:
         self._suspended = False
         self._loss_weight = 1.0
         self._tapped: set[int] = set()  # params whose gradient came through a tap
+        self._verified: set[nn.Module] = set()  # external-library layers checked once
         self._named_params = list(model.named_parameters())
         self._names = {id(p): n for n, p in self._named_params}
         self._attach(fallback, check_coverage)
@@ -333,8 +334,18 @@ class GradStatsTracker:
         if self.batchnorm == "error" and is_batch_coupled(module):
             # The mode may have changed since attach (model.train()).
             raise batchnorm_error([type(module).__name__])
-        if getattr(self._rules[module], "owns_forward", False):
+        rule = self._rules[module]
+        if getattr(rule, "owns_forward", False):
             return self._owned_forward(module, claims, original)
+        verify = getattr(rule, "verify", None)
+        if verify is not None and not swapped and module not in self._verified:
+            # A layer of another library, matched by its class path: check once that it still
+            # computes what the rule assumes (see stats/rules/external.py).
+            inputs0 = original if original is not None else (args[0] if args else None)
+            if isinstance(inputs0, Tensor) and isinstance(output, Tensor):
+                with torch.no_grad():
+                    verify(module, inputs0, output)
+                self._verified.add(module)
         rest: tuple[Any, ...] | None = None
         if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
             # e.g. MultiheadAttention's (output, None): tap the first element. Other tensors
@@ -360,7 +371,19 @@ class GradStatsTracker:
         size = output.shape[0] if output.dim() > 0 else -1
         if pass_.batch_size is None:
             pass_.batch_size = size
-        if size != pass_.batch_size or (
+        # NOTE [broadcast]: a call whose input and output hold one row inside a pass of b
+        # samples is broadcast to the batch downstream (position embeddings looked up with
+        # ids of shape (1, T), then added): its output is expanded to b rows (same values),
+        # so that each sample's gradient δᵢ reaches the rule instead of their sum.
+        broadcast = (
+            size == 1
+            and pass_.batch_size > 1
+            and (not isinstance(inputs, Tensor) or inputs.shape[:1] == (1,))
+            and rule is not FALLBACK_RULE
+        )
+        if broadcast:
+            size = pass_.batch_size
+        elif size != pass_.batch_size or (
             isinstance(inputs, Tensor) and inputs.shape[:1] != output.shape[:1]
         ):
             raise ValueError(
@@ -370,10 +393,9 @@ class GradStatsTracker:
             )
         for c in claims:
             pass_.uses[c.qualname] = pass_.uses.get(c.qualname, 0) + 1
-        rule = self._rules[module]
         # Registered rules tap the output in place; the fallback (arbitrary forwards, which may
         # save their own output) taps a copy and keeps the inputs for its re-run.
-        dirty = rule is not FALLBACK_RULE
+        dirty = rule is not FALLBACK_RULE and not broadcast
         if original is not None:
             inputs = original
         saved = inputs if isinstance(inputs, Tensor) else None
@@ -397,6 +419,7 @@ class GradStatsTracker:
             original is not None and original.requires_grad,
             shape,
             values,
+            pass_.batch_size if broadcast else None,
         )
         tapped = Tap.apply(self, site, dirty, output, saved, *(c.param for c in claims))
         if shape is not None:
@@ -489,6 +512,8 @@ class GradStatsTracker:
         pass_.backward_calls += 1
         if site.out_shape is not None:
             grad_output = grad_output.reshape(site.out_shape)
+        if site.broadcast is not None and isinstance(inputs, Tensor):
+            inputs = inputs.expand(site.broadcast, *inputs.shape[1:])  # one row, each sample's
         call = LayerCall(
             site.module,
             inputs,

@@ -1,8 +1,9 @@
 """Per-layer closed forms for the hooks engine: an explicit registry, module type → rule.
 
-A rule is looked up by the module's exact type, then along its MRO for subclasses that do
-not override ``forward`` (a subclass with its own forward may compute anything, so it gets the
-functorch fallback instead of a silently wrong closed form).
+A rule is looked up by the module's exact type, then by its class path among the layers of
+other libraries (`EXTERNAL_RULES`: Hugging Face's Conv1D and RMSNorms), then along its MRO
+for subclasses that do not override ``forward`` (a subclass with its own forward may compute
+anything, so it gets the functorch fallback instead of a silently wrong closed form).
 
 =====================  ==================================================  =============
 module                 route                                               exact
@@ -17,6 +18,9 @@ GroupNorm,             one fused backward kernel: input gradient and       yes
 InstanceNorm           per-sample γ, β
 BatchNorm (eval)       per-sample affine terms, running statistics         yes
 BatchNorm (train)      only with batchnorm="approximate"                   approximate
+HF Conv1D              the Linear routes, weight transposed                yes
+HF LlamaRMSNorm (and   per-sample weight terms from recomputed x̂           yes
+its copies)
 RNN, GRU, LSTM         recurrence re-run with per-sample expanded          yes
                        weights; all outputs (h_n, c_n) tracked
 anything else with     torch.func vmap(vjp) of that module (warns)         yes
@@ -28,15 +32,18 @@ from __future__ import annotations
 
 from torch import nn
 
+from ...errors import RuleMismatchError
 from .base import LayerCall, LayerResult, LayerRule, MaterializingRule, Need, reduce_per_sample
 from .conv import ConvRule
 from .embedding import EmbeddingRule
+from .external import EXTERNAL_RULES
 from .fallback import FunctorchFallbackRule
 from .linear import LinearRule
 from .norm import BatchNormRule, GroupNormRule, InstanceNormRule, LayerNormRule, RMSNormRule
 from .recurrent import RECURRENT_TYPES, RecurrentRule
 
 __all__ = [
+    "EXTERNAL_RULES",
     "FALLBACK_RULE",
     "LAYER_RULES",
     "LayerCall",
@@ -44,6 +51,7 @@ __all__ = [
     "LayerRule",
     "MaterializingRule",
     "Need",
+    "RuleMismatchError",
     "find_rule",
     "reduce_per_sample",
 ]
@@ -82,6 +90,9 @@ def find_rule(module: nn.Module) -> LayerRule | None:
     rule = LAYER_RULES.get(cls)
     if rule is not None:
         return rule
+    external = EXTERNAL_RULES.get(f"{cls.__module__}.{cls.__qualname__}")
+    if external is not None:
+        return external
     for base in cls.__mro__[1:]:
         if base in LAYER_RULES:
             return LAYER_RULES[base] if cls.forward is base.forward else None
