@@ -64,7 +64,15 @@ from ..._types import BatchNormMode, LossReduction
 from ..._validate import check_choice, check_reduction
 from .._checks import batchnorm_error, check_batchnorm_mode, check_loss, is_batch_coupled
 from .._sums import sum_of
-from ..rules import FALLBACK_RULE, LayerCall, LayerRule, Need, find_rule, reduce_per_sample
+from ..rules import (
+    FALLBACK_RULE,
+    LayerCall,
+    LayerResult,
+    LayerRule,
+    Need,
+    find_rule,
+    reduce_per_sample,
+)
 from ..rules.recurrent import check_recurrent, recurrent_forward
 from ..summary import GradStats
 from ._pass import PassRecord
@@ -336,7 +344,7 @@ class GradStatsTracker:
             raise batchnorm_error([type(module).__name__])
         rule = self._rules[module]
         if getattr(rule, "owns_forward", False):
-            return self._owned_forward(module, claims, original)
+            return self._owned_forward(module, claims, original, output)
         verify = getattr(rule, "verify", None)
         if verify is not None and not swapped and module not in self._verified:
             # A layer of another library, matched by its class path: check once that it still
@@ -426,7 +434,9 @@ class GradStatsTracker:
             tapped = tapped.view(shape)
         return tapped if rest is None else (tapped, *rest)
 
-    def _owned_forward(self, module: nn.Module, claims: tuple[Claim, ...], args: tuple) -> Any:
+    def _owned_forward(
+        self, module: nn.Module, claims: tuple[Claim, ...], args: tuple, native: Any
+    ) -> Any:
         """Recompute a recurrent layer with per-sample weights; collect their gradients.
 
         Each trainable weight enters as ``p.expand(b, *p.shape)``: autograd hands the hook on
@@ -467,12 +477,13 @@ class GradStatsTracker:
                         "forward; its per-sample statistics support one call per forward"
                     )
                 ordered = [blocks[c.local] for c in claims]
-                result = reduce_per_sample(
-                    lambda rows: [blk[rows] for blk in ordered],
-                    b,
-                    tuple(c.param for c in claims),
-                    self.need,
-                )
+                with torch.autocast(grad.device.type, enabled=False):  # NOTE [autocast]
+                    result = reduce_per_sample(
+                        lambda rows: [blk[rows] for blk in ordered],
+                        b,
+                        tuple(c.param for c in claims),
+                        self.need,
+                    )
                 pass_.backward_calls += 1
                 pass_.add(result, qualnames)
 
@@ -483,7 +494,16 @@ class GradStatsTracker:
             expanded.register_hook(collect(c))
             weights[c.local] = expanded
         hx = args[1] if len(args) > 1 else None
-        return recurrent_forward(module, x, hx, weights)
+        # Under autocast the recurrence runs in the weights' dtype (NOTE [autocast]) and its
+        # outputs take the dtypes of the module's own outputs.
+        dtype = claims[0].param.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            x, hx = tree_map(
+                lambda t: t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t,
+                (x, hx),
+            )
+            ours = recurrent_forward(module, x, hx, weights)
+        return tree_map(lambda t, n: t.to(n.dtype), ours, native)
 
     # ------------------------------------------------------------------ backward side
     def _make_coverage_hook(self, p: nn.Parameter):
@@ -514,10 +534,19 @@ class GradStatsTracker:
             grad_output = grad_output.reshape(site.out_shape)
         if site.broadcast is not None and isinstance(inputs, Tensor):
             inputs = inputs.expand(site.broadcast, *inputs.shape[1:])  # one row, each sample's
+        # NOTE [autocast]: under torch.autocast the layer ran in bf16/fp16, its parameters are
+        # float32. The statistics are computed in the parameters' dtype (inputs and δ cast up,
+        # autocast off), so they are as exact as the mixed-precision forward allows; the input
+        # gradient a rule owns goes back in the input's own dtype.
+        dtype = site.params[0].dtype if site.params else grad_output.dtype
+        in_dtype = inputs.dtype if isinstance(inputs, Tensor) else None
+        if isinstance(inputs, Tensor) and inputs.is_floating_point() and in_dtype != dtype:
+            inputs = inputs.to(dtype)
+        delta = grad_output if grad_output.dtype == dtype else grad_output.to(dtype)
         call = LayerCall(
             site.module,
             inputs,
-            grad_output,
+            delta,
             site.names,
             site.params,
             site.args,
@@ -529,18 +558,27 @@ class GradStatsTracker:
         previous = self._suspended
         self._suspended = True  # the functorch fallback re-runs forwards: no hooks inside
         try:
-            if tied:
-                result = site.rule.compute(call, Need(max_block_bytes=self.need.max_block_bytes))
-                pass_.add_tied(site.rule, call, result, site.qualnames)
-            else:
-                result = site.rule.compute(call, self.need)
-                pass_.add(result, site.qualnames)
+            with torch.autocast(grad_output.device.type, enabled=False):
+                result = self._run_rule(site, call, tied)
         finally:
             self._suspended = previous
         tapped = self._tapped
         for p in site.params:
             tapped.add(id(p))
-        return result.grad_input, result.grads
+        grad_input = result.grad_input
+        if grad_input is not None and in_dtype is not None and grad_input.dtype != in_dtype:
+            grad_input = grad_input.to(in_dtype)
+        return grad_input, result.grads
+
+    def _run_rule(self, site: Site, call: LayerCall, tied: bool) -> LayerResult:
+        pass_ = site.pass_
+        if tied:
+            result = site.rule.compute(call, Need(max_block_bytes=self.need.max_block_bytes))
+            pass_.add_tied(site.rule, call, result, site.qualnames)
+        else:
+            result = site.rule.compute(call, self.need)
+            pass_.add(result, site.qualnames)
+        return result
 
     # ------------------------------------------------------------------ reading
     def pop(self) -> GradStats:
