@@ -128,11 +128,38 @@ def test_unbatched_input_dropout_and_projections_are_refused() -> None:
 
 
 def test_a_batch_on_the_wrong_dimension_is_refused() -> None:
-    """batch_first=False given a batch-first tensor: dimension 1 is not the model's batch."""
-    rnn = nn.LSTM(3, 4).double()  # batch_first=False
+    """An inner batch_first=False LSTM given the model's batch-first tensor: refused."""
+
+    class Wrong(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(3, 4)  # batch_first=False, fed (b, T, d)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.rnn(x)[0].sum(1)
+
+    model = Wrong().double()
     x, _ = _data(b=5, steps=6)
-    with GradStatsTracker(rnn), pytest.raises(ValueError, match="received a batch of 6"):
-        rnn(x)
+    with GradStatsTracker(model), pytest.raises(ValueError, match="received a batch of 6"):
+        model(x)
+
+
+def test_a_seq_first_rnn_as_the_model_takes_its_batch_from_dimension_1() -> None:
+    """The root itself is an LSTM(batch_first=False): (T, b, d) with T == b is not ambiguous."""
+    torch.manual_seed(4)
+    rnn = nn.LSTM(3, 4).double()
+    x = torch.randn(5, 5, 3, dtype=torch.float64)  # (T, b, d), T == b
+    tracker = GradStatsTracker(rnn, loss_reduction="sum")
+    rnn(x)[0].pow(2).sum().backward()
+    stats = tracker.pop()
+    tracker.remove()
+    # The reference, one sample (one column of the batch) at a time.
+    sq = 0.0
+    for i in range(5):
+        grads = torch.autograd.grad(rnn(x[:, i : i + 1])[0].pow(2).sum(), list(rnn.parameters()))
+        sq += sum(float(g.pow(2).sum()) for g in grads)
+    assert stats.num_samples == 5
+    assert float(stats.sum_sq_norms) == pytest.approx(sq, rel=1e-10)
 
 
 def test_a_module_returning_nested_tensors_is_refused_not_silently_wrong() -> None:

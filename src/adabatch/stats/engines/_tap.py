@@ -37,6 +37,7 @@ class Site:
 
     __slots__ = (
         "args",
+        "batch_dim",
         "broadcast",
         "input_grad",
         "kwargs",
@@ -62,6 +63,7 @@ class Site:
         out_shape: torch.Size | None,
         values: dict[str, Tensor] | None = None,
         broadcast: int | None = None,
+        batch_dim: int = 0,
     ) -> None:
         self.pass_ = pass_
         self.module = module
@@ -75,6 +77,7 @@ class Site:
         self.out_shape = out_shape  # set when the tap holds the base of a reshaped output
         self.values = values  # parameter values copied at the forward (FSDP2), or None
         self.broadcast = broadcast  # b when a 1-row output is expanded to the batch
+        self.batch_dim = batch_dim  # where the batch is in this call's input and output
 
 
 class Tap(torch.autograd.Function):

@@ -73,7 +73,7 @@ from ..rules import (
     find_rule,
     reduce_per_sample,
 )
-from ..rules.recurrent import check_recurrent, recurrent_forward
+from ..rules.recurrent import RECURRENT_TYPES, check_recurrent, recurrent_forward
 from ..summary import GradStats
 from ._pass import PassRecord
 from ._tap import Claim, Site, Tap, whole_base
@@ -85,10 +85,29 @@ FallbackMode = Literal["functorch", "error"]
 FALLBACKS: tuple[str, ...] = get_args(FallbackMode)
 
 
+#: torch's modules whose ``batch_first=False`` puts the batch in dimension 1 of every layer
+#: they call (NOTE [layout]).
+SEQ_FIRST_TYPES: tuple[type[nn.Module], ...] = (
+    nn.MultiheadAttention,
+    nn.TransformerEncoderLayer,
+    nn.TransformerDecoderLayer,
+    nn.Transformer,
+)
+
+
+def _seq_first(module: nn.Module) -> bool:
+    """Whether ``module`` is one of `SEQ_FIRST_TYPES` built with ``batch_first=False``."""
+    if not isinstance(module, SEQ_FIRST_TYPES):
+        return False
+    attention = getattr(module, "self_attn", module)  # the Transformer layers keep it there
+    return getattr(attention, "batch_first", getattr(module, "batch_first", True)) is False
+
+
 # A running call of a tapped module: its claims, the original input when the module runs on a
-# detached copy, the parameter values kept for its backward (FSDP2) or None, and whether the
-# claims hold FSDP2's gathered parameters.
-_InFlight = tuple[tuple[Claim, ...], Tensor | None, dict[str, Tensor] | None, bool]
+# detached copy (all its arguments when the rule owns the forward), the parameter values kept
+# for its backward (FSDP2) or None, whether the claims hold FSDP2's gathered parameters, and
+# the dimension that holds the batch in this call (NOTE [layout]).
+_InFlight = tuple[tuple[Claim, ...], Any, dict[str, Tensor] | None, bool, int]
 
 
 def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
@@ -149,12 +168,24 @@ class GradStatsTracker:
         self._loss_weight = 1.0
         self._tapped: set[int] = set()  # params whose gradient came through a tap
         self._verified: set[nn.Module] = set()  # external-library layers checked once
+        self._batch_dims: list[int] = []  # the batch's dimension in the modules running now
         self._named_params = list(model.named_parameters())
         self._names = {id(p): n for n, p in self._named_params}
         self._attach(fallback, check_coverage)
 
     # ------------------------------------------------------------------ attach / detach
     def _attach(self, fallback: str, check_coverage: bool) -> None:
+        # NOTE [layout]: torch's attention and Transformer layers built with batch_first=False
+        # hold the batch in dimension 1 for every layer they call (they never permute it to
+        # the front). Only these types are trusted: another module with such an attribute may
+        # permute inside. Registered before the taps, so that a tapped module's own call sees
+        # its layout too. (RNNs read their own batch_first.)
+        for module in self.model.modules():
+            if _seq_first(module):
+                self._handles.append(module.register_forward_pre_hook(self._enter_seq_first))
+                self._handles.append(
+                    module.register_forward_hook(self._leave_seq_first, always_call=True)
+                )
         covered: set[nn.Module] = set()
         fallbacks: list[str] = []
         for mod_name, module in self.model.named_modules():
@@ -204,6 +235,13 @@ class GradStatsTracker:
             for p in self.model.parameters():
                 if p.requires_grad:
                     self._handles.append(p.register_hook(self._make_coverage_hook(p)))
+
+    def _enter_seq_first(self, module: nn.Module, args: tuple) -> None:
+        self._batch_dims.append(1)
+
+    def _leave_seq_first(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if self._batch_dims:
+            self._batch_dims.pop()
 
     def remove(self) -> None:
         """Detach every hook; the model is left exactly as it was."""
@@ -267,7 +305,12 @@ class GradStatsTracker:
         if self._suspended or not torch.is_grad_enabled():
             return
         first = _first_tensor(args, kwargs)
-        self._new_pass(first.shape[0] if first is not None and first.dim() > 0 else None)
+        # NOTE [layout]: a root of torch's own seq-first types holds the batch in dimension 1.
+        seq_first = _seq_first(module) or (
+            isinstance(module, RECURRENT_TYPES) and not module.batch_first
+        )
+        dim = 1 if seq_first else 0
+        self._new_pass(first.shape[dim] if first is not None and first.dim() > dim else None)
 
     def _new_pass(self, batch_size: int | None) -> PassRecord:
         pass_ = PassRecord(
@@ -301,7 +344,7 @@ class GradStatsTracker:
                 for c in claims:
                     c.param.requires_grad_(True)
                 raise
-            self._in_flight[module].append((claims, args, values, swapped))
+            self._in_flight[module].append((claims, args, values, swapped, 0))
             return tree_map(lambda a: a.detach() if isinstance(a, Tensor) else a, args)
         original = None
         if args and isinstance(args[0], Tensor) and rule.owns_input_grad(module):
@@ -309,7 +352,16 @@ class GradStatsTracker:
             # module runs on a detached input and autograd skips the layer's backward.
             original = args[0]
             args = (original.detach(), *args[1:])
-        self._in_flight[module].append((claims, original, values, swapped))
+        batch_dim = self._batch_dims[-1] if self._batch_dims else 0
+        if batch_dim and rule is FALLBACK_RULE:
+            for c in claims:
+                c.param.requires_grad_(True)
+            raise ValueError(
+                f"adabatch: {type(module).__name__} runs with the batch in dimension 1 "
+                "(batch_first=False) and has no closed-form rule; the torch.func fallback needs "
+                "the batch first: build it (and its parents) with batch_first=True"
+            )
+        self._in_flight[module].append((claims, original, values, swapped, batch_dim))
         return args if original is not None else None
 
     def _live_claims(self, module: nn.Module) -> tuple[tuple[Claim, ...], bool]:
@@ -334,7 +386,7 @@ class GradStatsTracker:
         stack = self._in_flight[module]
         if not stack:
             return None
-        claims, original, values, swapped = stack.pop()
+        claims, original, values, swapped, batch_dim = stack.pop()
         for c in claims:
             c.param.requires_grad_(True)
         if output is None:  # the module raised; always_call brought us here to restore
@@ -376,7 +428,7 @@ class GradStatsTracker:
         # A submodule called directly (no root forward) opens its own pass.
         pass_ = self._passes[-1] if self._passes else self._new_pass(None)
         inputs = args[0] if args else None
-        size = output.shape[0] if output.dim() > 0 else -1
+        size = output.shape[batch_dim] if output.dim() > batch_dim else -1
         if pass_.batch_size is None:
             pass_.batch_size = size
         # NOTE [broadcast]: a call whose input and output hold one row inside a pass of b
@@ -384,7 +436,8 @@ class GradStatsTracker:
         # ids of shape (1, T), then added): its output is expanded to b rows (same values),
         # so that each sample's gradient δᵢ reaches the rule instead of their sum.
         broadcast = (
-            size == 1
+            batch_dim == 0
+            and size == 1
             and pass_.batch_size > 1
             and (not isinstance(inputs, Tensor) or inputs.shape[:1] == (1,))
             and rule is not FALLBACK_RULE
@@ -392,7 +445,8 @@ class GradStatsTracker:
         if broadcast:
             size = pass_.batch_size
         elif size != pass_.batch_size or (
-            isinstance(inputs, Tensor) and inputs.shape[:1] != output.shape[:1]
+            isinstance(inputs, Tensor)
+            and inputs.shape[batch_dim : batch_dim + 1] != output.shape[batch_dim : batch_dim + 1]
         ):
             raise ValueError(
                 f"{type(module).__name__} received a batch of {size} while the model's input "
@@ -428,6 +482,7 @@ class GradStatsTracker:
             shape,
             values,
             pass_.batch_size if broadcast else None,
+            batch_dim,
         )
         tapped = Tap.apply(self, site, dirty, output, saved, *(c.param for c in claims))
         if shape is not None:
@@ -534,6 +589,10 @@ class GradStatsTracker:
             grad_output = grad_output.reshape(site.out_shape)
         if site.broadcast is not None and isinstance(inputs, Tensor):
             inputs = inputs.expand(site.broadcast, *inputs.shape[1:])  # one row, each sample's
+        if site.batch_dim:  # NOTE [layout]: the rules take the batch first
+            grad_output = grad_output.movedim(site.batch_dim, 0)
+            if isinstance(inputs, Tensor):
+                inputs = inputs.movedim(site.batch_dim, 0)
         # NOTE [autocast]: under torch.autocast the layer ran in bf16/fp16, its parameters are
         # float32. The statistics are computed in the parameters' dtype (inputs and δ cast up,
         # autocast off), so they are as exact as the mixed-precision forward allows; the input
@@ -568,6 +627,8 @@ class GradStatsTracker:
         grad_input = result.grad_input
         if grad_input is not None and in_dtype is not None and grad_input.dtype != in_dtype:
             grad_input = grad_input.to(in_dtype)
+        if grad_input is not None and site.batch_dim:
+            grad_input = grad_input.movedim(0, site.batch_dim)
         return grad_input, result.grads
 
     def _run_rule(self, site: Site, call: LayerCall, tied: bool) -> LayerResult:

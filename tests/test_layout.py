@@ -1,0 +1,64 @@
+"""The batch in dimension 1: layers inside ``batch_first=False`` modules (NOTE [layout]).
+
+Regression: a sequence-first layer whose sequence length equals the batch size passed the
+batch-size check and gave wrong statistics (dimension 0 was taken for the batch). Now every
+layer called inside a module built with ``batch_first=False`` takes dimension 1 for the batch,
+and a layer there without a closed form is refused instead of falling back wrongly.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from _compare import assert_grads_close, assert_stats_close
+from adabatch.stats import GradStatsTracker, compute_stats
+
+
+class Model(nn.Module):
+    """Batch-first outside; a sequence-first Transformer layer inside, its attention frozen.
+
+    (Attention has no closed-form rule yet, and the fallback refuses the batch in dimension 1:
+    frozen, it is not tracked, and the layer's Linear and LayerNorm layers are what is tested.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3, 6)
+        self.layer = nn.TransformerEncoderLayer(6, 2, 12, dropout=0.0, batch_first=False)
+        self.layer.self_attn.requires_grad_(False)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x: Tensor) -> Tensor:  # (b, T, 3)
+        h = self.layer(self.embed(x).transpose(0, 1))  # (T, b, E) inside the layer
+        return self.head(h.transpose(0, 1).mean(1))
+
+
+@pytest.mark.parametrize("steps", [4, 7], ids=["T-equals-b", "T-differs"])
+def test_layers_inside_a_seq_first_module_take_the_batch_from_dimension_1(steps) -> None:
+    torch.manual_seed(0)
+    model = Model().double()
+    x = torch.randn(4, steps, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (4,))
+    options = dict(inner_products=True, coordinates=True)
+    expected = compute_stats(
+        copy.deepcopy(model), nn.CrossEntropyLoss(), x, y, engine="reference", **options
+    )
+    plain = copy.deepcopy(model)
+    nn.functional.cross_entropy(plain(x), y).backward()
+    actual = compute_stats(model, nn.CrossEntropyLoss(), x, y, **options)
+    assert_stats_close(actual, expected)
+    assert_grads_close(model, plain)
+
+
+def test_seq_first_attention_without_a_rule_is_refused_even_when_seq_len_equals_b() -> None:
+    layer = nn.TransformerEncoderLayer(6, 2, 12, dropout=0.0, batch_first=False).double()
+    x = torch.randn(4, 4, 6, dtype=torch.float64)  # (T, b, E) with T == b
+    with pytest.warns(UserWarning, match="no closed-form rule"):
+        tracker = GradStatsTracker(layer)
+    with tracker, pytest.raises(ValueError, match=r"batch in dimension 1 \(batch_first=False\)"):
+        layer(x)
+    assert all(p.requires_grad for p in layer.parameters())  # nothing left frozen
