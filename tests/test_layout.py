@@ -19,17 +19,12 @@ from adabatch.stats import GradStatsTracker, compute_stats
 
 
 class Model(nn.Module):
-    """Batch-first outside; a sequence-first Transformer layer inside, its attention frozen.
-
-    (Attention has no closed-form rule yet, and the fallback refuses the batch in dimension 1:
-    frozen, it is not tracked, and the layer's Linear and LayerNorm layers are what is tested.)
-    """
+    """Batch-first outside; a sequence-first Transformer layer inside (attention, MLP, norms)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.embed = nn.Linear(3, 6)
         self.layer = nn.TransformerEncoderLayer(6, 2, 12, dropout=0.0, batch_first=False)
-        self.layer.self_attn.requires_grad_(False)
         self.head = nn.Linear(6, 2)
 
     def forward(self, x: Tensor) -> Tensor:  # (b, T, 3)
@@ -54,8 +49,20 @@ def test_layers_inside_a_seq_first_module_take_the_batch_from_dimension_1(steps)
     assert_grads_close(model, plain)
 
 
-def test_seq_first_attention_without_a_rule_is_refused_even_when_seq_len_equals_b() -> None:
+class Scale(nn.Module):
+    """A layer with parameters and no closed-form rule."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gain
+
+
+def test_a_layer_without_a_rule_in_a_seq_first_layer_is_refused_even_when_seq_len_equals_b():
     layer = nn.TransformerEncoderLayer(6, 2, 12, dropout=0.0, batch_first=False).double()
+    layer.norm1 = Scale(6).double()  # the fallback cannot take the batch from dimension 1
     x = torch.randn(4, 4, 6, dtype=torch.float64)  # (T, b, E) with T == b
     with pytest.warns(UserWarning, match="no closed-form rule"):
         tracker = GradStatsTracker(layer)

@@ -361,7 +361,7 @@ def test_fallback_can_be_an_error() -> None:
         GradStatsTracker(model, fallback="error")
 
 
-def test_multihead_attention_falls_back_exactly() -> None:
+def test_multihead_attention_is_exact() -> None:
     class Attn(nn.Module):
         def __init__(self) -> None:
             super().__init__()

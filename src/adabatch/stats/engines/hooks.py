@@ -53,7 +53,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, get_args
 
 import torch
@@ -73,7 +73,7 @@ from ..rules import (
     find_rule,
     reduce_per_sample,
 )
-from ..rules.recurrent import RECURRENT_TYPES, check_recurrent, recurrent_forward
+from ..rules.recurrent import RECURRENT_TYPES
 from ..summary import GradStats
 from ._pass import PassRecord
 from ._tap import Claim, Site, Tap, whole_base
@@ -205,12 +205,12 @@ class GradStatsTracker:
                     )
                 rule = FALLBACK_RULE
                 fallbacks.append(f"{mod_name or '<root>'} ({type(module).__name__})")
-                if isinstance(module, nn.MultiheadAttention):
-                    # MHA uses its out_proj's parameters functionally: claim the subtree.
-                    direct = list(module.named_parameters())
-                    covered.update(module.modules())
             else:
                 rule.check(module)
+            if isinstance(module, nn.MultiheadAttention):
+                # MHA uses its out_proj's parameters functionally: claim the subtree.
+                direct = list(module.named_parameters())
+                covered.update(module.modules())
             if not direct:
                 continue
             claims = tuple(Claim(n, self._names[id(p)], p) for n, p in direct)
@@ -339,7 +339,7 @@ class GradStatsTracker:
             # The rule recomputes the output itself (RNNs): the module's own forward runs on
             # detached inputs, without building a graph, and its output is replaced.
             try:
-                check_recurrent(module, args)
+                rule.batch_size_of(module, args, {})
             except Exception:
                 for c in claims:
                     c.param.requires_grad_(True)
@@ -396,7 +396,7 @@ class GradStatsTracker:
             raise batchnorm_error([type(module).__name__])
         rule = self._rules[module]
         if getattr(rule, "owns_forward", False):
-            return self._owned_forward(module, claims, original, output)
+            return self._owned_forward(module, claims, original, kwargs, output)
         verify = getattr(rule, "verify", None)
         if verify is not None and not swapped and module not in self._verified:
             # A layer of another library, matched by its class path: check once that it still
@@ -490,75 +490,72 @@ class GradStatsTracker:
         return tapped if rest is None else (tapped, *rest)
 
     def _owned_forward(
-        self, module: nn.Module, claims: tuple[Claim, ...], args: tuple, native: Any
+        self, module: nn.Module, claims: tuple[Claim, ...], args: tuple, kwargs: dict, native: Any
     ) -> Any:
-        """Recompute a recurrent layer with per-sample weights; collect their gradients.
+        """A rule that recomputes its layer (RNNs, attention): run it, collect its blocks.
 
-        Each trainable weight enters as ``p.expand(b, *p.shape)``: autograd hands the hook on
-        that view the per-sample block (hook scale) and then sums it into ``p.grad`` as for
-        any use of ``p``. When every block of the call has arrived its statistics go to the
-        pass, like a tapped call's.
+        The rule returns the layer's output built from the live trainable parameters (so
+        autograd accumulates their gradients as for any use) and, during the backward, hands
+        ``on_blocks`` a function giving the per-sample blocks (hook scale) for a range of
+        rows; their statistics go to the pass like a tapped call's.
         """
-        x = args[0]
-        batch_dim = 0 if getattr(module, "batch_first", False) else 1
-        b = x.shape[batch_dim]
+        rule: Any = self._rules[module]
+        b = rule.batch_size_of(module, args, kwargs)
         pass_ = self._passes[-1] if self._passes else self._new_pass(None)
         if pass_.batch_size is None:
             pass_.batch_size = b
         if b != pass_.batch_size:
+            where = "0" if getattr(module, "batch_first", False) else "1"
             raise ValueError(
-                f"{type(module).__name__}(batch_first={batch_dim == 0}) received a batch of {b} "
-                f"(dimension {batch_dim} of its input) while the model's input has "
+                f"{type(module).__name__}(batch_first={where == '0'}) received a batch of {b} "
+                f"(dimension {where} of its input) while the model's input has "
                 f"{pass_.batch_size} samples: the hooks engine needs the model's input batch "
                 f"first"
             )
         for c in claims:
             pass_.uses[c.qualname] = pass_.uses.get(c.qualname, 0) + 1
+            self._tapped.add(id(c.param))  # its gradient comes through the rule's own graph
         qualnames = tuple(c.qualname for c in claims)
-        blocks: dict[str, Tensor] = {}
-        weights: dict[str, Tensor] = {
-            n: p.detach() for n, p in module._parameters.items() if p is not None
-        }
+        params = tuple(c.param for c in claims)
 
-        def collect(claim: Claim) -> Any:
-            def hook(grad: Tensor) -> None:
-                blocks[claim.local] = grad
-                self._tapped.add(id(claim.param))  # before autograd accumulates it into p
-                if len(blocks) < len(claims):
-                    return
-                if pass_.is_tied(qualnames):
-                    raise ValueError(
-                        f"adabatch: {type(module).__name__} is called more than once in one "
-                        "forward; its per-sample statistics support one call per forward"
-                    )
-                ordered = [blocks[c.local] for c in claims]
-                with torch.autocast(grad.device.type, enabled=False):  # NOTE [autocast]
-                    result = reduce_per_sample(
-                        lambda rows: [blk[rows] for blk in ordered],
-                        b,
-                        tuple(c.param for c in claims),
-                        self.need,
-                    )
-                pass_.backward_calls += 1
-                pass_.add(result, qualnames)
+        def on_blocks(per_sample: Callable[[slice], dict[str, Tensor]]) -> None:
+            if pass_.is_tied(qualnames):
+                raise ValueError(
+                    f"adabatch: {type(module).__name__} is called more than once in one "
+                    "forward; its per-sample statistics support one call per forward"
+                )
+            device = params[0].device.type
 
-            return hook
+            def rows_of(rows: slice) -> list[Tensor]:
+                blocks = per_sample(rows)
+                return [blocks[c.local] for c in claims]
 
-        for c in claims:
-            expanded = c.param.expand(b, *c.param.shape)
-            expanded.register_hook(collect(c))
-            weights[c.local] = expanded
-        hx = args[1] if len(args) > 1 else None
-        # Under autocast the recurrence runs in the weights' dtype (NOTE [autocast]) and its
+            with torch.autocast(device, enabled=False):  # NOTE [autocast]
+                result = reduce_per_sample(rows_of, b, params, self.need)
+            pass_.backward_calls += 1
+            pass_.add(result, qualnames)
+
+        live = {c.local: c.param for c in claims}
+        weights = {n: p.detach() for n, p in module.named_parameters() if n not in live}
+        weights.update(live)
+        # Under autocast the layer runs in the weights' dtype (NOTE [autocast]) and its
         # outputs take the dtypes of the module's own outputs.
-        dtype = claims[0].param.dtype
-        with torch.autocast(x.device.type, enabled=False):
-            x, hx = tree_map(
-                lambda t: t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t,
-                (x, hx),
+        dtype = params[0].dtype
+        cast = lambda t: t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t  # noqa: E731
+        with torch.autocast(params[0].device.type, enabled=False):
+            ours = rule.owned_forward(
+                module,
+                tree_map(cast, args),
+                tree_map(cast, kwargs),
+                weights,
+                frozenset(live),
+                on_blocks,
             )
-            ours = recurrent_forward(module, x, hx, weights)
-        return tree_map(lambda t, n: t.to(n.dtype), ours, native)
+        return tree_map(
+            lambda t, n: t.to(n.dtype) if isinstance(t, Tensor) and isinstance(n, Tensor) else t,
+            ours,
+            native,
+        )
 
     # ------------------------------------------------------------------ backward side
     def _make_coverage_hook(self, p: nn.Parameter):

@@ -21,6 +21,8 @@ BatchNorm (train)      only with batchnorm="approximate"                   appro
 HF Conv1D              the Linear routes, weight transposed                yes
 HF LlamaRMSNorm (and   per-sample weight terms from recomputed x̂           yes
 its copies)
+MultiheadAttention     forward re-run, projections' δ watched: batched      yes
+                       GEMM per-sample blocks; either layout, masks
 RNN, GRU, LSTM         recurrence re-run with per-sample expanded          yes
                        weights; all outputs (h_n, c_n) tracked
 anything else with     torch.func vmap(vjp) of that module (warns)         yes
@@ -33,6 +35,7 @@ from __future__ import annotations
 from torch import nn
 
 from ...errors import RuleMismatchError
+from .attention import AttentionRule
 from .base import LayerCall, LayerResult, LayerRule, MaterializingRule, Need, reduce_per_sample
 from .conv import ConvRule
 from .embedding import EmbeddingRule
@@ -76,6 +79,7 @@ LAYER_RULES: dict[type[nn.Module], LayerRule] = {
     nn.InstanceNorm2d: _inorm,
     nn.InstanceNorm3d: _inorm,
 }
+LAYER_RULES[nn.MultiheadAttention] = AttentionRule()  # type: ignore[assignment]
 for _rnn in RECURRENT_TYPES:
     LAYER_RULES[_rnn] = RecurrentRule()  # type: ignore[assignment]
 if hasattr(nn, "RMSNorm"):  # torch >= 2.4

@@ -155,12 +155,7 @@ def recurrent_forward(
 
 
 class RecurrentRule:
-    """The hooks engine's rule for RNN/GRU/LSTM: it owns the forward (see the module docstring).
-
-    The engine runs the module's own forward without gradients, then calls
-    `recurrent_forward` with per-sample expanded weights and returns that output instead;
-    hooks on the expanded weights collect the per-sample blocks.
-    """
+    """The hooks engine's rule for RNN/GRU/LSTM: it owns the forward (see the module docstring)."""
 
     owns_forward = True
 
@@ -174,8 +169,42 @@ class RecurrentRule:
     def owns_input_grad(self, module: nn.Module) -> bool:  # noqa: D102
         return False
 
-    def compute(self, call: Any, need: Any) -> Any:  # noqa: D102
-        raise NotImplementedError("the recurrent rule owns the forward; see recurrent_forward")
+    def batch_size_of(self, module: nn.Module, args: tuple, kwargs: dict) -> int:
+        """The batch size of this call (dimension 0 with ``batch_first``, else 1)."""
+        check_recurrent(module, args)
+        return args[0].shape[0 if module.batch_first else 1]
 
-    def per_sample(self, call: Any, rows: slice) -> list[Tensor]:  # noqa: D102
-        raise NotImplementedError("the recurrent rule owns the forward; see recurrent_forward")
+    def owned_forward(
+        self,
+        module: nn.Module,
+        args: tuple,
+        kwargs: dict,
+        weights: dict[str, Tensor],
+        trainable: frozenset[str],
+        on_blocks: Callable[[Callable[[slice], dict[str, Tensor]]], None],
+    ) -> Any:
+        """`recurrent_forward` with every trainable weight expanded to one copy per sample.
+
+        Autograd hands the hook on ``p.expand(b, *p.shape)`` the per-sample block before it
+        sums it into ``p.grad``; once every block has arrived, ``on_blocks`` gets them.
+        """
+        x = args[0]
+        b = x.shape[0 if module.batch_first else 1]  # type: ignore[index]
+        blocks: dict[str, Tensor] = {}
+        per_rows = lambda rows: {n: blk[rows] for n, blk in blocks.items()}  # noqa: E731
+
+        def collect(name: str) -> Callable[[Tensor], None]:
+            def hook(grad: Tensor) -> None:
+                blocks[name] = grad
+                if len(blocks) == len(trainable):
+                    on_blocks(per_rows)
+
+            return hook
+
+        weights = dict(weights)
+        for name in trainable:
+            expanded = weights[name].expand(b, *weights[name].shape)
+            expanded.register_hook(collect(name))
+            weights[name] = expanded
+        hx = args[1] if len(args) > 1 else kwargs.get("hx")
+        return recurrent_forward(module, x, hx, weights)
