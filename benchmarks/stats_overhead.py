@@ -66,12 +66,51 @@ def _tokens(b: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
     return torch.randint(0, 1000, (b, 64), generator=g), torch.randint(0, 10, (b,), generator=g)
 
 
+class LastTokenLogits(nn.Module):
+    """A Hugging Face causal LM as a classifier: the logits at the last position (b × vocab)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        return self.model(input_ids=input_ids).logits[:, -1]
+
+
+def _hf_gpt2() -> nn.Module:
+    import transformers
+
+    config = transformers.GPT2Config(
+        vocab_size=1000, n_embd=128, n_layer=2, n_head=4, n_positions=64,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager",
+        bos_token_id=0, eos_token_id=0,
+    )  # fmt: skip
+    return LastTokenLogits(transformers.GPT2LMHeadModel(config))
+
+
+def _hf_llama() -> nn.Module:
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=1000, hidden_size=128, intermediate_size=344, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        attn_implementation="eager",
+    )  # fmt: skip
+    return LastTokenLogits(transformers.LlamaForCausalLM(config))
+
+
+def _lm_tokens(b: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    return torch.randint(0, 1000, (b, 64), generator=g), torch.randint(0, 1000, (b,), generator=g)
+
+
 WORKLOADS = [
     Workload("MLP 784-512-10", 128, MLP, _flat),
     Workload("MLP 784-512-10", 512, MLP, _flat),
     Workload("small CNN 3x32x32", 128, SmallCNN, _images),
     Workload("ResNet-20 GroupNorm", 128, lambda: resnet20(norm="group"), _images),
     Workload("Transformer 2x128, T=64", 32, TransformerClassifier, _tokens),
+    Workload("HF GPT-2 2x128, T=64", 32, _hf_gpt2, _lm_tokens),
+    Workload("HF Llama 2x128, T=64", 32, _hf_llama, _lm_tokens),
 ]
 
 
@@ -126,9 +165,16 @@ def opacus_step(model: nn.Module, x: Tensor, y: Tensor) -> Step:
         from opacus.grad_sample import GradSampleModuleFastGradientClipping
     except ImportError as err:
         raise UnsupportedError("opacus not installed") from err
-    gsm = GradSampleModuleFastGradientClipping(
-        model, batch_first=True, loss_reduction="mean", max_grad_norm=1e9, use_ghost_clipping=True
-    )
+    try:
+        gsm = GradSampleModuleFastGradientClipping(
+            model,
+            batch_first=True,
+            loss_reduction="mean",
+            max_grad_norm=1e9,
+            use_ghost_clipping=True,
+        )
+    except Exception as err:  # Opacus refuses layers it has no grad sampler for
+        raise UnsupportedError(f"{type(err).__name__}: {str(err).splitlines()[0][:70]}") from err
     opt, loss_fn = _sgd(model), nn.CrossEntropyLoss()
 
     def step() -> None:
@@ -137,6 +183,10 @@ def opacus_step(model: nn.Module, x: Tensor, y: Tensor) -> Step:
         gsm.get_norm_sample()  # the per-sample gradient norms of this batch
         opt.step()
 
+    try:
+        step()
+    except Exception as err:
+        raise UnsupportedError(f"{type(err).__name__}: {str(err).splitlines()[0][:70]}") from err
     return step
 
 

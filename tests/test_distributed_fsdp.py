@@ -31,6 +31,22 @@ pytestmark = [
 WORLD = 2
 
 
+class AttendThenRecur(nn.Module):
+    """Attention and a GRU: the layers whose statistics recompute their forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.rnn = nn.GRU(8, 4, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        h = h + self.attn(h, h, h, need_weights=False)[0]
+        return self.head(self.rnn(h)[1][-1])
+
+
 def _models() -> dict[str, Any]:
     from _models import SeqClassifier, SmallCNN, mlp
 
@@ -41,6 +57,11 @@ def _models() -> dict[str, Any]:
             SmallCNN,
             torch.randn(6, 3, 6, 6, generator=g),
             torch.randint(0, 4, (6,), generator=g),
+        ),
+        "attention-gru": (
+            AttendThenRecur,
+            torch.randn(6, 5, 3, generator=g),
+            torch.randint(0, 3, (6,), generator=g),
         ),
         "seq": (
             SeqClassifier,
@@ -58,7 +79,9 @@ def _shard(model: nn.Module, mesh_shape: tuple[int, int] | None) -> nn.Module:
     if mesh_shape is not None:  # HSDP: replicate × shard
         options["mesh"] = init_device_mesh("cpu", mesh_shape, mesh_dim_names=("rep", "shard"))
     for child in model.children():
-        if any(True for _ in child.parameters()):
+        # Attention and RNNs stay in the root's block (as adabatch.distributed.wrap_model does).
+        recomputed = isinstance(child, (nn.MultiheadAttention, nn.GRU))
+        if any(True for _ in child.parameters()) and not recomputed:
             fully_shard(child, **options)
     fully_shard(model, **options)
     return model

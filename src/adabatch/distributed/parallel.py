@@ -6,7 +6,7 @@
   parameters are gathered just before its forward and backward, and its gradients are
   reduce-scattered back into shards. Each child module with parameters becomes one block
   (containers such as ``nn.ModuleList``, which are never called, are entered instead), then
-  the root.
+  the root; attention and recurrent layers stay in their parent's block.
 
 Both average the ranks' gradients; the trainer weighs each rank's loss so that the average is
 the global batch's mean (`adabatch.data.AdaptiveLoader.loss_weight`). The per-sample
@@ -55,12 +55,20 @@ def unwrap(model: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) else model
 
 
+# Layers whose per-sample statistics recompute their forward (attention, RNNs): FSDP2 gathers
+# a block's parameters again for the backward from hooks on the block's outputs, and the
+# recomputed output replaces the module's own, so such a layer must not be a block of its own.
+_RECOMPUTED: tuple[type[nn.Module], ...] = (nn.MultiheadAttention, nn.RNN, nn.GRU, nn.LSTM)
+
+
 def _blocks(module: nn.Module) -> list[nn.Module]:
     """The modules that become FSDP2 blocks: called children with parameters."""
     out: list[nn.Module] = []
     for child in module.children():
         if not any(True for _ in child.parameters()):
             continue
+        if isinstance(child, _RECOMPUTED):
+            continue  # kept in its parent's block (see `_RECOMPUTED`)
         if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
             out += _blocks(child)  # never called itself: its members gather their parameters
         else:

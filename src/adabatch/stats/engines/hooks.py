@@ -110,6 +110,22 @@ def _seq_first(module: nn.Module) -> bool:
 _InFlight = tuple[tuple[Claim, ...], Any, dict[str, Tensor] | None, bool, int]
 
 
+def _is_fsdp_block(module: nn.Module) -> bool:
+    """Whether FSDP2's ``fully_shard`` made ``module`` a block of its own."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch < 2.6: no FSDP2
+        return False
+    return isinstance(module, FSDPModule)
+
+
+def _registered(module: nn.Module, local: str) -> Tensor | None:
+    """The parameter registered under ``local`` now ("weight", or "out_proj.weight")."""
+    owner_path, _, name = local.rpartition(".")
+    owner = module.get_submodule(owner_path) if owner_path else module
+    return owner._parameters.get(name)
+
+
 def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
     for x in (*args, *kwargs.values()):
         if isinstance(x, Tensor):
@@ -373,12 +389,12 @@ class GradStatsTracker:
         Returns the claims and whether they were swapped.
         """
         claims = self._claims[module]
-        params = module._parameters
-        if all(params.get(c.local) is c.param for c in claims):
+        current = [_registered(module, c.local) for c in claims]
+        if all(p is c.param for p, c in zip(current, claims, strict=True)):
             return claims, False
         live = tuple(
-            Claim(c.local, c.qualname, p) if (p := params.get(c.local)) is not None else c
-            for c in claims
+            Claim(c.local, c.qualname, p) if p is not None else c
+            for p, c in zip(current, claims, strict=True)
         )
         return live, True
 
@@ -500,6 +516,12 @@ class GradStatsTracker:
         rows; their statistics go to the pass like a tapped call's.
         """
         rule: Any = self._rules[module]
+        if _is_fsdp_block(module):
+            raise ValueError(
+                f"adabatch: {type(module).__name__} is an FSDP2 block of its own; its "
+                "statistics recompute its forward, which FSDP2 cannot follow: shard the block "
+                "that contains it (adabatch.distributed.wrap_model does)"
+            )
         b = rule.batch_size_of(module, args, kwargs)
         pass_ = self._passes[-1] if self._passes else self._new_pass(None)
         if pass_.batch_size is None:
