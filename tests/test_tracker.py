@@ -114,7 +114,7 @@ def test_layer_that_changes_the_batch_dimension_is_refused() -> None:
 
     model = Folding()
     tracker = GradStatsTracker(model)
-    with pytest.raises(ValueError, match="batch as the first dimension"):
+    with pytest.raises(ValueError, match="do not keep the batch where the hooks engine reads it"):
         model(torch.randn(3, 5, 4))
     tracker.remove()
 

@@ -75,6 +75,7 @@ from ..rules import (
 )
 from ..rules.recurrent import RECURRENT_TYPES
 from ..summary import GradStats
+from ._layout_probe import probe_layout
 from ._pass import PassRecord
 from ._tap import Claim, Site, Tap, whole_base
 
@@ -149,6 +150,9 @@ class GradStatsTracker:
             layers are processed in chunks of samples.
         check_coverage: raise if a parameter receives a gradient that no rule saw (costs one
             Python hook per parameter per backward).
+        check_layout: on the first pass, run the model twice more without gradients to check
+            that every tracked layer holds the batch where its rule reads it (see
+            ``_layout_probe.py``); skipped with ``batchnorm="approximate"`` and under FSDP2.
     """
 
     def __init__(
@@ -162,6 +166,7 @@ class GradStatsTracker:
         fallback: FallbackMode = "functorch",
         max_block_bytes: int = 256 * 2**20,
         check_coverage: bool = True,
+        check_layout: bool = True,
     ) -> None:
         check_reduction(loss_reduction)
         check_choice("fallback", fallback, FALLBACKS)
@@ -185,6 +190,7 @@ class GradStatsTracker:
         self._tapped: set[int] = set()  # params whose gradient came through a tap
         self._verified: set[nn.Module] = set()  # external-library layers checked once
         self._batch_dims: list[int] = []  # the batch's dimension in the modules running now
+        self._layout_pending = check_layout and batchnorm != "approximate"
         self._named_params = list(model.named_parameters())
         self._names = {id(p): n for n, p in self._named_params}
         self._attach(fallback, check_coverage)
@@ -238,7 +244,11 @@ class GradStatsTracker:
                 module.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True)
             )
         self._handles.append(
-            self.model.register_forward_pre_hook(self._root_pre_hook, with_kwargs=True)
+            # First of the root's pre-hooks: a pass opens (and the layout probe runs) before a
+            # tapped root's own hook freezes its parameters.
+            self.model.register_forward_pre_hook(
+                self._root_pre_hook, with_kwargs=True, prepend=True
+            )
         )
         if fallbacks:
             warnings.warn(
@@ -326,7 +336,35 @@ class GradStatsTracker:
             isinstance(module, RECURRENT_TYPES) and not module.batch_first
         )
         dim = 1 if seq_first else 0
+        if self._layout_pending:
+            self._layout_pending = False
+            self._check_layout(module, args, kwargs, dim)
         self._new_pass(first.shape[dim] if first is not None and first.dim() > dim else None)
+
+    def _check_layout(self, model: nn.Module, args: tuple, kwargs: dict, dim: int) -> None:
+        """NOTE [layout probe]: refuse a layer whose batch is not where its rule reads it."""
+        if any(_is_fsdp_block(m) or is_batch_coupled(m) for m in model.modules()):
+            # FSDP2 cannot run a nested forward inside its root's pre-forward hook; a layer
+            # that mixes samples (BatchNorm in training) gets its own, clearer error.
+            return
+
+        def batch_dim_of(module: nn.Module, inputs: tuple) -> int:
+            rule = self._rules.get(module)
+            if getattr(rule, "owns_forward", False):
+                rule.batch_size_of(module, inputs, {})  # type: ignore[union-attr]  # refusals
+                return 0 if getattr(module, "batch_first", False) else 1
+            return self._batch_dims[-1] if self._batch_dims else 0
+
+        with self.paused():
+            problems = probe_layout(model, list(self._claims), batch_dim_of, args, kwargs, dim)
+        if problems:
+            raise ValueError(
+                "adabatch: these layers do not keep the batch where the hooks engine reads it: "
+                + "; ".join(problems[:3])
+                + ". Keep the batch first in every layer (torch's batch_first=False attention, "
+                "Transformer and RNN layers are understood), or use engine='reference'; "
+                "check_layout=False skips this check"
+            )
 
     def _new_pass(self, batch_size: int | None) -> PassRecord:
         pass_ = PassRecord(
