@@ -99,7 +99,5 @@ def test_a_hand_made_seq_first_layer_is_caught_by_the_layout_probe_when_seq_len_
     nn.functional.cross_entropy(model(x), y).backward()
     wrong = tracker.pop()
     tracker.remove()
-    expected = compute_stats(
-        copy.deepcopy(model), nn.CrossEntropyLoss(), x, y, engine="reference"
-    )
+    expected = compute_stats(copy.deepcopy(model), nn.CrossEntropyLoss(), x, y, engine="reference")
     assert abs(float(wrong.sum_sq_norms) / float(expected.sum_sq_norms) - 1) > 1e-3

@@ -60,7 +60,8 @@ def probe_layout(
         modules: the tracked modules.
         batch_dim_of: ``(module, inputs)`` → the batch dimension of the module's output for the
             rules, at call time (it may raise the rule's own error for inputs it refuses).
-        args, kwargs: the root's inputs; the first tensor among them is the batch.
+        args: the root's positional inputs; the first tensor among them holds the batch.
+        kwargs: the root's keyword inputs.
         input_dim: the batch dimension of that tensor.
     """
     leaves = [t for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)]
