@@ -86,6 +86,23 @@ class RecurrentClassifier(nn.Module):
         return self.head(out.mean(1))
 
 
+class EncoderClassifier(nn.Module):
+    """Embedding + a 2-layer nn.TransformerEncoder (attention, MLP, LayerNorm) + a head."""
+
+    def __init__(self, batch_first: bool = True) -> None:
+        super().__init__()
+        self.batch_first = batch_first
+        self.embed = nn.Embedding(11, 8)
+        layer = nn.TransformerEncoderLayer(8, 2, 12, dropout=0.0, batch_first=batch_first)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        h = self.embed(tokens)
+        h = self.encoder(h if self.batch_first else h.transpose(0, 1))
+        return self.head((h if self.batch_first else h.transpose(0, 1)).mean(1))
+
+
 def mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 7), nn.ReLU(), nn.Linear(7, 3))
 
@@ -120,6 +137,13 @@ CASES: list[Case] = [
         lambda b, g: (torch.randint(0, 11, (b, 7), generator=g), _classes(b, 3, g)),
     ),
     ("frozen", frozen_mlp, lambda b, g: (torch.randn(b, 5, generator=g), _classes(b, 3, g))),
+    *[
+        (name, make, lambda b, g: (torch.randint(0, 11, (b, 7), generator=g), _classes(b, 3, g)))
+        for name, make in [
+            ("transformer-encoder", EncoderClassifier),
+            ("transformer-encoder-seq-first", lambda: EncoderClassifier(batch_first=False)),
+        ]
+    ],
     *[
         (name, make, lambda b, g: (torch.randn(b, 5, 3, generator=g), _classes(b, 3, g)))
         for name, make in [

@@ -1,7 +1,8 @@
 """Contract tests over every registered engine: each field equals the reference engine.
 
 Every engine × {MLP with biases, CNN with GroupNorm, Conv1d, Embedding + LayerNorm + Linear over
-a sequence, a model with frozen parameters} × loss reduction × b ∈ {1, 2, 7}, in float64:
+a sequence, a model with frozen parameters, nn.TransformerEncoder in both layouts, LSTM/GRU/RNN
+classifiers reading h_n or the outputs} × loss reduction × b ∈ {1, 2, 7}, in float64:
 every GradStats field within 1e-9 (relative to the field's scale) of the reference engine, and
 p.grad equal to a plain backward.
 """
