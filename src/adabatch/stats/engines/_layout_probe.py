@@ -8,7 +8,8 @@ model runs twice more without gradients (same random streams): once on its input
 sample 0 of the input changed. In every tracked layer's output only row 0 of the batch
 dimension may change; a change anywhere else means that dimension does not hold the batch (or
 that the layer mixes samples, which per-sample gradients cannot describe either), and the
-tracker refuses with the layer's name. It costs two forward passes, once.
+tracker refuses with the layer's name. It costs two forward passes, once (a forward with side
+effects — a counter, a cache — sees them too; ``check_layout=False`` skips the probe).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def probe_layout(
             current[0].append((module, batch_dim_of(module, inputs), out.detach().clone()))
 
     handles = [m.register_forward_hook(capture) for m in modules]
-    devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    # Every device's stream: a model spread over GPUs draws dropout on each of them.
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             cpu = torch.get_rng_state()
