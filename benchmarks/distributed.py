@@ -33,8 +33,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _machine import machine
+from _timing import median_ms
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("sgd-small", "sgd-large", "adabatch", "divebatch", "norm-test")
@@ -92,17 +94,6 @@ def runs_part(rounds: int, epochs: int) -> list[dict]:
 
 
 # ---------------------------------------------------------------------- inside torchrun
-def _median_time(fn, reps: int) -> float:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _measure(make, env, reps: int) -> dict:
     """Median times of one model's plain step, measured step and extra collectives."""
     import torch
@@ -125,7 +116,7 @@ def _measure(make, env, reps: int) -> dict:
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
 
-    t_plain = _median_time(plain, reps)
+    t_plain = median_ms(plain, reps, warmup=5)
     tracker = GradStatsTracker(model.module, inner_products=True)
 
     def measured() -> None:
@@ -134,23 +125,23 @@ def _measure(make, env, reps: int) -> dict:
         tracker.pop()
         opt.step()
 
-    t_measured = _median_time(measured, reps)
+    t_measured = median_ms(measured, reps, warmup=5)
     opt.zero_grad()
     nn.functional.cross_entropy(model(x), y).backward()
     stats = tracker.pop()
-    t_reduce = _median_time(lambda: all_reduce_stats(stats), reps)
-    t_check = _median_time(lambda: check_agreement([128, 256, 1.5], "bench"), reps)
+    t_reduce = median_ms(lambda: all_reduce_stats(stats), reps, warmup=5)
+    t_check = median_ms(lambda: check_agreement([128, 256, 1.5], "bench"), reps, warmup=5)
     flag = torch.zeros(1, dtype=torch.float64, device=env.device)
-    t_flag = _median_time(lambda: dist.all_reduce(flag, op=dist.ReduceOp.MAX), reps)
+    t_flag = median_ms(lambda: dist.all_reduce(flag, op=dist.ReduceOp.MAX), reps, warmup=5)
     tracker.remove()
     return {
         "parameters": sum(p.numel() for p in model.parameters()),
         "batch": 128,
-        "plain_step_ms": 1e3 * t_plain,
-        "measured_step_ms": 1e3 * t_measured,
-        "all_reduce_stats_ms": 1e3 * t_reduce,
-        "decision_check_ms": 1e3 * t_check,
-        "stop_flag_ms": 1e3 * t_flag,
+        "plain_step_ms": t_plain,
+        "measured_step_ms": t_measured,
+        "all_reduce_stats_ms": t_reduce,
+        "decision_check_ms": t_check,
+        "stop_flag_ms": t_flag,
     }
 
 
@@ -210,9 +201,6 @@ def main() -> None:
     if args.worker:
         collectives_worker(args.worker, args.device, args.reps)
         return
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _machine import machine
-
     result: dict = {"machine": machine(), "command": " ".join(sys.argv)}
     if args.part in ("all", "runs"):
         result["runs"] = runs_part(args.rounds, args.epochs)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import warnings
+
 import torch
 from torch import Tensor, nn
 
-from adabatch.stats import GradStats
+from adabatch.stats import GradStats, compute_stats
 
 
 def _dense(t: Tensor) -> Tensor:
@@ -83,3 +86,37 @@ def assert_grads_close(actual: nn.Module, expected: nn.Module, rtol: float = 1e-
         assert (a is None) == (e is None), f"p.grad of {name}: one is None"
         if e is not None:
             close(a, e, rtol, f"p.grad[{name}]", floor)
+
+
+def check(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None = None,
+    loss=None,
+    reduction: str = "mean",
+    skip: tuple[str, ...] = (),
+    *,
+    allow_fallback: bool = True,
+    **kw,
+) -> GradStats:
+    """Hooks engine vs reference engine, float64, all fields but ``skip``; returns hooks stats.
+
+    ``p.grad`` of the tracked copy is compared with the reference engine's (one backward);
+    ``allow_fallback=False`` makes a torch.func fallback warning an error.
+    """
+    model = model.double()
+    if x.is_floating_point():
+        x = x.double()
+    if y is None:
+        y = torch.randint(0, 3, (x.shape[0],))
+    loss = loss or nn.CrossEntropyLoss(reduction=reduction)
+    ref_model, hook_model = copy.deepcopy(model), copy.deepcopy(model)
+    opts = dict(loss_reduction=reduction, inner_products=True, coordinates=True, **kw)
+    expected = compute_stats(ref_model, loss, x, y, engine="reference", **opts)
+    with warnings.catch_warnings():
+        if not allow_fallback:
+            warnings.simplefilter("error", UserWarning)
+        actual = compute_stats(hook_model, loss, x, y, engine="hooks", **opts)
+    assert_stats_close(actual, expected, skip=skip)
+    assert_grads_close(hook_model, ref_model)
+    return actual

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from _compare import assert_grads_close, assert_stats_close
+from _compare import check
 from adabatch.stats import GradStatsTracker, compute_stats
 
 
@@ -35,18 +35,7 @@ class Model(nn.Module):
 @pytest.mark.parametrize("steps", [4, 7], ids=["T-equals-b", "T-differs"])
 def test_layers_inside_a_seq_first_module_take_the_batch_from_dimension_1(steps) -> None:
     torch.manual_seed(0)
-    model = Model().double()
-    x = torch.randn(4, steps, 3, dtype=torch.float64)
-    y = torch.randint(0, 2, (4,))
-    options = dict(inner_products=True, coordinates=True)
-    expected = compute_stats(
-        copy.deepcopy(model), nn.CrossEntropyLoss(), x, y, engine="reference", **options
-    )
-    plain = copy.deepcopy(model)
-    nn.functional.cross_entropy(plain(x), y).backward()
-    actual = compute_stats(model, nn.CrossEntropyLoss(), x, y, **options)
-    assert_stats_close(actual, expected)
-    assert_grads_close(model, plain)
+    check(Model(), torch.randn(4, steps, 3), torch.randint(0, 2, (4,)))
 
 
 class Scale(nn.Module):

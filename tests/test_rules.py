@@ -12,35 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
-from _compare import assert_grads_close, assert_stats_close
+from _compare import assert_stats_close, check
 from adabatch.stats import GradStatsTracker, compute_stats
 from adabatch.stats.rules import LAYER_RULES, find_rule
-
-
-def check(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor | None = None,
-    loss=None,
-    reduction: str = "mean",
-    skip: tuple[str, ...] = (),
-    **kw,
-):
-    """Hooks engine vs reference engine, float64, all fields but ``skip``; returns hooks stats."""
-    model = model.double()
-    if x.is_floating_point():
-        x = x.double()
-    if y is None:
-        y = torch.randint(0, 3, (x.shape[0],))
-    loss = loss or nn.CrossEntropyLoss(reduction=reduction)
-    ref_model, hook_model = copy.deepcopy(model), copy.deepcopy(model)
-    opts = dict(loss_reduction=reduction, inner_products=True, coordinates=True, **kw)
-    expected = compute_stats(ref_model, loss, x, y, engine="reference", **opts)
-    actual = compute_stats(hook_model, loss, x, y, engine="hooks", **opts)
-    assert_stats_close(actual, expected, skip=skip)
-    assert_grads_close(hook_model, ref_model)
-    return actual
-
 
 # A bias right before a training-mode BatchNorm has layer-level terms that sum to exactly 0
 # (BatchNorm's backward removes the batch mean): its ḡ^(l) is round-off, so its layerwise

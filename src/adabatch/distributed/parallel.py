@@ -22,6 +22,7 @@ from typing import Any
 
 from torch import nn
 
+from .._fsdp import fsdp_available, is_fsdp
 from .._validate import check_choice
 from .launch import DistributedEnv
 
@@ -29,24 +30,6 @@ __all__ = ["PARALLEL_MODES", "fsdp_available", "is_fsdp", "unwrap", "wrap_model"
 
 #: How `wrap_model` parallelises: replicate (DDP) or shard (FSDP2).
 PARALLEL_MODES: tuple[str, ...] = ("ddp", "fsdp")
-
-
-def fsdp_available() -> bool:
-    """Whether this torch has FSDP2's ``fully_shard`` (torch 2.6 and later)."""
-    try:
-        from torch.distributed.fsdp import fully_shard  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def is_fsdp(model: nn.Module) -> bool:
-    """Whether ``model`` was sharded by FSDP2's ``fully_shard``."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:
-        return False
-    return isinstance(model, FSDPModule)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

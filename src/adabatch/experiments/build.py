@@ -225,7 +225,7 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
     if t.threads:
         torch.set_num_threads(t.threads)
     distributed = env is not None and env.distributed
-    device = env.device if env is not None and distributed else resolve_device(t.device)
+    device = env.device if distributed else resolve_device(t.device)
     data = build_data(config.data, seed=t.seed)
     torch.manual_seed(t.seed)
     try:
@@ -235,7 +235,7 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
             num_classes=data.num_classes,
             **config.model.options,
         ).to(device)
-        if env is not None and distributed:
+        if distributed:
             model = wrap_model(model, t.parallel, env)
         optimizer = OPTIMIZERS[config.optimizer.name](
             model.parameters(), lr=config.optimizer.lr, **config.optimizer.options

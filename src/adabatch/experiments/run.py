@@ -268,20 +268,20 @@ def run_experiment(
             stacklevel=2,
         )
     built = build(config, env)  # configuration errors surface before anything is deleted
-    if state == "overwrite" and main:
-        for name in RUN_FILES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
     if main:
+        if state == "overwrite":
+            for name in RUN_FILES:
+                target = out / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
     log(f"{record['experiment']} (seed {config.train.seed}) → {out}")
     log(f"  {describe(built)}")
     checkpoint = out / "checkpoint.pt"
-    callbacks = _callbacks(out, config, progress) if main else []
-    trainer = built.trainer(callbacks, checkpoint_path=checkpoint)
+    # The same callbacks on every rank: the loggers are rank_zero_only, rank 0 writes.
+    trainer = built.trainer(_callbacks(out, config, progress), checkpoint_path=checkpoint)
     # Rank 0 says whether there is a checkpoint; every rank then reads the same file (on one
     # machine, or on a file system all machines share).
     resuming = _agree_on(state == "resume" and checkpoint.exists())

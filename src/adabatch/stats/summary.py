@@ -385,7 +385,8 @@ def _sum_float64(terms: list[Tensor]) -> Tensor:
 
 
 def full_zeros(p: Tensor) -> Tensor:
-    """Contiguous zeros of ``p``'s whole shape (a sharded DTensor's unsharded shape, FSDP2)."""
-    to_local = getattr(p, "to_local", None)  # DTensor: .shape is global, the storage a shard
-    device = to_local().device if to_local is not None else p.device
-    return torch.zeros(p.shape, dtype=p.dtype, device=device)
+    """Contiguous zeros of ``p``'s whole shape (a sharded DTensor's unsharded shape, FSDP2).
+
+    A plain tensor, never a DTensor: ``zeros_like`` of a shard would be sharded too.
+    """
+    return torch.zeros(p.shape, dtype=p.dtype, device=p.device)

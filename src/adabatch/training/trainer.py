@@ -186,6 +186,7 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.eval_transform = eval_transform
         self.callbacks: list[Callback] = list(callbacks)
+        self._listening = _listening(self.callbacks)  # refreshed by fit()
         self.log_every = log_every
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.checkpoint_every_steps = checkpoint_every_steps
@@ -282,6 +283,8 @@ class Trainer:
         """
         self.epochs = as_int(epochs, "epochs", minimum=1)
         self._stop_requested = False  # a stop honoured by an earlier fit() is spent
+        # One writer: ranks other than 0 skip the rank_zero_only callbacks (the loggers).
+        self._listening = _listening(self.callbacks)
         self.progress.wall.start()
         self._emit("on_fit_start")
         status = "completed"
@@ -441,10 +444,8 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _emit(self, event: str, *args: Any) -> None:
-        main = rank() == 0
-        for callback in self.callbacks:
-            if main or not callback.rank_zero_only:  # one writer: rank 0's loggers only
-                getattr(callback, event)(self, *args)
+        for callback in self._listening:
+            getattr(callback, event)(self, *args)
 
     def _result(self, status: str) -> FitResult:
         return FitResult(
@@ -500,9 +501,9 @@ class Trainer:
         self._lr = float(state["trainer"]["lr"])
         self.progress.load_state_dict(state["progress"])
         if self.callbacks:
-            main = rank() == 0
+            listening = _listening(self.callbacks)
             for callback, c_state in zip(self.callbacks, mine["callbacks"], strict=True):
-                if main or not callback.rank_zero_only:
+                if callback in listening:
                     callback.load_state_dict(c_state)
         set_rng_state(mine["rng"], self.generators)
 
@@ -531,6 +532,12 @@ class Trainer:
     def _save(self) -> None:
         if self.checkpoint_path is not None:
             self.save_checkpoint()
+
+
+def _listening(callbacks: list[Callback]) -> list[Callback]:
+    """The callbacks this rank runs: all on rank 0, the others but the rank_zero_only ones."""
+    main = rank() == 0
+    return [c for c in callbacks if main or not c.rank_zero_only]
 
 
 def _rank_state(state: Mapping[str, Any]) -> Mapping[str, Any]:

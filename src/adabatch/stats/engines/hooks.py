@@ -54,12 +54,13 @@ import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves, tree_map
 
+from ..._fsdp import is_fsdp
 from ..._types import BatchNormMode, LossReduction
 from ..._validate import check_choice, check_reduction
 from .._checks import batchnorm_error, check_batchnorm_mode, check_loss, is_batch_coupled
@@ -70,6 +71,7 @@ from ..rules import (
     LayerResult,
     LayerRule,
     Need,
+    OwnedForwardRule,
     find_rule,
     reduce_per_sample,
 )
@@ -104,27 +106,15 @@ def _seq_first(module: nn.Module) -> bool:
     return getattr(attention, "batch_first", getattr(module, "batch_first", True)) is False
 
 
-# A running call of a tapped module: its claims, the original input when the module runs on a
-# detached copy (all its arguments when the rule owns the forward), the parameter values kept
-# for its backward (FSDP2) or None, whether the claims hold FSDP2's gathered parameters, and
-# the dimension that holds the batch in this call (NOTE [layout]).
-_InFlight = tuple[tuple[Claim, ...], Any, dict[str, Tensor] | None, bool, int]
+class _InFlight(NamedTuple):
+    """A running call of a tapped module, from its pre-hook to its post-hook."""
 
-
-def _is_fsdp_block(module: nn.Module) -> bool:
-    """Whether FSDP2's ``fully_shard`` made ``module`` a block of its own."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # torch < 2.6: no FSDP2
-        return False
-    return isinstance(module, FSDPModule)
-
-
-def _registered(module: nn.Module, local: str) -> Tensor | None:
-    """The parameter registered under ``local`` now ("weight", or "out_proj.weight")."""
-    owner_path, _, name = local.rpartition(".")
-    owner = module.get_submodule(owner_path) if owner_path else module
-    return owner._parameters.get(name)
+    claims: tuple[Claim, ...]
+    original: Any  # the input when the module runs on a detached copy (all its arguments
+    # when the rule owns the forward), else None
+    values: dict[str, Tensor] | None  # parameter values kept for the backward (FSDP2)
+    swapped: bool  # the claims hold FSDP2's gathered parameters
+    batch_dim: int  # where this call holds the batch (NOTE [layout])
 
 
 def _first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
@@ -180,10 +170,11 @@ class GradStatsTracker:
         self._handles: list[Any] = []
         self._claims: dict[nn.Module, tuple[Claim, ...]] = {}
         self._rules: dict[nn.Module, LayerRule] = {}
-        # Per module, the calls whose forward is running: (claims, original input if the
-        # rule owns the input gradient and the module runs on a detached copy, parameter
-        # values kept for the backward when FSDP2 frees the gathered ones).
+        # Per module, the calls whose forward is running (nested calls stack).
         self._in_flight: dict[nn.Module, list[_InFlight]] = {}
+        # Per module, where each claim's parameter is registered: FSDP2 swaps it (see
+        # `_live_claims`), and MHA's out_proj parameters live in a submodule.
+        self._owners: dict[nn.Module, tuple[tuple[nn.Module, str], ...]] = {}
         self._passes: list[PassRecord] = []
         self._suspended = False
         self._loss_weight = 1.0
@@ -191,6 +182,11 @@ class GradStatsTracker:
         self._verified: set[nn.Module] = set()  # external-library layers checked once
         self._batch_dims: list[int] = []  # the batch's dimension in the modules running now
         self._layout_pending = check_layout and batchnorm != "approximate"
+        # NOTE [layout]: a root of torch's own seq-first types holds the batch in dimension 1.
+        seq_first = _seq_first(model) or (
+            isinstance(model, RECURRENT_TYPES) and not model.batch_first
+        )
+        self._root_batch_dim = 1 if seq_first else 0
         self._named_params = list(model.named_parameters())
         self._names = {id(p): n for n, p in self._named_params}
         self._attach(fallback, check_coverage)
@@ -237,6 +233,10 @@ class GradStatsTracker:
                 continue
             claims = tuple(Claim(n, self._names[id(p)], p) for n, p in direct)
             self._claims[module] = claims
+            self._owners[module] = tuple(
+                (module.get_submodule(path), name)
+                for path, _, name in (c.local.rpartition(".") for c in claims)
+            )
             self._rules[module] = rule
             self._in_flight[module] = []
             self._handles.append(module.register_forward_pre_hook(self._pre_hook))
@@ -275,8 +275,8 @@ class GradStatsTracker:
             h.remove()
         self._handles.clear()
         for stack in self._in_flight.values():
-            for claims, *_ in stack:
-                for c in claims:
+            for call in stack:
+                for c in call.claims:
                     c.param.requires_grad_(True)
             stack.clear()
 
@@ -331,11 +331,7 @@ class GradStatsTracker:
         if self._suspended or not torch.is_grad_enabled():
             return
         first = _first_tensor(args, kwargs)
-        # NOTE [layout]: a root of torch's own seq-first types holds the batch in dimension 1.
-        seq_first = _seq_first(module) or (
-            isinstance(module, RECURRENT_TYPES) and not module.batch_first
-        )
-        dim = 1 if seq_first else 0
+        dim = self._root_batch_dim
         if self._layout_pending:
             self._layout_pending = False
             self._check_layout(module, args, kwargs, dim)
@@ -343,16 +339,16 @@ class GradStatsTracker:
 
     def _check_layout(self, model: nn.Module, args: tuple, kwargs: dict, dim: int) -> None:
         """NOTE [layout probe]: refuse a layer whose batch is not where its rule reads it."""
-        if any(_is_fsdp_block(m) or is_batch_coupled(m) for m in model.modules()):
+        if any(is_fsdp(m) or is_batch_coupled(m) for m in model.modules()):
             # FSDP2 cannot run a nested forward inside its root's pre-forward hook; a layer
             # that mixes samples (BatchNorm in training) gets its own, clearer error.
             return
 
         def batch_dim_of(module: nn.Module, inputs: tuple) -> int:
             rule = self._rules.get(module)
-            if getattr(rule, "owns_forward", False):
-                rule.batch_size_of(module, inputs, {})  # type: ignore[union-attr]  # refusals
-                return 0 if getattr(module, "batch_first", False) else 1
+            if isinstance(rule, OwnedForwardRule):
+                rule.batch_size_of(module, inputs, {})  # its refusals, with their messages
+                return rule.batch_dim(module)
             return self._batch_dims[-1] if self._batch_dims else 0
 
         with self.paused():
@@ -381,6 +377,17 @@ class GradStatsTracker:
         if not claims:
             return None
         rule = self._rules[module]
+        # The refusals first, before anything is frozen.
+        owned = isinstance(rule, OwnedForwardRule)
+        if owned:
+            rule.batch_size_of(module, args, {})
+        batch_dim = self._batch_dims[-1] if self._batch_dims else 0
+        if batch_dim and rule is FALLBACK_RULE:
+            raise ValueError(
+                f"adabatch: {type(module).__name__} runs with the batch in dimension 1 "
+                "(batch_first=False) and has no closed-form rule; the torch.func fallback needs "
+                "the batch first: build it (and its parents) with batch_first=True"
+            )
         values = None
         if swapped and (rule is FALLBACK_RULE or rule.owns_input_grad(module)):
             # FSDP2 frees the gathered parameters after the forward and gathers them again
@@ -389,16 +396,10 @@ class GradStatsTracker:
             values = {n: p.detach().clone() for n, p in module._parameters.items() if p is not None}
         for c in claims:
             c.param.requires_grad_(False)
-        if getattr(rule, "owns_forward", False):
-            # The rule recomputes the output itself (RNNs): the module's own forward runs on
+        if owned:
+            # The rule recomputes the output itself: the module's own forward runs on
             # detached inputs, without building a graph, and its output is replaced.
-            try:
-                rule.batch_size_of(module, args, {})
-            except Exception:
-                for c in claims:
-                    c.param.requires_grad_(True)
-                raise
-            self._in_flight[module].append((claims, args, values, swapped, 0))
+            self._in_flight[module].append(_InFlight(claims, args, values, swapped, 0))
             return tree_map(lambda a: a.detach() if isinstance(a, Tensor) else a, args)
         original = None
         if args and isinstance(args[0], Tensor) and rule.owns_input_grad(module):
@@ -406,16 +407,7 @@ class GradStatsTracker:
             # module runs on a detached input and autograd skips the layer's backward.
             original = args[0]
             args = (original.detach(), *args[1:])
-        batch_dim = self._batch_dims[-1] if self._batch_dims else 0
-        if batch_dim and rule is FALLBACK_RULE:
-            for c in claims:
-                c.param.requires_grad_(True)
-            raise ValueError(
-                f"adabatch: {type(module).__name__} runs with the batch in dimension 1 "
-                "(batch_first=False) and has no closed-form rule; the torch.func fallback needs "
-                "the batch first: build it (and its parents) with batch_first=True"
-            )
-        self._in_flight[module].append((claims, original, values, swapped, batch_dim))
+        self._in_flight[module].append(_InFlight(claims, original, values, swapped, batch_dim))
         return args if original is not None else None
 
     def _live_claims(self, module: nn.Module) -> tuple[tuple[Claim, ...], bool]:
@@ -427,7 +419,7 @@ class GradStatsTracker:
         Returns the claims and whether they were swapped.
         """
         claims = self._claims[module]
-        current = [_registered(module, c.local) for c in claims]
+        current = [owner._parameters.get(name) for owner, name in self._owners[module]]
         if all(p is c.param for p, c in zip(current, claims, strict=True)):
             return claims, False
         live = tuple(
@@ -449,7 +441,7 @@ class GradStatsTracker:
             # The mode may have changed since attach (model.train()).
             raise batchnorm_error([type(module).__name__])
         rule = self._rules[module]
-        if getattr(rule, "owns_forward", False):
+        if isinstance(rule, OwnedForwardRule):
             return self._owned_forward(module, claims, original, kwargs, output)
         verify = getattr(rule, "verify", None)
         if verify is not None and not swapped and module not in self._verified:
@@ -553,8 +545,9 @@ class GradStatsTracker:
         ``on_blocks`` a function giving the per-sample blocks (hook scale) for a range of
         rows; their statistics go to the pass like a tapped call's.
         """
-        rule: Any = self._rules[module]
-        if _is_fsdp_block(module):
+        rule = self._rules[module]
+        assert isinstance(rule, OwnedForwardRule)
+        if is_fsdp(module):
             raise ValueError(
                 f"adabatch: {type(module).__name__} is an FSDP2 block of its own; its "
                 "statistics recompute its forward, which FSDP2 cannot follow: shard the block "
@@ -565,10 +558,10 @@ class GradStatsTracker:
         if pass_.batch_size is None:
             pass_.batch_size = b
         if b != pass_.batch_size:
-            where = "0" if getattr(module, "batch_first", False) else "1"
+            dim = rule.batch_dim(module)
             raise ValueError(
-                f"{type(module).__name__}(batch_first={where == '0'}) received a batch of {b} "
-                f"(dimension {where} of its input) while the model's input has "
+                f"{type(module).__name__}(batch_first={dim == 0}) received a batch of {b} "
+                f"(dimension {dim} of its input) while the model's input has "
                 f"{pass_.batch_size} samples: the hooks engine needs the model's input batch "
                 f"first"
             )

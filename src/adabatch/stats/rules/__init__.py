@@ -36,7 +36,15 @@ from torch import nn
 
 from ...errors import RuleMismatchError
 from .attention import AttentionRule
-from .base import LayerCall, LayerResult, LayerRule, MaterializingRule, Need, reduce_per_sample
+from .base import (
+    LayerCall,
+    LayerResult,
+    LayerRule,
+    MaterializingRule,
+    Need,
+    OwnedForwardRule,
+    reduce_per_sample,
+)
 from .conv import ConvRule
 from .embedding import EmbeddingRule
 from .external import EXTERNAL_RULES
@@ -54,6 +62,7 @@ __all__ = [
     "LayerRule",
     "MaterializingRule",
     "Need",
+    "OwnedForwardRule",
     "RuleMismatchError",
     "find_rule",
     "reduce_per_sample",
@@ -79,9 +88,9 @@ LAYER_RULES: dict[type[nn.Module], LayerRule] = {
     nn.InstanceNorm2d: _inorm,
     nn.InstanceNorm3d: _inorm,
 }
-LAYER_RULES[nn.MultiheadAttention] = AttentionRule()  # type: ignore[assignment]
+LAYER_RULES[nn.MultiheadAttention] = AttentionRule()
 for _rnn in RECURRENT_TYPES:
-    LAYER_RULES[_rnn] = RecurrentRule()  # type: ignore[assignment]
+    LAYER_RULES[_rnn] = RecurrentRule()
 if hasattr(nn, "RMSNorm"):  # torch >= 2.4
     LAYER_RULES[nn.RMSNorm] = RMSNormRule()
 

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AttentionRule"]
+from .base import OwnedForwardRule, PerSample
 
-PerSample = Callable[[slice], dict[str, Tensor]]
+__all__ = ["AttentionRule"]
 
 
 def _arguments(args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -39,10 +39,8 @@ def _arguments(args: tuple, kwargs: dict) -> dict[str, Any]:
     return bound
 
 
-class AttentionRule:
+class AttentionRule(OwnedForwardRule):
     """The hooks engine's rule for ``nn.MultiheadAttention``: it owns the forward."""
-
-    owns_forward = True
 
     def check(self, module: nn.Module) -> None:  # noqa: D102
         if module.bias_k is not None or module.add_zero_attn:  # type: ignore[union-attr]
@@ -51,11 +49,7 @@ class AttentionRule:
                 "per-sample rule; build it without them or use engine='reference'"
             )
 
-    def owns_input_grad(self, module: nn.Module) -> bool:  # noqa: D102
-        return False
-
-    def batch_size_of(self, module: nn.Module, args: tuple, kwargs: dict) -> int:
-        """The batch size of this call (dimension 0, or 1 without ``batch_first``)."""
+    def batch_size_of(self, module: nn.Module, args: tuple, kwargs: dict) -> int:  # noqa: D102
         query = _arguments(args, kwargs)["query"]
         if not isinstance(query, Tensor) or query.dim() != 3:
             shape = tuple(query.shape) if isinstance(query, Tensor) else type(query).__name__
@@ -63,7 +57,7 @@ class AttentionRule:
                 f"adabatch: MultiheadAttention received an unbatched query of shape {shape}; "
                 "the per-sample statistics need a batch (3-D inputs)"
             )
-        return query.shape[0 if module.batch_first else 1]  # type: ignore[index]
+        return query.shape[self.batch_dim(module)]
 
     def owned_forward(
         self,
@@ -74,12 +68,7 @@ class AttentionRule:
         trainable: frozenset[str],
         on_blocks: Callable[[PerSample], None],
     ) -> Any:
-        """The module's ``(output, weights)``, watched (see the module docstring).
-
-        ``weights`` holds every parameter by its name under the module (the trainable ones
-        live, the others detached); ``on_blocks(per_sample)`` is called in the backward with a
-        function giving the per-sample blocks of the ``trainable`` ones for a range of rows.
-        """
+        """The module's ``(output, weights)``, watched (see the module docstring)."""
         mha: Any = module
         a = _arguments(args, kwargs)
         query, key, value = a["query"], a["key"], a["value"]

@@ -21,7 +21,7 @@ Per-layer contributions (summed over layers by the engine):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import torch
@@ -35,6 +35,8 @@ __all__ = [
     "LayerRule",
     "MaterializingRule",
     "Need",
+    "OwnedForwardRule",
+    "PerSample",
     "RuleBase",
     "param_value",
     "reduce_per_sample",
@@ -210,6 +212,51 @@ class RuleBase:
 
     def owns_input_grad(self, module: nn.Module) -> bool:  # noqa: D102
         return False
+
+
+#: ``per_sample(rows)``: the per-sample blocks (hook scale) of samples ``rows``, by name.
+PerSample = Callable[[slice], dict[str, Tensor]]
+
+
+class OwnedForwardRule(RuleBase):
+    """A rule that recomputes its layer's forward (attention, RNNs) instead of tapping it.
+
+    The engine runs the module's own forward without gradients, then calls `owned_forward`,
+    whose output (built from the live trainable parameters, so that autograd accumulates
+    their gradients as for any use) replaces the module's; during the backward the rule hands
+    ``on_blocks`` a `PerSample` function, and the engine reduces it like a tapped call's.
+    """
+
+    def batch_dim(self, module: nn.Module) -> int:
+        """The dimension that holds the batch: 0 with ``batch_first``, else 1 (torch's layers)."""
+        return 0 if getattr(module, "batch_first", False) else 1
+
+    def batch_size_of(self, module: nn.Module, args: tuple, kwargs: dict) -> int:
+        """The batch size of this call; raises a clear error for inputs the rule refuses."""
+        raise NotImplementedError
+
+    def owned_forward(
+        self,
+        module: nn.Module,
+        args: tuple,
+        kwargs: dict,
+        weights: dict[str, Tensor],
+        trainable: frozenset[str],
+        on_blocks: Callable[[PerSample], None],
+    ) -> Any:
+        """The module's output, recomputed.
+
+        ``weights`` holds every parameter by its name under the module (the ``trainable``
+        ones live, the others detached); ``on_blocks`` is called once, in the backward.
+        """
+        raise NotImplementedError
+
+    # The tap's side of `LayerRule`: never called for a rule that owns the forward.
+    def compute(self, call: LayerCall, need: Need) -> LayerResult:  # noqa: D102
+        raise TypeError(f"{type(self).__name__} owns the forward: see owned_forward")
+
+    def per_sample(self, call: LayerCall, rows: slice) -> list[Tensor]:  # noqa: D102
+        raise TypeError(f"{type(self).__name__} owns the forward: see owned_forward")
 
 
 class MaterializingRule(RuleBase):

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .base import OwnedForwardRule, PerSample
+
 __all__ = ["RECURRENT_TYPES", "RecurrentRule", "check_recurrent", "recurrent_forward"]
 
 #: The module types this rule handles.
@@ -154,10 +156,8 @@ def recurrent_forward(
     return output, ((h_n, torch.stack(c_last)) if lstm else h_n)
 
 
-class RecurrentRule:
+class RecurrentRule(OwnedForwardRule):
     """The hooks engine's rule for RNN/GRU/LSTM: it owns the forward (see the module docstring)."""
-
-    owns_forward = True
 
     def check(self, module: nn.Module) -> None:  # noqa: D102
         if getattr(module, "proj_size", 0):
@@ -166,13 +166,9 @@ class RecurrentRule:
                 "use proj_size=0 and a separate nn.Linear"
             )
 
-    def owns_input_grad(self, module: nn.Module) -> bool:  # noqa: D102
-        return False
-
-    def batch_size_of(self, module: nn.Module, args: tuple, kwargs: dict) -> int:
-        """The batch size of this call (dimension 0 with ``batch_first``, else 1)."""
+    def batch_size_of(self, module: nn.Module, args: tuple, kwargs: dict) -> int:  # noqa: D102
         check_recurrent(module, args)
-        return args[0].shape[0 if module.batch_first else 1]
+        return args[0].shape[self.batch_dim(module)]
 
     def owned_forward(
         self,
@@ -181,7 +177,7 @@ class RecurrentRule:
         kwargs: dict,
         weights: dict[str, Tensor],
         trainable: frozenset[str],
-        on_blocks: Callable[[Callable[[slice], dict[str, Tensor]]], None],
+        on_blocks: Callable[[PerSample], None],
     ) -> Any:
         """`recurrent_forward` with every trainable weight expanded to one copy per sample.
 
@@ -189,7 +185,7 @@ class RecurrentRule:
         sums it into ``p.grad``; once every block has arrived, ``on_blocks`` gets them.
         """
         x = args[0]
-        b = x.shape[0 if module.batch_first else 1]  # type: ignore[index]
+        b = x.shape[self.batch_dim(module)]
         blocks: dict[str, Tensor] = {}
         per_rows = lambda rows: {n: blk[rows] for n, blk in blocks.items()}  # noqa: E731
 
