@@ -22,7 +22,7 @@ from torch import nn
 
 from adabatch import AdaptiveLoader, BatchSizeScheduler, make_policy
 from adabatch.datasets import ArrayDataset
-from adabatch.distributed import init_from_env, shutdown, wrap_model
+from adabatch.distributed import DistributedEnv, init_from_env, shutdown, wrap_model
 from adabatch.training import Callback, Trainer
 
 
@@ -49,9 +49,8 @@ class PrintEpochs(Callback):
             )
 
 
-def main(fsdp: bool = False, epochs: int = 3) -> dict:
+def train(env: DistributedEnv, fsdp: bool, epochs: int) -> dict:
     """Train on this process's share; return the steps, the final batch and the world size."""
-    env = init_from_env()  # rank, world size, backend, device (a single process: 0 of 1)
     torch.manual_seed(0)  # the same initial model on every rank
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)).to(env.device)
     model = wrap_model(model, "fsdp" if fsdp else "ddp", env)
@@ -75,8 +74,16 @@ def main(fsdp: bool = False, epochs: int = 3) -> dict:
             f"{env.world_size} process(es), {env.backend or 'no process group'}: "
             f"{result.steps} steps, final batch {trainer.batch_size}"
         )
-    shutdown()
     return {"steps": result.steps, "batch": trainer.batch_size, "world": env.world_size}
+
+
+def main(fsdp: bool = False, epochs: int = 3) -> dict:
+    """Start the process group, train, end the group once the wrapped model is gone."""
+    env = init_from_env()  # rank, world size, backend, device (a single process: 0 of 1)
+    try:
+        return train(env, fsdp, epochs)  # the DDP model and the Trainer live in there only
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":

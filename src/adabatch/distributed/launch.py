@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import gc
 import os
 from collections.abc import Mapping
 
@@ -149,13 +150,13 @@ def init_from_env(
     rank, world = _env_int(environ, "RANK"), _env_int(environ, "WORLD_SIZE")
     local = _env_int(environ, "LOCAL_RANK")
     if backend == "auto":
-        cuda = device != "cpu" and torch.cuda.is_available()
+        cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
         backend = "nccl" if cuda else "gloo"
-    dev = _device_for(backend, local, "cpu" if backend == "gloo" and device == "auto" else device)
+    if backend == "gloo" and device == "cuda":
+        raise ValueError("backend 'gloo' with device 'cuda': use backend 'nccl' (or 'auto')")
+    dev = _device_for(backend, local, "cpu" if backend == "gloo" else device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if backend == "gloo" and dev.type == "cuda":
-        raise ValueError("backend 'gloo' with device 'cuda': use backend 'nccl' (or 'auto')")
     dist.init_process_group(
         backend,
         rank=rank,
@@ -168,8 +169,16 @@ def init_from_env(
 
 
 def shutdown() -> None:
-    """Destroy the default process group if `init_from_env` created it (else do nothing)."""
+    """Destroy the default process group if `init_from_env` created it (else do nothing).
+
+    Call it once the DDP/FSDP-wrapped models are released (return from the function that
+    trained first): a DistributedDataParallel still alive when the group goes makes the
+    process abort at exit (SIGABRT, "terminate called without an active exception"), and
+    torchrun then reports the finished run as failed. Unreachable wrappers held by reference
+    cycles are collected here first.
+    """
     global _initialised_here
     if _initialised_here and dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
     _initialised_here = False
