@@ -12,11 +12,14 @@
 
 A training script run by ``torchrun --nproc_per_node=N train.py``::
 
+    def train(env):
+        model = wrap_model(build_model().to(env.device), "ddp", env)
+        loader = AdaptiveLoader(train_set, 128, seed=0)  # the global batch; each rank its slice
+        ...                                              # Trainer(model, ...).fit(epochs)
+
     env = init_from_env()
-    model = wrap_model(build_model().to(env.device), "ddp", env)
-    loader = AdaptiveLoader(train_set, 128, seed=0)   # the global batch; each rank its slice
-    ...                                               # Trainer(model, ...).fit(epochs)
-    shutdown()
+    train(env)
+    shutdown()  # once the wrapped model is released
 """
 
 from .agreement import check_agreement

@@ -8,9 +8,8 @@ never arrives ends the run with an error instead of a hang. Outside torchrun it 
 nothing and describes a single process, so the same script runs either way::
 
     env = init_from_env()                    # rank, world size, backend, device
-    model = wrap_model(build(), "ddp", env)  # DistributedDataParallel (or FSDP2)
-    ...
-    shutdown()
+    train(env)                               # wrap_model(...) and the loop, in a function
+    shutdown()                               # once the wrapped model is released
 
 `shutdown` destroys the group this module initialised (and nothing it did not).
 """
