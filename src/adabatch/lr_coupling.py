@@ -44,7 +44,7 @@ import torch
 
 from ._validate import as_int, check_choice, check_positive
 
-__all__ = ["LR_RULES", "LRCoupling", "lr_scale"]
+__all__ = ["LR_RULES", "LRCoupling", "StepScaledLR", "lr_scale"]
 
 
 def _none(ratio: float) -> float:
@@ -209,3 +209,115 @@ class LRCoupling:
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self._write()
+
+
+def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The ``torch.optim.Optimizer`` inside a framework's wrapper (accelerate, Lightning)."""
+    inner = optimizer
+    for _ in range(8):
+        # Wrappers keep the optimizer they wrap as ``.optimizer``; some (accelerate's) also
+        # subclass Optimizer without being one, so look inside first.
+        wrapped = getattr(inner, "optimizer", None)
+        if wrapped is not None and wrapped is not inner:
+            inner = wrapped
+        elif isinstance(inner, torch.optim.Optimizer):
+            return inner
+        else:
+            break
+    raise TypeError(
+        f"expected a torch.optim.Optimizer (or a wrapper with .optimizer), got "
+        f"{type(optimizer).__name__}"
+    )
+
+
+class StepScaledLR:
+    """The same coupling, applied only while ``optimizer.step()`` runs.
+
+    lr = lr_sched · rule(B/B₀) · Π f_k, like `LRCoupling`, but the factor is written into
+    ``param_groups`` by an optimizer *step pre-hook* and taken out again by a *step post-hook*
+    (``torch.optim.Optimizer.register_step_pre_hook`` / ``register_step_post_hook``). Between
+    two steps the groups hold the unscaled LRs, so whatever steps the LR scheduler — a
+    trainer's loop (Lightning, Hugging Face), at any point of its step — sees its own values,
+    closed-form and chainable schedulers alike, with nothing stepped through us. This is the
+    coupling for loops we do not own; `LRCoupling` is the one for our own loop.
+
+    Args:
+        optimizer: a torch optimizer, or a wrapper holding it as ``.optimizer``.
+        rule: "none", "linear" or "sqrt".
+        base_batch_size: B₀.
+
+    A step skipped by a mixed-precision gradient scaler never calls ``step()``: nothing is
+    scaled then. `remove` detaches the hooks.
+    """
+
+    def __init__(self, optimizer: Any, *, rule: str = "none", base_batch_size: int) -> None:
+        self.rule = check_choice("lr rule", rule, tuple(LR_RULES))
+        self.base_batch_size = as_int(base_batch_size, "base_batch_size", minimum=1)
+        self.optimizer = _torch_optimizer(optimizer)
+        for i, group in enumerate(self.optimizer.param_groups):
+            if isinstance(group["lr"], torch.Tensor):
+                raise TypeError(
+                    f"param group {i} has a tensor LR; the LR coupling rescales float LRs only "
+                    "(build the optimizer with lr=<float>)"
+                )
+        self.decision_factor = 1.0
+        self._factor = 1.0
+        self._saved: list[float] | None = None  # the unscaled LRs while a step runs
+        self._handles = [
+            self.optimizer.register_step_pre_hook(self._scale),
+            self.optimizer.register_step_post_hook(self._unscale),
+        ]
+
+    @property
+    def factor(self) -> float:
+        """rule(B/B₀) · Π f_k, the factor applied to the next step."""
+        return self._factor
+
+    @property
+    def lrs(self) -> list[float]:
+        """The LRs the next step uses (the groups' LRs times the factor)."""
+        return [float(g["lr"]) * self._factor for g in self.optimizer.param_groups]
+
+    def update(self, batch_size: int, lr_factor: float = 1.0) -> None:
+        """Set the factor for the batch size now in force, multiplying in a decision's factor."""
+        ratio = as_int(batch_size, "batch_size", minimum=1) / self.base_batch_size
+        self.decision_factor *= check_positive("lr_factor", lr_factor)
+        self._factor = LR_RULES[self.rule](ratio) * self.decision_factor
+
+    def _scale(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        groups = self.optimizer.param_groups
+        self._saved = [float(g["lr"]) for g in groups]
+        if self._factor != 1.0:
+            for group, lr in zip(groups, self._saved, strict=True):
+                group["lr"] = lr * self._factor
+
+    def _unscale(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._saved is not None:
+            for group, lr in zip(self.optimizer.param_groups, self._saved, strict=True):
+                group["lr"] = lr
+            self._saved = None
+
+    def remove(self) -> None:
+        """Detach the step hooks (the groups keep their unscaled LRs)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Rule, B₀ and the factors (the LRs themselves are the optimizer's and scheduler's)."""
+        return {
+            "rule": self.rule,
+            "base_batch_size": self.base_batch_size,
+            "factor": self._factor,
+            "decision_factor": self.decision_factor,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict` output (same rule and B₀)."""
+        if state["rule"] != self.rule or state["base_batch_size"] != self.base_batch_size:
+            raise ValueError(
+                f"the LR state is for rule {state['rule']!r} with B0={state['base_batch_size']}, "
+                f"this coupling uses rule {self.rule!r} with B0={self.base_batch_size}"
+            )
+        self._factor = float(state["factor"])
+        self.decision_factor = float(state["decision_factor"])

@@ -119,6 +119,8 @@ class AdaptiveLoader:
         batch_transform: applied to every batch after it reached ``device`` (batched,
             on-device augmentation: see `adabatch.data.transforms`).
         resize_at: "batch" (next batch delivered) or "epoch" (next epoch start).
+        min_last_batch: a rest of the epoch shorter than this joins the batch before it (see
+            `ResizableBatchSampler`).
 
     Iterating yields the rest of the current epoch; the next iteration continues with the next
     epoch. `set_epoch` follows the ``DistributedSampler`` convention.
@@ -154,6 +156,7 @@ class AdaptiveLoader:
         device: torch.device | str | None = None,
         batch_transform: Callable[[Any], Any] | None = None,
         resize_at: ResizeAt = "batch",
+        min_last_batch: int = 1,
     ) -> None:
         try:
             size = len(dataset)  # type: ignore[arg-type]
@@ -180,6 +183,7 @@ class AdaptiveLoader:
             rank=rank,
             world_size=world_size,
             resize_at=resize_at,
+            min_last_batch=min_last_batch,
         )
         can_gather = has_fast_path(dataset)
         auto = can_gather and num_workers == 0 and collate_fn is None

@@ -66,6 +66,10 @@ class ResizableBatchSampler:
         world_size: number of processes sharing each global batch; B must be ≥ world_size.
         resize_at: "batch" (a new size applies from the next batch) or "epoch" (from the next
             epoch's start; a size set at an epoch start applies at once).
+        min_last_batch: the fewest samples the epoch's last batch may have: a rest shorter
+            than this joins the batch before it (which is then longer than the size). Used
+            where a batch must split into a fixed number of non-empty micro-batches per rank
+            (Hugging Face's gradient accumulation); 1 (default) keeps every rest.
 
     Iterating yields one batch (a list of ints) at a time, for the rest of the current epoch;
     when the epoch is exhausted the sampler moves to the next epoch by itself, so
@@ -91,6 +95,7 @@ class ResizableBatchSampler:
         rank: int = 0,
         world_size: int = 1,
         resize_at: ResizeAt = "batch",
+        min_last_batch: int = 1,
     ) -> None:
         dataset_size = as_int(dataset_size, "dataset_size")
         if dataset_size <= 0:
@@ -110,6 +115,12 @@ class ResizableBatchSampler:
         self.rank = rank
         self.world_size = world_size
         self.resize_at: ResizeAt = check_choice("resize_at", resize_at, RESIZE_AT)  # type: ignore[assignment]
+        self.min_last_batch = as_int(min_last_batch, "min_last_batch", minimum=1)
+        if self.min_last_batch > 1 and self.drop_last:
+            raise ValueError(
+                f"min_last_batch={self.min_last_batch} joins a short rest to the batch before "
+                "it, drop_last=True drops it: choose one"
+            )
         self._size = self._checked_size(batch_size)  # the size in force
         self._pending: int | None = None  # resize_at="epoch": the size from the next epoch
         self._epoch = 0
@@ -220,6 +231,8 @@ class ResizableBatchSampler:
         if not self._has_batch_at(cursor):
             return None
         end = min(cursor + self._size, self.dataset_size)
+        if 0 < self.dataset_size - end < self.min_last_batch:
+            end = self.dataset_size  # a too-short rest joins this batch
         lo, hi = rank_span(end - cursor, self.world_size, self.rank)
         return Span(epoch, cursor, end, cursor + lo, cursor + hi, self._size, self._version)
 
@@ -332,6 +345,7 @@ class ResizableBatchSampler:
             "shuffle": self.shuffle,
             "seed": self.seed,
             "drop_last": self.drop_last,
+            "min_last_batch": self.min_last_batch,
             "batch_size": self._size,
             "pending_batch_size": self._pending,
             "epoch": self._epoch,
@@ -358,8 +372,8 @@ class ResizableBatchSampler:
         missing = sorted(required - set(state))
         if missing:
             raise KeyError(f"sampler state is missing {missing}; got keys {sorted(state)}")
-        for key in ("dataset_size", "shuffle", "seed", "drop_last"):
-            if state[key] != getattr(self, key):
+        for key in ("dataset_size", "shuffle", "seed", "drop_last", "min_last_batch"):
+            if state.get(key, 1) != getattr(self, key):  # min_last_batch: 1 before it existed
                 raise ValueError(
                     f"cannot load a sampler state with {key}={state[key]!r} into a sampler "
                     f"with {key}={getattr(self, key)!r}: the epoch order would differ; build "

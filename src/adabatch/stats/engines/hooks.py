@@ -326,6 +326,18 @@ class GradStatsTracker:
         finally:
             self._loss_weight = previous
 
+    def new_pass(self) -> None:
+        """Start a new pass (micro-batch) for the forwards that follow.
+
+        A forward through the tracked model's own ``forward`` starts one by itself. Call this
+        when the loop runs the model's *submodules* instead — a ``LightningModule`` whose
+        ``training_step`` calls ``self.net(x)`` — and several micro-batches run between two
+        `pop` calls, so that each gets its own pass (its own batch size and loss weight,
+        bound now). A pass that sees no backward is dropped by `pop`.
+        """
+        if not self._suspended:
+            self._new_pass(None)
+
     # ------------------------------------------------------------------ forward side
     def _root_pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self._suspended or not torch.is_grad_enabled():

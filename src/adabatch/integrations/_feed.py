@@ -1,0 +1,258 @@
+"""The training data a host trainer iterates: our resizable batches, split into micro-batches.
+
+A host trainer (Lightning, Hugging Face) iterates its training data itself and reads one
+batch *ahead* of the step it runs: Lightning's fetcher prefetches a batch to know whether the
+epoch ends, accelerate's data loader does the same. A batch drawn ahead would still have the
+old size when the policy decides after a step — every resize would land one batch late.
+
+NOTE [deferred batches]. So the feed hands the host a `DeferredBatch`: a placeholder that
+draws its micro-batch when the host first moves it to a device (``batch.to(device)``, which
+both hosts call on every batch before the step that uses it) or first reads it. By then the
+previous step and its decision are done, and a resize applies from the very next batch. The
+host still learns one batch ahead whether another one *exists*: that does not depend on the
+size (a remaining sample always starts a batch), only on the position, and the number of
+micro-batches of a batch is fixed by its size and the physical limit (`ChunkFeed`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..data import AdaptiveLoader
+from ..data._batch import map_tensors, slice_rows
+from ..data.micro import batch_length
+
+__all__ = ["ChunkFeed", "DeferredBatch", "MicroBatch"]
+
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """One micro-batch of a logical batch, as the host's training step gets it.
+
+    Attributes:
+        index: k, its place among the logical batch's micro-batches (0-based).
+        count: K, how many micro-batches the logical batch has on this rank.
+        size: nₖ, its samples.
+        local: N_r, this rank's samples of the logical batch.
+        global_size: L, all ranks' samples of the logical batch.
+        world_size: W.
+    """
+
+    index: int
+    count: int
+    size: int
+    local: int
+    global_size: int
+    world_size: int
+
+    @property
+    def is_last(self) -> bool:
+        """Whether the optimizer steps after this micro-batch."""
+        return self.index == self.count - 1
+
+    @property
+    def weight(self) -> float:
+        """wₖ = (nₖ/N_r)·(N_r·W/L) = nₖ·W/L: the factor on its mean loss for the exact mean.
+
+        Summed over the micro-batches and averaged over the ranks (DDP), Σ wₖ·(1/nₖ)Σᵢ∇ℓᵢ / W
+        is the mean gradient over the L samples of the logical batch.
+        """
+        return self.size * self.world_size / self.global_size if self.global_size else 0.0
+
+
+class DeferredBatch:
+    """A micro-batch drawn when first used: moved to a device, indexed, iterated, measured.
+
+    ``to(...)`` returns the drawn batch with every tensor moved (the host keeps the result);
+    the other accesses read the drawn batch, so a host hook that looks at the batch before
+    moving it still sees real data.
+    """
+
+    __slots__ = ("_batch", "_feed")
+
+    def __init__(self, feed: ChunkFeed) -> None:
+        self._feed = feed
+        self._batch: Any = _UNSET
+
+    def materialize(self) -> Any:
+        """The micro-batch (drawn from the feed on the first call)."""
+        if self._batch is _UNSET:
+            self._batch = self._feed._draw()
+        return self._batch
+
+    def to(self, *args: Any, **kwargs: Any) -> Any:
+        """The micro-batch with its tensors moved (``Tensor.to`` arguments)."""
+        return map_tensors(self.materialize(), lambda t: t.to(*args, **kwargs))
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.materialize()[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.materialize())
+
+    def __len__(self) -> int:
+        return len(self.materialize())
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self.materialize()
+
+    def keys(self) -> Any:
+        """The drawn batch's keys (a dict batch)."""
+        return self.materialize().keys()
+
+    def items(self) -> Any:
+        """The drawn batch's items (a dict batch)."""
+        return self.materialize().items()
+
+    def values(self) -> Any:
+        """The drawn batch's values (a dict batch)."""
+        return self.materialize().values()
+
+    def __repr__(self) -> str:
+        state = "pending" if self._batch is _UNSET else "drawn"
+        return f"DeferredBatch({state})"
+
+
+def split_into(batch: Any, count: int) -> list[Any]:
+    """``batch`` as ``count`` consecutive parts of near-equal size (sizes differ by ≤ 1)."""
+    n = batch_length(batch)
+    if count == 1:
+        return [batch]
+    base, extra = divmod(n, count)
+    parts, start = [], 0
+    for k in range(count):
+        stop = start + base + (1 if k < extra else 0)
+        parts.append(slice_rows(batch, start, stop, n))
+        start = stop
+    return parts
+
+
+class ChunkFeed:
+    """Iterate an `AdaptiveLoader` as micro-batches for a host trainer.
+
+    Args:
+        loader: the resizable loader (its sampler owns the batch size and the position).
+        count_of: K(N_r), the number of micro-batches of a logical batch with N_r samples on
+            this rank (Lightning: ⌈N_r / physical limit⌉; Hugging Face: its fixed gradient
+            accumulation steps).
+        deferred: hand out `DeferredBatch` placeholders (NOTE [deferred batches]); False
+            draws each micro-batch when the host asks for it.
+
+    Iterating yields the rest of the current epoch; the next iteration starts the next one.
+    It has no length: the number of batches depends on decisions not yet taken.
+
+    `current` is the micro-batch drawn last, which is the one the host's training step runs:
+    both hosts draw a batch right before the step that uses it (Hugging Face with gradient
+    accumulation draws all of a logical batch's micro-batches before its first step; `queue`
+    then holds them in order).
+    """
+
+    # Hosts probe their data for these (accelerate's set_epoch, Lightning's sampler epochs);
+    # the feed has neither: the sampler inside moves to the next epoch by itself.
+    batch_sampler = None
+
+    def __init__(
+        self, loader: AdaptiveLoader, count_of: Callable[[int], int], *, deferred: bool = True
+    ) -> None:
+        self.loader = loader
+        self._sampler = loader.sampler  # private: hosts look for .sampler to call set_epoch
+        self.count_of = count_of
+        self.deferred = deferred
+        self.current: MicroBatch | None = None
+        self.drawn: deque[MicroBatch] = deque()  # drawn, their step not yet begun (HF)
+        self._chunks: deque[tuple[Any, MicroBatch]] = deque()  # of the logical batch in hand
+        self._promised = 0  # placeholders handed out, not yet drawn
+        self._loader_iter: Iterator[Any] | None = None
+        self._rewind: dict[str, Any] | None = None  # the sampler before the batch in hand
+
+    @property
+    def dataset(self) -> Any:
+        """The data set the batches come from."""
+        return self.loader.dataset
+
+    def _chunks_ahead_exceed(self, promised: int) -> bool:
+        """Whether more than ``promised`` micro-batches remain in the epoch."""
+        ahead = len(self._chunks)
+        if ahead > promised:
+            return True
+        for span in self._sampler.plan():
+            ahead += self.count_of(span.local_length)
+            if ahead > promised:
+                return True
+        return False
+
+    def __iter__(self) -> Iterator[Any]:
+        # A new epoch (or the rest of a resumed one): a fresh pass of the loader, which starts
+        # the next epoch when the last one was used up.
+        self._sampler.start_next_epoch_if_done()  # the last epoch was used up: the next one
+        self._loader_iter = iter(self.loader)
+        self._promised = 0
+        while self._chunks_ahead_exceed(self._promised):
+            if self.deferred:
+                self._promised += 1
+                yield DeferredBatch(self)
+            else:
+                yield self._draw()
+
+    def _draw(self) -> Any:
+        if self.deferred:
+            self._promised -= 1
+        if not self._chunks:
+            self._next_logical_batch()
+        batch, info = self._chunks.popleft()
+        self.current = info
+        self.drawn.append(info)
+        return batch
+
+    def _next_logical_batch(self) -> None:
+        assert self._loader_iter is not None
+        self._rewind = self._sampler.state_dict()
+        batch = next(self._loader_iter)
+        last = self._sampler.last
+        assert last is not None
+        n = last.local_length
+        count = self.count_of(n)
+        parts = split_into(batch, count)
+        for k, part in enumerate(parts):
+            info = MicroBatch(
+                k, count, batch_length(part), n, last.global_length, self._sampler.world_size
+            )
+            self._chunks.append((part, info))
+
+    @property
+    def mid_batch(self) -> bool:
+        """Whether a logical batch is partly consumed (its remaining micro-batches queued)."""
+        return bool(self._chunks)
+
+    # Not ``state_dict``: a host that finds a ``state_dict`` on its data (Lightning does) would
+    # checkpoint and restore it a second time, beside the callback's own state.
+    def snapshot(self) -> dict[str, Any]:
+        """The sampler's state; mid-batch, the state before that batch (it is redone)."""
+        if self._chunks and self._rewind is not None:
+            return dict(self._rewind)
+        return self._sampler.state_dict()
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Restore `snapshot` output: the next iteration continues from there."""
+        self.loader.load_state_dict(state)
+        self._chunks.clear()
+        self.drawn.clear()
+        self.current = None
+
+
+def physical_count(limit: int | None) -> Callable[[int], int]:
+    """K(N_r) = ⌈N_r / limit⌉ (one micro-batch without a limit)."""
+    if limit is None:
+        return lambda n: 1
+    return lambda n: max(1, math.ceil(n / limit))
+
+
+def fixed_count(count: int) -> Callable[[int], int]:
+    """K(N_r) = count for every batch."""
+    return lambda n: count

@@ -1,0 +1,247 @@
+"""What both trainer integrations share: the policy's run inside a loop we do not own.
+
+A host trainer calls us at fixed points of its loop; `AdaptiveSession` turns those calls into
+the same pieces our own `adabatch.training.Trainer` uses — the `BatchSizeScheduler` (policy,
+statistics window, decisions, the sampler it resizes), the `GradStatsTracker`, and a
+`StepScaledLR` (the LR coupling applied inside ``optimizer.step()``, so that the host's LR
+scheduler never sees our factor) — in this order, per logical batch::
+
+    begin_batch()            the first micro-batch's forward is next: measure or pause
+      begin_micro(mb)        each micro-batch: its loss weight, its own pass
+      end_micro()
+    end_batch()              after the last backward: the window takes the statistics
+    (the host steps the optimizer: the LR factor is applied inside the step)
+    after_step()             the policy may decide; a resize applies from the next batch
+    ...
+    end_epoch()              epoch-end decisions (DiveBatch, schedules in epochs)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data._utils.collate import default_collate
+
+from ..data import AdaptiveLoader
+from ..lr_coupling import StepScaledLR
+from ..policies.base import BatchSizePolicy, Decision
+from ..scheduler import BatchSizeScheduler
+from ..stats import GradStatsTracker
+from ._feed import ChunkFeed, MicroBatch
+
+__all__ = ["AdaptiveSession", "loader_settings"]
+
+# 1: adabatch 0.2 (the first integrations).
+_STATE_VERSION = 1
+
+
+def loader_settings(dataloader: Any, where: str) -> dict[str, Any]:
+    """What an `AdaptiveLoader` keeps of the user's ``DataLoader``: data, collate, workers.
+
+    Raises a clear error for a loader we cannot take over (no map-style data set, a custom
+    sampler or batch sampler whose order we would silently replace).
+    """
+    if not isinstance(dataloader, DataLoader):
+        raise TypeError(
+            f"{where}: the training data must be a torch DataLoader over a map-style data set, "
+            f"got {type(dataloader).__name__}; build DataLoader(dataset, batch_size=B0, "
+            "shuffle=True)"
+        )
+    dataset = dataloader.dataset
+    if isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__"):
+        raise TypeError(
+            f"{where}: the training data set is iterable ({type(dataset).__name__}); adaptive "
+            "batches need a map-style data set (with __len__ and __getitem__), so that every "
+            "sample is visited once per epoch whatever the batch size"
+        )
+    batch_size, sampler, drop_last = dataloader.batch_size, dataloader.sampler, dataloader.drop_last
+    batch_sampler = dataloader.batch_sampler
+    # accelerate rebuilds the loader around a BatchSampler (wrapped per process in a shard):
+    # the plain torch BatchSampler inside still says what the user asked for.
+    batch_sampler = getattr(batch_sampler, "batch_sampler", batch_sampler)
+    if batch_size is None and type(batch_sampler) is BatchSampler:
+        batch_size, sampler = batch_sampler.batch_size, batch_sampler.sampler
+        drop_last = batch_sampler.drop_last
+    if batch_size is None:
+        raise ValueError(
+            f"{where}: the DataLoader has a custom batch_sampler "
+            f"({type(batch_sampler).__name__}); the adaptive batch size replaces it: build "
+            "the DataLoader with batch_size=B0 and shuffle=True instead"
+        )
+    shuffle = isinstance(sampler, RandomSampler)
+    if not shuffle and not isinstance(sampler, SequentialSampler):
+        raise ValueError(
+            f"{where}: the DataLoader has a custom sampler ({type(sampler).__name__}); the "
+            "adaptive loader draws its own per-epoch permutation (shuffle=True) or visits the "
+            "data in order (shuffle=False): use one of those"
+        )
+    if drop_last:
+        raise ValueError(
+            f"{where}: drop_last=True is not supported with adaptive batches (whether the "
+            "last batch is dropped would depend on a size decided later); use drop_last=False"
+        )
+    collate = dataloader.collate_fn
+    workers = dataloader.num_workers
+    return {
+        "dataset": dataset,
+        "batch_size": int(batch_size),
+        "shuffle": shuffle,
+        "collate_fn": None if collate is default_collate else collate,
+        "num_workers": workers,
+        "pin_memory": dataloader.pin_memory,
+        "prefetch_factor": dataloader.prefetch_factor if workers else None,
+        "persistent_workers": dataloader.persistent_workers if workers else None,
+        "worker_init_fn": dataloader.worker_init_fn,
+    }
+
+
+class AdaptiveSession:
+    """One policy's run inside a host trainer (see the module docstring for the protocol).
+
+    Args:
+        policy: the batch-size policy; its ``batch_size`` is the global logical B₀.
+        settings: `loader_settings` of the user's DataLoader (batch_size excluded).
+        optimizer: the host's optimizer (or its wrapper), coupled by `StepScaledLR`.
+        model: the module the statistics hooks go on (only when the policy reads
+            per-sample statistics).
+        lr_rule: "none", "linear" or "sqrt".
+        seed: the seed of the per-epoch permutations (the same on every rank).
+        count_of: micro-batches per logical batch, K(N_r) (see `ChunkFeed`).
+        min_last_batch: the fewest samples of an epoch's last batch (see the sampler).
+        deferred: hand the host `DeferredBatch` placeholders (see `ChunkFeed`).
+        tracker_options: extra `GradStatsTracker` options.
+    """
+
+    def __init__(
+        self,
+        policy: BatchSizePolicy,
+        settings: Mapping[str, Any],
+        *,
+        optimizer: Any,
+        model: nn.Module,
+        lr_rule: str,
+        seed: int,
+        count_of: Any,
+        min_last_batch: int = 1,
+        deferred: bool = True,
+        tracker_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        options = {k: v for k, v in settings.items() if k != "batch_size"}
+        self.loader = AdaptiveLoader(
+            batch_size=policy.batch_size, seed=seed, min_last_batch=min_last_batch, **options
+        )
+        self.scheduler = BatchSizeScheduler(policy, self.loader)
+        self.policy = self.scheduler.policy
+        self.feed = ChunkFeed(self.loader, count_of, deferred=deferred)
+        self.lr = StepScaledLR(optimizer, rule=lr_rule, base_batch_size=policy.batch_size)
+        self.tracker: GradStatsTracker | None = None
+        if self.policy.stats_request.per_sample:
+            self.tracker = GradStatsTracker(
+                model,
+                loss_reduction="mean",
+                **self.scheduler.tracker_options,
+                **dict(tracker_options or {}),
+            )
+        self.last_decision: Decision | None = None
+        self._measuring = False
+        self._batch_scope = contextlib.ExitStack()  # tracker paused for an unmeasured batch
+        self._micro_scope = contextlib.ExitStack()  # a micro-batch's loss weight
+
+    # ------------------------------------------------------------------ per logical batch
+    @property
+    def batch_size(self) -> int:
+        """The global batch size in force (the sampler's)."""
+        return self.scheduler.batch_size
+
+    @property
+    def lr_factor(self) -> float:
+        """rule(B/B₀) · Π f_k, the factor the next optimizer step applies."""
+        return self.lr.factor
+
+    def begin_batch(self) -> None:
+        """Before the first micro-batch's forward: statistics on, or the tracker paused."""
+        tracker = self.tracker
+        if tracker is None:
+            return
+        tracker.reset()  # passes since the last step (evaluation forwards) are not this batch's
+        self._measuring = self.scheduler.wants_stats
+        if not self._measuring:
+            self._batch_scope.enter_context(tracker.paused())
+
+    def begin_micro(self, micro: MicroBatch) -> None:
+        """Before a micro-batch's forward: its pass, weighted as its loss is."""
+        tracker = self.tracker
+        if tracker is None or not self._measuring:
+            return
+        self._micro_scope.close()
+        if micro.weight != 1.0:
+            self._micro_scope.enter_context(tracker.loss_weight(micro.weight))
+        tracker.new_pass()
+
+    def end_micro(self) -> None:
+        """After a micro-batch's backward."""
+        self._micro_scope.close()
+
+    def end_batch(self) -> None:
+        """After the last backward, before the optimizer step: the window takes the statistics."""
+        self._micro_scope.close()
+        self._batch_scope.close()
+        if self.tracker is not None and self._measuring:
+            self._measuring = False
+            self.scheduler.observe(self.tracker.pop())
+
+    def after_step(self) -> Decision | None:
+        """After the optimizer step: the policy may decide (resize from the next batch)."""
+        return self._applied(self.scheduler.step())
+
+    def end_epoch(self) -> Decision | None:
+        """After the epoch's last step."""
+        return self._applied(self.scheduler.step_epoch())
+
+    def _applied(self, decision: Decision | None) -> Decision | None:
+        if decision is not None:
+            self.last_decision = decision
+            self.lr.update(decision.new_batch_size, decision.lr_factor)
+        return decision
+
+    def metrics(self) -> dict[str, float]:
+        """What the integrations log: batch size, LR factor, the last decision's statistic."""
+        out = {"batch_size": float(self.batch_size), "lr_factor": self.lr.factor}
+        decision = self.last_decision
+        if decision is not None and not math.isnan(decision.value):
+            out[decision.statistic] = float(decision.value)
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Scheduler (policy, window, sampler, counters), LR factors; mid-batch, rewound."""
+        scheduler = self.scheduler.state_dict()
+        scheduler["sampler"] = self.feed.snapshot()
+        return {"version": _STATE_VERSION, "scheduler": scheduler, "lr": self.lr.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict` output: the run continues as if uninterrupted."""
+        version = state.get("version")
+        if version != _STATE_VERSION:
+            raise ValueError(
+                f"adaptive batch-size callback state version {version!r} is not supported "
+                f"(this adabatch reads version {_STATE_VERSION})"
+            )
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.feed.restore(state["scheduler"]["sampler"])
+        self.lr.load_state_dict(state["lr"])
+        self.last_decision = self.scheduler.last_decision
+
+    def close(self) -> None:
+        """Detach the hooks (tracker, LR step hooks)."""
+        self._micro_scope.close()
+        self._batch_scope.close()
+        if self.tracker is not None:
+            self.tracker.remove()
+        self.lr.remove()

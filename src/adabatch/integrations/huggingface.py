@@ -1,0 +1,273 @@
+"""`AdaptiveBatchSizeCallback`: a batch-size policy inside ``transformers.Trainer``.
+
+::
+
+    from adabatch.integrations.huggingface import AdaptiveBatchSizeCallback
+    from adabatch.policies import make_policy
+
+    policy = make_policy("norm-test", batch_size=16, eta=0.1, max_batch_size=512)
+    args = TrainingArguments("out", per_device_train_batch_size=16, num_train_epochs=3)
+    trainer = Trainer(model, args, train_dataset=data,
+                      callbacks=[AdaptiveBatchSizeCallback(policy, lr_rule="sqrt")])
+    trainer.train()
+
+What the callback does, and where it meets the Trainer:
+
+* **Batching.** ``per_device_train_batch_size`` × processes × ``gradient_accumulation_steps``
+  is B₀, the policy's starting (global, logical) batch. At ``on_train_begin`` the callback puts
+  an `adabatch.data.AdaptiveLoader` (same data set, collate function, workers) inside the
+  Trainer's prepared data loader, in place of the plain ``DataLoader`` accelerate wraps (its
+  ``base_dataloader``: the one internal this relies on). Each global batch is split across
+  the processes by the sampler, every sample exactly once per epoch, and a resize applies from
+  the next batch (NOTE [deferred batches] in ``_feed.py``).
+* **Gradient accumulation.** The Trainer counts micro-batches modulo a fixed
+  ``gradient_accumulation_steps`` (G) within an epoch, so each process's share of a logical
+  batch is split into exactly G near-equal micro-batches: the logical batch is what the policy
+  decided, and the physical one is share/G. ``max_physical_batch_size`` checks up front that
+  the policy's largest batch fits (raise G if it does not). An epoch's rest too small to give
+  every process G samples joins the batch before it. The loss is normalised as the Trainer
+  does it (per micro-batch 1/G, or by the token count when the model takes
+  ``num_items_in_batch``); the statistics weigh micro-batch k by nₖ·W/L.
+* **LR coupling** through `adabatch.lr_coupling.StepScaledLR` (applied inside
+  ``optimizer.step()``): the Trainer's scheduler steps on its own LRs. The logged
+  ``learning_rate`` is the scheduler's; ``adabatch/lr_factor`` is logged beside it.
+* **Statistics** only on the steps the policy reads.
+* **Logging**: ``adabatch/batch_size``, ``adabatch/lr_factor`` and the last decision's
+  statistic are added to every log record (``trainer.state.log_history`` and the callbacks
+  after this one). The ``report_to`` integrations run before callbacks passed to the Trainer;
+  to have them record these values too, put this callback first:
+  ``trainer.callback_handler.callbacks.insert(0, callback)``.
+* **Checkpoints**: ``adabatch_state.pt`` in each ``checkpoint-<step>`` folder;
+  ``trainer.train(resume_from_checkpoint=True)`` continues the same trajectory (the Trainer's
+  own data skipping is turned off: the sampler knows its position).
+* **Epochs**: the Trainer plans its epochs' lengths at B₀; the callback ends training after
+  ``num_train_epochs`` real epochs. With ``max_steps`` the Trainer stops at that many steps.
+
+Known limit: the Trainer's default LR schedule (linear decay over ``max_steps``) is planned at
+B₀, so with a growing batch it ends before reaching its last steps (fewer steps are taken);
+set ``max_steps`` or use a constant schedule when that matters.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..policies.base import BatchSizePolicy
+from ._feed import MicroBatch, fixed_count
+from ._require import require
+from ._session import AdaptiveSession, loader_settings
+
+_hf = require(
+    ("transformers",), minimum="4.46", extra="huggingface", what="adabatch.integrations.huggingface"
+)
+from transformers import TrainerCallback  # noqa: E402  (after the check that names the extra)
+
+__all__ = ["STATE_FILE", "AdaptiveBatchSizeCallback"]
+
+STATE_FILE = "adabatch_state.pt"
+_WHERE = "AdaptiveBatchSizeCallback"
+
+
+class AdaptiveBatchSizeCallback(TrainerCallback):
+    """Adapt the batch size of a ``transformers.Trainer`` with a batch-size policy.
+
+    Args:
+        policy: a `BatchSizePolicy`; its ``batch_size`` must be
+            ``per_device_train_batch_size`` × processes × ``gradient_accumulation_steps``.
+        lr_rule: "none", "linear" or "sqrt" (Adam): lr = lr_sched · rule(B/B₀) · Π f_k.
+        max_physical_batch_size: the largest micro-batch a process may run; checked against
+            the policy's largest batch at the start (None: not checked).
+        seed: seed of the per-epoch permutations; default ``args.data_seed``, else
+            ``args.seed``.
+        tracker_options: extra `adabatch.GradStatsTracker` options.
+
+    Attributes:
+        session: the run's `AdaptiveSession`, from ``on_train_begin`` on.
+    """
+
+    def __init__(
+        self,
+        policy: BatchSizePolicy,
+        *,
+        lr_rule: str = "none",
+        max_physical_batch_size: int | None = None,
+        seed: int | None = None,
+        tracker_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(policy, BatchSizePolicy):
+            raise TypeError(
+                f"{_WHERE}: policy must be a BatchSizePolicy (adabatch.policies.make_policy), "
+                f"got {type(policy).__name__}"
+            )
+        if max_physical_batch_size is not None and (
+            not isinstance(max_physical_batch_size, int) or max_physical_batch_size < 1
+        ):
+            raise ValueError(
+                f"{_WHERE}: max_physical_batch_size must be a positive int or None, got "
+                f"{max_physical_batch_size!r}"
+            )
+        self.policy = policy
+        self.lr_rule = lr_rule
+        self.max_physical_batch_size = max_physical_batch_size
+        self.seed = seed
+        self.tracker_options = dict(tracker_options or {})
+        self.session: AdaptiveSession | None = None
+        self._current: MicroBatch | None = None
+        self._epochs = 0  # num_train_epochs of the run
+
+    # ------------------------------------------------------------------ set-up
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Take over the training data, build the session, restore a checkpoint's state."""
+        prepared = kwargs.get("train_dataloader")
+        model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
+        if prepared is None or model is None or optimizer is None:
+            raise RuntimeError(
+                f"{_WHERE}: the Trainer passed no train_dataloader/model/optimizer to "
+                "on_train_begin; this transformers version is not supported"
+            )
+        base = getattr(prepared, "base_dataloader", None)
+        if base is None:
+            raise RuntimeError(
+                f"{_WHERE}: the Trainer's training data loader ({type(prepared).__name__}) is "
+                "not an accelerate DataLoaderShard; adabatch needs accelerate >= 1.0 and a "
+                "map-style train_dataset"
+            )
+        settings = loader_settings(base, _WHERE)
+        world = max(1, int(args.world_size))
+        accumulation = int(args.gradient_accumulation_steps)
+        expected = settings["batch_size"] * world * accumulation
+        if self.policy.batch_size != expected:
+            raise ValueError(
+                f"{_WHERE}: the policy starts at batch_size={self.policy.batch_size} (global) but "
+                f"per_device_train_batch_size {settings['batch_size']} × {world} process(es) × "
+                f"gradient_accumulation_steps {accumulation} = {expected}; build the policy with "
+                f"batch_size={expected}"
+            )
+        seed = self.seed
+        if seed is None:
+            seed = args.data_seed if args.data_seed is not None else args.seed
+        session = AdaptiveSession(
+            self.policy,
+            settings,
+            optimizer=optimizer,
+            model=model,
+            lr_rule=self.lr_rule,
+            seed=int(seed),
+            count_of=fixed_count(accumulation),
+            min_last_batch=world * accumulation,  # G non-empty micro-batches on every process
+            # accelerate moves each batch to the device right before it is used; without a
+            # device it hands the batch on untouched, so it must be real (drawn one ahead).
+            deferred=getattr(prepared, "device", None) is not None,
+            tracker_options=self.tracker_options,
+        )
+        self._check_physical(session.policy.cap, world, accumulation)
+        if state.global_step > 0:
+            session.load_state_dict(self._saved_state(args, state))
+        # The sampler resumes at its position: the Trainer must not skip batches itself.
+        args.ignore_data_skip = True
+        prepared.base_dataloader = session.feed
+        self.session = session
+        self._epochs = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else 0
+
+    def _check_physical(self, cap: float, world: int, accumulation: int) -> None:
+        limit = self.max_physical_batch_size
+        if limit is None:
+            return
+        share = math.ceil(cap / world)  # cap: at most the data set size
+        largest = math.ceil(share / accumulation)
+        if largest > limit:
+            need = math.ceil(share / limit)
+            raise ValueError(
+                f"{_WHERE}: the policy's batch can reach {int(cap)}; over {world} "
+                f"process(es) and gradient_accumulation_steps={accumulation} a micro-batch can "
+                f"reach {largest} > max_physical_batch_size={limit}: set "
+                f"gradient_accumulation_steps >= {need} (and per_device_train_batch_size so "
+                "that B0 stays the policy's)"
+            )
+
+    @staticmethod
+    def _path(args: Any, step: int) -> str:
+        return os.path.join(args.output_dir, f"checkpoint-{step}", STATE_FILE)
+
+    def _saved_state(self, args: Any, state: Any) -> Mapping[str, Any]:
+        path = self._path(args, state.global_step)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{_WHERE}: the Trainer resumes at step {state.global_step} but {path} does "
+                "not exist; resume from a checkpoint written with this callback (in "
+                "args.output_dir), or start a new run"
+            )
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    # ------------------------------------------------------------------ per step
+    def _next_micro(self) -> MicroBatch:
+        session = self.session
+        if session is None or not session.feed.drawn:
+            raise RuntimeError(
+                f"{_WHERE}: a training batch arrived that the adaptive loader did not draw"
+            )
+        self._current = session.feed.drawn.popleft()
+        return self._current
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """The logical batch's micro-batches are drawn; the first one's forward is next."""
+        assert self.session is not None
+        self.session.begin_batch()
+        self.session.begin_micro(self._next_micro())
+
+    def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Between two micro-batches of one logical batch."""
+        assert self.session is not None
+        self.session.end_micro()
+        self.session.begin_micro(self._next_micro())
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """After the last backward: the statistics go to the policy's window."""
+        assert self.session is not None
+        self.session.end_batch()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """After the optimizer step: the policy may decide (resize from the next batch)."""
+        assert self.session is not None
+        self.session.after_step()
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Epoch-end decisions; stop after num_train_epochs real epochs."""
+        session = self.session
+        assert session is not None
+        if session.feed.mid_batch:
+            return
+        session.end_epoch()
+        if self._epochs and session.scheduler.epoch >= self._epochs:
+            control.should_training_stop = True
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        """Add the batch size, LR factor and statistic to the record."""
+        if self.session is None or logs is None:
+            return
+        extra = {f"adabatch/{k}": v for k, v in self.session.metrics().items()}
+        logs.update(extra)
+        if state.log_history:
+            state.log_history[-1].update(extra)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Write the session's state into the checkpoint folder the Trainer just wrote."""
+        if self.session is None:
+            return
+        state_dict = self.session.state_dict()  # every rank (it may gather), one writes
+        if state.is_world_process_zero:
+            path = self._path(args, state.global_step)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = path + ".tmp"
+            torch.save(state_dict, tmp)
+            os.replace(tmp, path)  # never a half-written state
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Detach the hooks."""
+        if self.session is not None:
+            self.session.close()
