@@ -43,3 +43,17 @@ def test_adaptive_batch() -> None:
     for row in log:
         assert math.isclose(row["lr"], 0.05 * math.sqrt(row["batch"] / 16), rel_tol=1e-12)
         assert math.isfinite(row["T"]) and row["T"] > 0
+
+
+def test_lightning_example() -> None:
+    """The callback grows the batch inside Lightning and the model still learns the digits."""
+    result = load("lightning_adaptive").main(epochs=6)
+    assert 32 < result["final_batch"] <= 512
+    assert result["val_acc"] > 0.85
+
+
+def test_hf_trainer_example() -> None:
+    """A tiny GPT-2 in transformers.Trainer: the batch grows, the held-out loss drops."""
+    result = load("hf_trainer_adaptive").main(epochs=1, n=512)
+    assert 16 < result["final_batch"] <= 256
+    assert math.log(48) > result["eval_loss"] > 0

@@ -74,8 +74,12 @@ def loader_settings(dataloader: Any, where: str) -> dict[str, Any]:
             f"({type(batch_sampler).__name__}); the adaptive batch size replaces it: build "
             "the DataLoader with batch_size=B0 and shuffle=True instead"
         )
-    shuffle = isinstance(sampler, RandomSampler)
-    if not shuffle and not isinstance(sampler, SequentialSampler):
+    # Exact types: a subclass may draw another order (weights, replacement) that the
+    # resizable sampler would silently replace. accelerate's seedable one is a plain shuffle.
+    kind = type(sampler)
+    shuffle = kind is RandomSampler or kind.__name__ == "SeedableRandomSampler"
+    shuffle = shuffle and not getattr(sampler, "replacement", False)  # with replacement: refused
+    if not shuffle and kind is not SequentialSampler:
         raise ValueError(
             f"{where}: the DataLoader has a custom sampler ({type(sampler).__name__}); the "
             "adaptive loader draws its own per-epoch permutation (shuffle=True) or visits the "
@@ -174,14 +178,19 @@ class AdaptiveSession:
         if not self._measuring:
             self._batch_scope.enter_context(tracker.paused())
 
-    def begin_micro(self, micro: MicroBatch) -> None:
-        """Before a micro-batch's forward: its pass, weighted as its loss is."""
+    def begin_micro(self, micro: MicroBatch, weight: float | None = None) -> None:
+        """Before a micro-batch's forward: its pass, weighted as its loss is.
+
+        ``weight`` is the factor the host puts on the micro-batch's mean loss in this
+        process's backward (default: nₖ·W/L, the exact mean's).
+        """
         tracker = self.tracker
         if tracker is None or not self._measuring:
             return
         self._micro_scope.close()
-        if micro.weight != 1.0:
-            self._micro_scope.enter_context(tracker.loss_weight(micro.weight))
+        weight = micro.weight if weight is None else weight
+        if weight != 1.0:
+            self._micro_scope.enter_context(tracker.loss_weight(weight))
         tracker.new_pass()
 
     def end_micro(self) -> None:
@@ -203,6 +212,18 @@ class AdaptiveSession:
     def end_epoch(self) -> Decision | None:
         """After the epoch's last step."""
         return self._applied(self.scheduler.step_epoch())
+
+    def begin_epoch(self) -> Decision | None:
+        """At an epoch's start: finish the last epoch's end if a checkpoint cut it off.
+
+        A checkpoint written right after an epoch's last step (before the host's epoch-end
+        hook) resumes with that epoch's batches used up but its end not yet taken: the
+        epoch-end decision runs now, where the uninterrupted run took it.
+        """
+        sampler = self.loader.sampler
+        if sampler.epoch_done and sampler.epoch == self.scheduler.epoch:
+            return self.end_epoch()
+        return None
 
     def _applied(self, decision: Decision | None) -> Decision | None:
         if decision is not None:

@@ -26,8 +26,12 @@ What the callback does, and where it meets the Trainer:
   decided, and the physical one is share/G. ``max_physical_batch_size`` checks up front that
   the policy's largest batch fits (raise G if it does not). An epoch's rest too small to give
   every process G samples joins the batch before it. The loss is normalised as the Trainer
-  does it (per micro-batch 1/G, or by the token count when the model takes
-  ``num_items_in_batch``); the statistics weigh micro-batch k by nₖ·W/L.
+  does it — by the token count when the model takes loss keyword arguments (``**kwargs`` in
+  its ``forward``, as the library's language models do: exact over tokens), else 1/G per
+  micro-batch (exact when the micro-batches are of equal size) — and the statistics use the
+  same weight, so the per-sample gradients they see are exact either way. (A
+  ``compute_loss_func`` given to the Trainer is not seen by the callback: its micro-batches
+  are taken as 1/G-weighted.)
 * **LR coupling** through `adabatch.lr_coupling.StepScaledLR` (applied inside
   ``optimizer.step()``): the Trainer's scheduler steps on its own LRs. The logged
   ``learning_rate`` is the scheduler's; ``adabatch/lr_factor`` is logged beside it.
@@ -50,6 +54,7 @@ set ``max_steps`` or use a constant schedule when that matters.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Mapping
@@ -71,6 +76,15 @@ __all__ = ["STATE_FILE", "AdaptiveBatchSizeCallback"]
 
 STATE_FILE = "adabatch_state.pt"
 _WHERE = "AdaptiveBatchSizeCallback"
+
+
+def _accepts_loss_kwargs(model: Any) -> bool:
+    """The Trainer's own test for normalising the loss by ``num_items_in_batch``."""
+    declared = getattr(model, "accepts_loss_kwargs", None)
+    if declared is not None:
+        return bool(declared)
+    parameters = inspect.signature(model.forward).parameters.values()
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 class AdaptiveBatchSizeCallback(TrainerCallback):
@@ -119,6 +133,8 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         self.session: AdaptiveSession | None = None
         self._current: MicroBatch | None = None
         self._epochs = 0  # num_train_epochs of the run
+        self._token_weighted = False  # the Trainer normalises by num_items_in_batch
+        self._accumulation = 1
 
     # ------------------------------------------------------------------ set-up
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -172,6 +188,8 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         args.ignore_data_skip = True
         prepared.base_dataloader = session.feed
         self.session = session
+        self._token_weighted = _accepts_loss_kwargs(model)
+        self._accumulation = accumulation
         self._epochs = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else 0
 
     def _check_physical(self, cap: float, world: int, accumulation: int) -> None:
@@ -205,6 +223,11 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         return torch.load(path, map_location="cpu", weights_only=True)
 
     # ------------------------------------------------------------------ per step
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """A resumed run takes the epoch-end decision a checkpoint cut off."""
+        assert self.session is not None
+        self.session.begin_epoch()
+
     def _next_micro(self) -> MicroBatch:
         session = self.session
         if session is None or not session.feed.drawn:
@@ -218,13 +241,20 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         """The logical batch's micro-batches are drawn; the first one's forward is next."""
         assert self.session is not None
         self.session.begin_batch()
-        self.session.begin_micro(self._next_micro())
+        self._begin_micro()
+
+    def _begin_micro(self) -> None:
+        assert self.session is not None
+        micro = self._next_micro()
+        # The weight on this micro-batch's mean loss in this process's backward.
+        weight = micro.weight if self._token_weighted else 1.0 / self._accumulation
+        self.session.begin_micro(micro, weight)
 
     def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Between two micro-batches of one logical batch."""
         assert self.session is not None
         self.session.end_micro()
-        self.session.begin_micro(self._next_micro())
+        self._begin_micro()
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """After the last backward: the statistics go to the policy's window."""

@@ -31,7 +31,9 @@ callback does, and where it meets Lightning:
   the callback sets that to (micro-batches run so far in the epoch) + K at each batch's first
   micro-batch, so the step falls exactly after the batch's K-th. A hook on each micro-batch's
   loss gradient turns Lightning's 1/``accumulate_grad_batches`` into the exact weight nₖ·W/L,
-  so ``p.grad`` is the mean gradient over the logical batch (also when DDP shares differ).
+  so ``p.grad`` is the mean gradient over the logical batch (also when DDP shares differ);
+  the callback zeroes the gradients before a batch's first micro-batch, where Lightning's own
+  rule (a batch index divisible by ``accumulate_grad_batches``) would not.
 * **LR coupling** through `adabatch.lr_coupling.StepScaledLR`: the factor rule(B/B₀)·Π f_k is
   applied only inside ``optimizer.step()``, so the module's own LR schedulers (any interval)
   step on their own values. ``LearningRateMonitor`` shows the scheduler's LR; the callback logs
@@ -211,12 +213,19 @@ class AdaptiveBatchSize(_pl.Callback):
             self.session.close()
 
     # ------------------------------------------------------------------ per batch
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """A resumed run takes the epoch-end decision a checkpoint cut off."""
+        assert self.session is not None
+        self.session.begin_epoch()
+
     def _micro(self) -> MicroBatch:
         if self._current is None:
             raise RuntimeError(f"{_WHERE}: no micro-batch is running")
         return self._current
 
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
+    ) -> None:
         """A micro-batch is about to run (Lightning has moved it to the device: it is drawn)."""
         session = self.session
         if session is None or not session.feed.drawn:
@@ -232,6 +241,10 @@ class AdaptiveBatchSize(_pl.Callback):
                 # accumulate_grad_batches: R run before this batch, + K, lands on the K-th.
                 ready = trainer.fit_loop.epoch_loop.batch_progress.current.ready
                 trainer.accumulate_grad_batches = (ready - 1) + micro.count
+                if ready > 1:
+                    # Lightning zeroes the gradients at a batch index that is a multiple of
+                    # accumulate_grad_batches, which (ready - 1) is not: zero them here.
+                    trainer.optimizers[0].zero_grad()
         session.begin_micro(micro)
 
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:

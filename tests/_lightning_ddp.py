@@ -1,0 +1,44 @@
+"""Run by ``torchrun --nproc_per_node=2`` from test_integrations_lightning: one DDP fit."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from _integrations import Indexed
+from adabatch.integrations.lightning import AdaptiveBatchSize
+from adabatch.policies import make_policy
+from test_integrations_lightning import Module, N, Recorder
+
+
+def main(out: Path) -> None:
+    policy = make_policy("norm-test", batch_size=32, eta=0.5, max_batch_size=128)
+    adaptive = AdaptiveBatchSize(policy, tracker_options={"check_layout": False})
+    recorder = Recorder()
+    trainer = pl.Trainer(
+        max_epochs=2, accelerator="cpu", devices=2, strategy="ddp", logger=False,
+        callbacks=[adaptive, recorder], enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    module = Module()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, DataLoader(Indexed(N), batch_size=16, shuffle=True))
+    decisions = [(d.step, d.new_batch_size) for d in adaptive.session.scheduler.decisions]
+    epochs = {str(e): b for e, b in recorder.epochs().items()}
+    params = torch.cat([p.detach().flatten() for p in module.parameters()]).tolist()
+    record = {
+        "decisions": decisions, "epochs": epochs, "params": params,
+        "sizes": [len(b) for _, b in recorder.batches],
+    }  # fmt: skip
+    (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,220 @@
+"""`adabatch.integrations.lightning.AdaptiveBatchSize` inside a real Lightning Trainer."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl  # a test dependency (adabatch[lightning]): never skipped
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, SequentialSampler
+
+from _integrations import Indexed, flat_once, mlp, own_loop_value
+from adabatch.integrations.lightning import AdaptiveBatchSize
+from adabatch.policies import make_policy
+
+ROOT = Path(__file__).parent.parent
+N = 160
+
+
+class Module(pl.LightningModule):
+    def __init__(self, lr: float = 0.1, step_lr: bool = False) -> None:
+        super().__init__()
+        self.net = mlp()
+        self.lr = lr
+        self.step_lr = step_lr
+
+    def training_step(self, batch, batch_idx):
+        x, y, _ = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.lr)
+        if not self.step_lr:
+            return opt
+        return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)]
+
+
+class Recorder(pl.Callback):
+    """Per micro-batch: epoch, indices; per optimizer step: the LR in force inside step()."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, list[int]]] = []
+        self.step_lrs: list[float] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        opt = trainer.optimizers[0]
+        # Registered after the callback's own pre-hook: sees the coupled LR.
+        opt.register_step_pre_hook(lambda o, a, k: self.step_lrs.append(o.param_groups[0]["lr"]))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batches.append((trainer.current_epoch, batch[2].tolist()))
+
+    def epochs(self) -> dict[int, list[list[int]]]:
+        out: dict[int, list[list[int]]] = {}
+        for epoch, idx in self.batches:
+            out.setdefault(epoch, []).append(idx)
+        return out
+
+
+def fit(policy, *, epochs=3, module=None, callbacks=(), ckpt_path=None, data=None, **options):
+    module = module or Module()
+    adaptive = AdaptiveBatchSize(policy, tracker_options={"check_layout": False}, **options)
+    recorder = Recorder()
+    trainer = pl.Trainer(
+        max_epochs=epochs, callbacks=[adaptive, recorder, *callbacks], logger=False,
+        enable_checkpointing=any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
+    )  # fmt: skip
+    loader = DataLoader(data or Indexed(N), batch_size=policy.batch_size, shuffle=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, loader, ckpt_path=ckpt_path)
+    return module, adaptive, recorder, trainer
+
+
+def schedule():
+    return make_policy("schedule", batch_size=16, every=1, factor=2, max_batch_size=64)
+
+
+def test_a_schedule_gives_exactly_its_batch_sizes_and_every_sample_once() -> None:
+    _, adaptive, rec, _ = fit(schedule())
+    epochs = rec.epochs()
+    sizes = {e: [len(b) for b in batches] for e, batches in epochs.items()}
+    assert sizes == {0: [16] * 10, 1: [32] * 5, 2: [64, 64, 32]}
+    assert all(flat_once(batches, N) for batches in epochs.values())
+    decisions = adaptive.session.scheduler.decisions
+    assert [(d.old_batch_size, d.new_batch_size) for d in decisions] == [(16, 32), (32, 64)]
+
+
+def test_the_norm_test_grows_the_batch_from_the_next_batch_on() -> None:
+    policy = make_policy("norm-test", batch_size=16, eta=0.5, max_batch_size=128)
+    _, adaptive, rec, _ = fit(policy, epochs=2)
+    decisions = adaptive.session.scheduler.decisions
+    assert decisions and decisions[0].step == 0
+    sizes = [len(b) for _, b in rec.batches]
+    # The decision after step 0 shapes batch 1 (no batch drawn ahead at the old size).
+    assert sizes[0] == 16 and sizes[1] == min(decisions[0].new_batch_size, N - 16)
+    assert max(sizes) > 16
+    assert all(flat_once(b, N) for b in rec.epochs().values())
+
+
+def test_the_statistics_equal_our_own_loop_on_the_same_batch() -> None:
+    policy = make_policy("norm-test", batch_size=16, eta=0.5, max_batch_size=128)
+    _, adaptive, rec, _ = fit(policy, epochs=1)
+    first = adaptive.session.scheduler.decisions[0]
+    expected = own_loop_value(adaptive.session.policy, mlp(), Indexed(N), rec.batches[0][1])
+    assert math.isclose(first.value, expected, rel_tol=1e-5)
+
+
+def test_micro_batches_give_the_one_batch_gradient_and_the_same_statistics() -> None:
+    policy = make_policy("norm-test", batch_size=16, eta=0.5, max_batch_size=128)
+    whole, a, _, _ = fit(policy, epochs=2)
+    split, b, rec, _ = fit(policy, epochs=2, max_physical_batch_size=7)
+    assert max(len(idx) for _, idx in rec.batches) <= 7
+    da, db = a.session.scheduler.decisions, b.session.scheduler.decisions
+    assert [(d.step, d.new_batch_size) for d in da] == [(d.step, d.new_batch_size) for d in db]
+    assert all(math.isclose(x.value, y.value, rel_tol=1e-4) for x, y in zip(da, db, strict=True))
+    for p, q in zip(whole.parameters(), split.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+
+
+def test_the_lr_follows_the_rule_and_composes_with_the_module_scheduler() -> None:
+    _, _, rec, _ = fit(schedule(), module=Module(lr=0.1, step_lr=True), lr_rule="linear")
+    sizes = [len(b) for _, b in rec.batches]
+    epochs = [e for e, _ in rec.batches]
+    requested = [16 * 2**e for e in epochs]  # the last batch of an epoch may be short
+    expected = [0.1 * 0.5**e * r / 16 for e, r in zip(epochs, requested, strict=True)]
+    assert len(rec.step_lrs) == len(sizes)
+    for got, want in zip(rec.step_lrs, expected, strict=True):
+        assert math.isclose(got, want, rel_tol=1e-12)
+
+
+def test_a_checkpoint_mid_epoch_resumes_the_same_trajectory(tmp_path) -> None:
+    policy = make_policy("norm-test", batch_size=16, eta=0.5, max_batch_size=128)
+    ckpt = pl.callbacks.ModelCheckpoint(
+        dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1, filename="{step}"
+    )
+    full, a, rec_a, _ = fit(policy, epochs=2, callbacks=[ckpt])
+    path = tmp_path / "step=3.ckpt"
+    assert path.exists()
+    resumed, b, rec_b, _ = fit(policy, epochs=2, ckpt_path=str(path))
+    # The resumed run draws exactly the batches the uninterrupted one drew after step 3.
+    assert rec_b.batches == rec_a.batches[3:]
+    da, db = a.session.scheduler.decisions, b.session.scheduler.decisions
+    assert [(d.step, d.new_batch_size) for d in da] == [(d.step, d.new_batch_size) for d in db]
+    for p, q in zip(full.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"batch_size": 8}, "build the policy with batch_size=8"),
+        ({"drop_last": True}, "drop_last=True is not supported"),
+        ({"sampler": True}, "custom sampler"),
+    ],
+)
+def test_a_loader_it_cannot_take_over_is_refused_clearly(change, message) -> None:
+    data = Indexed(N)
+    if "sampler" in change:
+
+        class Odd(SequentialSampler):
+            pass
+
+        loader = DataLoader(data, batch_size=16, sampler=Odd(data))
+    else:
+        loader = DataLoader(data, **{"batch_size": 16, "shuffle": True, **change})
+    trainer = pl.Trainer(
+        max_epochs=1, callbacks=[AdaptiveBatchSize(schedule())], logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    with pytest.raises((ValueError, TypeError), match=message), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Module(), loader)
+
+
+def test_its_own_accumulation_is_refused_with_the_fix() -> None:
+    trainer = pl.Trainer(
+        max_epochs=1, accumulate_grad_batches=2, callbacks=[AdaptiveBatchSize(schedule())],
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    )  # fmt: skip
+    loader = DataLoader(Indexed(N), batch_size=16, shuffle=True)
+    with pytest.raises(ValueError, match="max_physical_batch_size"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Module(), loader)
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(TypeError, match="BatchSizePolicy"):
+        AdaptiveBatchSize("norm-test")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_physical_batch_size"):
+        AdaptiveBatchSize(schedule(), max_physical_batch_size=0)
+
+
+@pytest.mark.distributed
+def test_two_ddp_processes_decide_identically_and_share_each_batch(tmp_path) -> None:
+    script = ROOT / "tests" / "_lightning_ddp.py"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(script), str(tmp_path),
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "tests"))
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["decisions"] == ranks[1]["decisions"] and ranks[0]["decisions"]
+    # The two ranks' shares of every global batch together cover each epoch exactly once.
+    for epoch in ("0", "1"):
+        both = ranks[0]["epochs"][epoch] + ranks[1]["epochs"][epoch]
+        assert flat_once(both, N)
+    for a, b in zip(ranks[0]["sizes"], ranks[1]["sizes"], strict=True):
+        assert abs(a - b) <= 1  # each rank holds half of the global batch
+    torch.testing.assert_close(torch.tensor(ranks[0]["params"]), torch.tensor(ranks[1]["params"]))
