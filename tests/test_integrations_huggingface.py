@@ -75,14 +75,15 @@ class Recorder(TrainerCallback):
 
 
 def train(
-    policy, out, *, epochs=3, accumulation=1, world=1, resume=None, save_steps=None, **options
-):
+    policy, out, *, epochs=3, accumulation=1, world=1, resume=None, save_steps=None,
+    schedule_type="constant", **options,
+):  # fmt: skip
     adaptive = AdaptiveBatchSizeCallback(policy, tracker_options={"check_layout": False}, **options)
     recorder = Recorder(adaptive)
     args = TrainingArguments(
         str(out), per_device_train_batch_size=policy.batch_size // (accumulation * world),
         gradient_accumulation_steps=accumulation, num_train_epochs=epochs, learning_rate=0.1,
-        optim="sgd", lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0,
+        optim="sgd", lr_scheduler_type=schedule_type, weight_decay=0.0, max_grad_norm=0.0,
         report_to=[], logging_steps=1, save_strategy="steps" if save_steps else "no",
         save_steps=save_steps or 500, use_cpu=True, remove_unused_columns=False,
         disable_tqdm=True, seed=0, data_seed=0,
@@ -141,6 +142,33 @@ def test_the_lr_follows_the_rule(tmp_path) -> None:
     assert all(
         math.isclose(g, w, rel_tol=1e-12) for g, w in zip(rec.step_lrs, expected, strict=True)
     )
+
+
+@pytest.mark.parametrize("unit", ["samples", "steps"])
+def test_the_trainers_linear_decay_is_followed_in_samples_or_steps(tmp_path, unit) -> None:
+    _, _, rec, _ = train(schedule(), tmp_path, schedule_type="linear", lr_schedule_unit=unit)
+    planned = 3 * 10  # the Trainer plans 3 epochs of N/B0 = 10 steps
+    sizes = [len(b) for _, b in rec.batches]
+    before = [sum(sizes[:t]) for t in range(len(sizes))]  # samples trained before step t
+    if unit == "samples":
+        expected = [0.1 * (planned - s // 16) / planned for s in before]
+    else:
+        expected = [0.1 * (planned - t) / planned for t in range(len(sizes))]
+    assert len(rec.step_lrs) == len(expected) == 18
+    for got, want in zip(rec.step_lrs, expected, strict=True):
+        assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)
+    if unit == "samples":  # the decay ends where it would at B0: the last step's LR is ~0
+        assert rec.step_lrs[-1] == pytest.approx(0.1 * 2 / planned)
+
+
+def test_a_chainable_schedule_cannot_be_followed_in_samples() -> None:
+    from adabatch.integrations._session import check_sample_schedule
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    with pytest.raises(ValueError, match="lr_schedule_unit='steps'"):
+        check_sample_schedule(torch.optim.lr_scheduler.StepLR(opt, 3), "here")
+    with pytest.raises(ValueError, match="lr_schedule_unit"):
+        AdaptiveBatchSizeCallback(schedule(), lr_schedule_unit="epochs")
 
 
 def test_a_checkpoint_mid_epoch_resumes_the_same_trajectory(tmp_path) -> None:

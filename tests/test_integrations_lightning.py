@@ -25,11 +25,12 @@ N = 160
 
 
 class Module(pl.LightningModule):
-    def __init__(self, lr: float = 0.1, step_lr: bool = False) -> None:
+    def __init__(self, lr: float = 0.1, step_lr: bool = False, decay_steps: int = 0) -> None:
         super().__init__()
         self.net = mlp()
         self.lr = lr
         self.step_lr = step_lr
+        self.decay_steps = decay_steps  # > 0: a per-step linear decay planned over so many
 
     def training_step(self, batch, batch_idx):
         x, y, _ = batch
@@ -37,6 +38,10 @@ class Module(pl.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.parameters(), lr=self.lr)
+        if self.decay_steps:
+            total = self.decay_steps
+            decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: (total - t) / total)
+            return [opt], [{"scheduler": decay, "interval": "step"}]
         if not self.step_lr:
             return opt
         return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)]
@@ -135,6 +140,22 @@ def test_the_lr_follows_the_rule_and_composes_with_the_module_scheduler() -> Non
     assert len(rec.step_lrs) == len(sizes)
     for got, want in zip(rec.step_lrs, expected, strict=True):
         assert math.isclose(got, want, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("unit", ["samples", "steps"])
+def test_a_step_schedule_planned_at_b0_is_followed_in_samples_or_steps(unit) -> None:
+    planned = 30  # 3 epochs of N/B0 = 10 steps at B0
+    module = Module(lr=0.1, decay_steps=planned)
+    _, _, rec, _ = fit(schedule(), module=module, lr_schedule_unit=unit)
+    sizes = [len(b) for _, b in rec.batches]
+    before = [sum(sizes[:t]) for t in range(len(sizes))]
+    if unit == "samples":
+        expected = [0.1 * (planned - s // 16) / planned for s in before]
+    else:
+        expected = [0.1 * (planned - t) / planned for t in range(len(sizes))]
+    assert len(rec.step_lrs) == len(expected) == 18
+    for got, want in zip(rec.step_lrs, expected, strict=True):
+        assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def test_a_checkpoint_mid_epoch_resumes_the_same_trajectory(tmp_path) -> None:

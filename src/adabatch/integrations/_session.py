@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 from torch.utils.data._utils.collate import default_collate
 
@@ -35,7 +36,32 @@ from ..scheduler import BatchSizeScheduler
 from ..stats import GradStatsTracker
 from ._feed import ChunkFeed, MicroBatch
 
-__all__ = ["AdaptiveSession", "loader_settings"]
+__all__ = ["LR_SCHEDULE_UNITS", "AdaptiveSession", "check_sample_schedule", "loader_settings"]
+
+LR_SCHEDULE_UNITS = ("steps", "samples")
+
+
+def check_sample_schedule(scheduler: Any, where: str) -> None:
+    """Refuse a step-wise LR scheduler that cannot be indexed by samples (see `align`)."""
+    if not isinstance(scheduler, (LambdaLR, OneCycleLR)):
+        raise ValueError(
+            f"{where}: lr_schedule_unit='samples' moves the LR schedule by samples / B0, which "
+            "needs a schedule that is a function of its step count (LambdaLR, OneCycleLR, "
+            f"every transformers schedule); got {type(scheduler).__name__}: pass "
+            "lr_schedule_unit='steps' to step it once per optimizer step"
+        )
+
+
+def align(scheduler: Any, samples: int, base_batch_size: int) -> None:
+    """Set a closed-form LR scheduler's count so its next ``step()`` lands on ⌊samples/B₀⌋.
+
+    A schedule planned in optimizer steps at B₀ (warm-up, decay to zero at ``max_steps``) is
+    then followed in samples: a step of a batch k·B₀ advances it by k, and the schedule ends
+    when the planned number of samples is trained — not k times later, as when it is stepped
+    once per (larger) step. With B = B₀ throughout it is stepped exactly as usual.
+    """
+    scheduler.last_epoch = samples // base_batch_size - 1
+
 
 # 1: adabatch 0.2 (the first integrations).
 _STATE_VERSION = 1
@@ -153,6 +179,8 @@ class AdaptiveSession:
                 **dict(tracker_options or {}),
             )
         self.last_decision: Decision | None = None
+        self.samples = 0  # global samples of the logical batches whose step has run
+        self._micro: MicroBatch | None = None  # the last micro-batch begun
         self._measuring = False
         self._batch_scope = contextlib.ExitStack()  # tracker paused for an unmeasured batch
         self._micro_scope = contextlib.ExitStack()  # a micro-batch's loss weight
@@ -184,6 +212,7 @@ class AdaptiveSession:
         ``weight`` is the factor the host puts on the micro-batch's mean loss in this
         process's backward (default: nₖ·W/L, the exact mean's).
         """
+        self._micro = micro
         tracker = self.tracker
         if tracker is None or not self._measuring:
             return
@@ -201,6 +230,8 @@ class AdaptiveSession:
         """After the last backward, before the optimizer step: the window takes the statistics."""
         self._micro_scope.close()
         self._batch_scope.close()
+        if self._micro is not None:
+            self.samples += self._micro.global_size
         if self.tracker is not None and self._measuring:
             self._measuring = False
             self.scheduler.observe(self.tracker.pop())
@@ -244,7 +275,12 @@ class AdaptiveSession:
         """Scheduler (policy, window, sampler, counters), LR factors; mid-batch, rewound."""
         scheduler = self.scheduler.state_dict()
         scheduler["sampler"] = self.feed.snapshot()
-        return {"version": _STATE_VERSION, "scheduler": scheduler, "lr": self.lr.state_dict()}
+        return {
+            "version": _STATE_VERSION,
+            "scheduler": scheduler,
+            "lr": self.lr.state_dict(),
+            "samples": self.samples,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore `state_dict` output: the run continues as if uninterrupted."""
@@ -257,6 +293,7 @@ class AdaptiveSession:
         self.scheduler.load_state_dict(state["scheduler"])
         self.feed.restore(state["scheduler"]["sampler"])
         self.lr.load_state_dict(state["lr"])
+        self.samples = int(state["samples"])
         self.last_decision = self.scheduler.last_decision
 
     def close(self) -> None:

@@ -47,9 +47,11 @@ What the callback does, and where it meets the Trainer:
 * **Epochs**: the Trainer plans its epochs' lengths at B₀; the callback ends training after
   ``num_train_epochs`` real epochs. With ``max_steps`` the Trainer stops at that many steps.
 
-Known limit: the Trainer's default LR schedule (linear decay over ``max_steps``) is planned at
-B₀, so with a growing batch it ends before reaching its last steps (fewer steps are taken);
-set ``max_steps`` or use a constant schedule when that matters.
+* **The LR schedule in samples** (``lr_schedule_unit="samples"``, the default): the Trainer
+  plans its schedule (warm-up, linear decay to 0 at ``max_steps``) in steps at B₀; with a
+  growing batch far fewer steps are taken, and stepped once per step the schedule would stop
+  partway. The callback sets the scheduler's step count to ⌊samples trained / B₀⌋ before each
+  of the Trainer's ``lr_scheduler.step()`` calls, so the schedule ends where it would at B₀.
 """
 
 from __future__ import annotations
@@ -65,7 +67,13 @@ import torch
 from ..policies.base import BatchSizePolicy
 from ._feed import MicroBatch, fixed_count
 from ._require import require
-from ._session import AdaptiveSession, loader_settings
+from ._session import (
+    LR_SCHEDULE_UNITS,
+    AdaptiveSession,
+    align,
+    check_sample_schedule,
+    loader_settings,
+)
 
 _hf = require(
     ("transformers",), minimum="4.46", extra="huggingface", what="adabatch.integrations.huggingface"
@@ -98,6 +106,10 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
             the policy's largest batch at the start (None: not checked).
         seed: seed of the per-epoch permutations; default ``args.data_seed``, else
             ``args.seed``.
+        lr_schedule_unit: "samples" (default): the Trainer's LR schedule, planned in steps at
+            B₀, is followed in samples — a step of k·B₀ samples advances it by k, so warm-up
+            and decay end where they would at B₀; "steps": once per optimizer step, as the
+            Trainer does.
         tracker_options: extra `adabatch.GradStatsTracker` options.
 
     Attributes:
@@ -111,8 +123,14 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         lr_rule: str = "none",
         max_physical_batch_size: int | None = None,
         seed: int | None = None,
+        lr_schedule_unit: str = "samples",
         tracker_options: Mapping[str, Any] | None = None,
     ) -> None:
+        if lr_schedule_unit not in LR_SCHEDULE_UNITS:
+            raise ValueError(
+                f"{_WHERE}: lr_schedule_unit must be one of {LR_SCHEDULE_UNITS}, got "
+                f"{lr_schedule_unit!r}"
+            )
         if not isinstance(policy, BatchSizePolicy):
             raise TypeError(
                 f"{_WHERE}: policy must be a BatchSizePolicy (adabatch.policies.make_policy), "
@@ -129,12 +147,14 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         self.lr_rule = lr_rule
         self.max_physical_batch_size = max_physical_batch_size
         self.seed = seed
+        self.lr_schedule_unit = lr_schedule_unit
         self.tracker_options = dict(tracker_options or {})
         self.session: AdaptiveSession | None = None
         self._current: MicroBatch | None = None
         self._epochs = 0  # num_train_epochs of the run
         self._token_weighted = False  # the Trainer normalises by num_items_in_batch
         self._accumulation = 1
+        self._lr_scheduler: Any = None  # the Trainer's scheduler, followed in samples
 
     # ------------------------------------------------------------------ set-up
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -184,13 +204,26 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         self._check_physical(session.policy.cap, world, accumulation)
         if state.global_step > 0:
             session.load_state_dict(self._saved_state(args, state))
+        elif self.session is not None:
+            # A second train() without a checkpoint starts over, as the Trainer does.
+            self.session.close()
         # The sampler resumes at its position: the Trainer must not skip batches itself.
         args.ignore_data_skip = True
         prepared.base_dataloader = session.feed
+        self._lr_scheduler = self._sample_indexed(kwargs.get("lr_scheduler"))
         self.session = session
         self._token_weighted = _accepts_loss_kwargs(model)
         self._accumulation = accumulation
         self._epochs = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else 0
+
+    def _sample_indexed(self, scheduler: Any) -> Any:
+        if self.lr_schedule_unit != "samples" or scheduler is None:
+            return None
+        scheduler = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return None  # stepped on metrics, not per step
+        check_sample_schedule(scheduler, _WHERE)
+        return scheduler
 
     def _check_physical(self, cap: float, world: int, accumulation: int) -> None:
         limit = self.max_physical_batch_size
@@ -260,6 +293,11 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         """After the last backward: the statistics go to the policy's window."""
         assert self.session is not None
         self.session.end_batch()
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Before the Trainer steps its LR scheduler: place it at ⌊samples / B₀⌋."""
+        if self._lr_scheduler is not None and self.session is not None:
+            align(self._lr_scheduler, self.session.samples, self.session.policy.batch_size)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """After the optimizer step: the policy may decide (resize from the next batch)."""

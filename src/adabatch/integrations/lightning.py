@@ -53,6 +53,8 @@ Not supported (each refused with a message): manual optimization, several optimi
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -60,7 +62,13 @@ from typing import Any
 from ..policies.base import BatchSizePolicy
 from ._feed import MicroBatch, physical_count
 from ._require import require
-from ._session import AdaptiveSession, loader_settings
+from ._session import (
+    LR_SCHEDULE_UNITS,
+    AdaptiveSession,
+    align,
+    check_sample_schedule,
+    loader_settings,
+)
 
 _pl = require(
     ("lightning.pytorch", "pytorch_lightning"),
@@ -69,12 +77,26 @@ _pl = require(
     what="adabatch.integrations.lightning",
 )
 
+
+def _callback_bases() -> tuple[type, ...]:
+    """The ``Callback`` class of every Lightning distribution installed.
+
+    ``lightning.pytorch`` and ``pytorch_lightning`` are the same code under two names, and a
+    Trainer of one refuses a callback of the other: subclassing both serves either.
+    """
+    bases = [_pl.Callback]
+    other = "pytorch_lightning" if _pl.__name__.startswith("lightning") else "lightning.pytorch"
+    with contextlib.suppress(ImportError):
+        bases.append(importlib.import_module(other).Callback)
+    return tuple(bases)
+
+
 __all__ = ["AdaptiveBatchSize"]
 
 _WHERE = "AdaptiveBatchSize"
 
 
-class AdaptiveBatchSize(_pl.Callback):
+class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
     """Adapt the batch size of a Lightning ``Trainer`` with a batch-size policy.
 
     Args:
@@ -85,6 +107,10 @@ class AdaptiveBatchSize(_pl.Callback):
             batch is split into near-equal micro-batches (exact mean gradient). None: never.
         seed: seed of the per-epoch permutations; default: ``PL_GLOBAL_SEED`` (set by
             ``seed_everything``), else 0. The same on every rank.
+        lr_schedule_unit: "steps" (default): LR schedulers with ``interval="step"`` step once
+            per optimizer step, as Lightning does; "samples": they follow ⌊samples / B₀⌋ (a
+            step of k·B₀ samples advances them by k), for a schedule planned at B₀ (a
+            LambdaLR or OneCycleLR). Epoch-interval schedulers follow real epochs either way.
         tracker_options: extra `adabatch.GradStatsTracker` options (e.g.
             ``{"batchnorm": "approximate"}``).
         log: log the batch size, LR factor and statistic through ``pl_module.log``.
@@ -101,9 +127,15 @@ class AdaptiveBatchSize(_pl.Callback):
         lr_rule: str = "none",
         max_physical_batch_size: int | None = None,
         seed: int | None = None,
+        lr_schedule_unit: str = "steps",
         tracker_options: Mapping[str, Any] | None = None,
         log: bool = True,
     ) -> None:
+        if lr_schedule_unit not in LR_SCHEDULE_UNITS:
+            raise ValueError(
+                f"{_WHERE}: lr_schedule_unit must be one of {LR_SCHEDULE_UNITS}, got "
+                f"{lr_schedule_unit!r}"
+            )
         if not isinstance(policy, BatchSizePolicy):
             raise TypeError(
                 f"{_WHERE}: policy must be a BatchSizePolicy (adabatch.policies.make_policy), "
@@ -120,6 +152,7 @@ class AdaptiveBatchSize(_pl.Callback):
         self.lr_rule = lr_rule
         self.max_physical_batch_size = max_physical_batch_size
         self.seed = seed
+        self.lr_schedule_unit = lr_schedule_unit
         self.tracker_options = dict(tracker_options or {})
         self.log_metrics = log
         self.session: AdaptiveSession | None = None
@@ -127,6 +160,7 @@ class AdaptiveBatchSize(_pl.Callback):
         self._replaced: tuple[Any, Any] | None = None  # (data source, the user's loader)
         self._accumulating = False
         self._current: MicroBatch | None = None  # the micro-batch running now
+        self._sample_schedulers: list[Any] = []  # step-interval schedulers followed in samples
 
     # ------------------------------------------------------------------ set-up
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -182,6 +216,9 @@ class AdaptiveBatchSize(_pl.Callback):
         seed = self.seed
         if seed is None:
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        if self.session is not None and self._pending_state is None:
+            # A second fit() continues the first: the policy's state carries over.
+            self._pending_state = self.session.state_dict()
         self.session = AdaptiveSession(
             self.policy,
             settings,
@@ -198,6 +235,12 @@ class AdaptiveBatchSize(_pl.Callback):
             self.session.load_state_dict(self._pending_state)
             self._pending_state = None
         self._accumulating = self.max_physical_batch_size is not None
+        self._sample_schedulers = []
+        if self.lr_schedule_unit == "samples":
+            for config in trainer.lr_scheduler_configs:
+                if config.interval == "step":
+                    check_sample_schedule(config.scheduler, _WHERE)
+                    self._sample_schedulers.append(config.scheduler)
         self._replaced = (source, user_loader)
         source.instance = self.session.feed
 
@@ -260,8 +303,11 @@ class AdaptiveBatchSize(_pl.Callback):
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         """After the logical batch's last backward: the statistics go to the policy's window."""
-        assert self.session is not None
-        self.session.end_batch()
+        session = self.session
+        assert session is not None
+        session.end_batch()
+        for scheduler in self._sample_schedulers:  # Lightning steps them after this step
+            align(scheduler, session.samples, session.policy.batch_size)
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
