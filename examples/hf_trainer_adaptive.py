@@ -43,10 +43,24 @@ class Sequences(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
+POLICIES = {
+    "norm-test": {"eta": 0.5, "max_batch_size": 256},
+    "constant": {},  # the callback's own cost: the same run as no callback, through it
+}
+
+
 def main(
-    epochs: int = 3, seed: int = 0, adaptive: bool = True, batch_size: int = 16, n: int = 2048
+    epochs: int = 3,
+    seed: int = 0,
+    policy: str | None = "norm-test",
+    batch_size: int = 16,
+    n: int = 2048,
 ) -> dict:
-    """Train; returns the held-out loss, steps, final batch size and seconds."""
+    """Train; returns the held-out loss, steps, final batch size and seconds.
+
+    ``policy``: a name of `POLICIES` run by the callback, or None (no callback: the plain
+    Trainer).
+    """
     torch.manual_seed(seed)
     config = GPT2Config(
         vocab_size=VOCAB, n_positions=LENGTH, n_embd=64, n_layer=2, n_head=2,
@@ -54,9 +68,9 @@ def main(
     )  # fmt: skip
     model = GPT2LMHeadModel(config)
     callbacks = []
-    if adaptive:
-        policy = make_policy("norm-test", batch_size=batch_size, eta=0.5, max_batch_size=256)
-        callbacks.append(AdaptiveBatchSizeCallback(policy, lr_rule="sqrt"))
+    if policy is not None:
+        rule = make_policy(policy, batch_size=batch_size, **POLICIES[policy])
+        callbacks.append(AdaptiveBatchSizeCallback(rule, lr_rule="sqrt"))
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             out, per_device_train_batch_size=batch_size, num_train_epochs=epochs,
@@ -73,7 +87,7 @@ def main(
             trainer.train()
         seconds = time.perf_counter() - start
         eval_loss = trainer.evaluate()["eval_loss"]
-    final = callbacks[0].session.batch_size if adaptive else batch_size
+    final = callbacks[0].session.batch_size if callbacks else batch_size
     return {
         "eval_loss": eval_loss, "steps": trainer.state.global_step, "final_batch": final,
         "seconds": seconds, "perplexity": math.exp(eval_loss),

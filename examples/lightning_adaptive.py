@@ -60,14 +60,25 @@ class Classifier(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
 
 
-def main(epochs: int = 10, seed: int = 0, adaptive: bool = True, batch_size: int = 32) -> dict:
-    """Train; returns the final validation accuracy, steps, batch size and seconds."""
+POLICIES = {
+    "norm-test": {"eta": 0.2, "max_batch_size": 512},
+    "constant": {},  # the callback's own cost: the same run as no callback, through it
+}
+
+
+def main(
+    epochs: int = 10, seed: int = 0, policy: str | None = "norm-test", batch_size: int = 32
+) -> dict:
+    """Train; returns the final validation accuracy, steps, batch size and seconds.
+
+    ``policy``: a name of `POLICIES` run by the callback, or None (no callback: plain Lightning).
+    """
     pl.seed_everything(seed, verbose=False)
     train, val = digits(seed)
     callbacks = []
-    if adaptive:
-        policy = make_policy("norm-test", batch_size=batch_size, eta=0.2, max_batch_size=512)
-        callbacks.append(AdaptiveBatchSize(policy, lr_rule="linear"))
+    if policy is not None:
+        rule = make_policy(policy, batch_size=batch_size, **POLICIES[policy])
+        callbacks.append(AdaptiveBatchSize(rule, lr_rule="linear"))
     trainer = pl.Trainer(
         max_epochs=epochs, callbacks=callbacks, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
@@ -82,7 +93,7 @@ def main(epochs: int = 10, seed: int = 0, adaptive: bool = True, batch_size: int
             DataLoader(val, batch_size=360),
         )
     seconds = time.perf_counter() - start
-    final = callbacks[0].session.batch_size if adaptive else batch_size
+    final = callbacks[0].session.batch_size if callbacks else batch_size
     return {
         "val_acc": float(trainer.callback_metrics["val_acc"]), "steps": trainer.global_step,
         "final_batch": final, "seconds": seconds,

@@ -14,12 +14,14 @@ from torch.utils.data import DataLoader
 from _integrations import Indexed
 from adabatch.integrations.lightning import AdaptiveBatchSize
 from adabatch.policies import make_policy
-from test_integrations_lightning import Module, N, Recorder
+from test_integrations_lightning import Module, Recorder
 
 
-def main(out: Path) -> None:
-    policy = make_policy("norm-test", batch_size=32, eta=0.5, max_batch_size=128)
-    adaptive = AdaptiveBatchSize(policy, tracker_options={"check_layout": False})
+def main(out: Path, n: int, per_rank: int, limit: int | None) -> None:
+    policy = make_policy("norm-test", batch_size=2 * per_rank, eta=0.5, max_batch_size=128)
+    adaptive = AdaptiveBatchSize(
+        policy, tracker_options={"check_layout": False}, max_physical_batch_size=limit
+    )
     recorder = Recorder()
     trainer = pl.Trainer(
         max_epochs=2, accelerator="cpu", devices=2, strategy="ddp", logger=False,
@@ -29,7 +31,7 @@ def main(out: Path) -> None:
     module = Module()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(module, DataLoader(Indexed(N), batch_size=16, shuffle=True))
+        trainer.fit(module, DataLoader(Indexed(n), batch_size=per_rank, shuffle=True))
     decisions = [(d.step, d.new_batch_size) for d in adaptive.session.scheduler.decisions]
     epochs = {str(e): b for e, b in recorder.epochs().items()}
     params = torch.cat([p.detach().flatten() for p in module.parameters()]).tolist()
@@ -41,4 +43,5 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    n, per_rank, limit = (int(a) for a in sys.argv[2:5])
+    main(Path(sys.argv[1]), n, per_rank, limit or None)

@@ -76,7 +76,7 @@ class Recorder(TrainerCallback):
 
 def train(
     policy, out, *, epochs=3, accumulation=1, world=1, resume=None, save_steps=None,
-    schedule_type="constant", **options,
+    schedule_type="constant", n=N, max_steps=-1, **options,
 ):  # fmt: skip
     adaptive = AdaptiveBatchSizeCallback(policy, tracker_options={"check_layout": False}, **options)
     recorder = Recorder(adaptive)
@@ -86,10 +86,12 @@ def train(
         optim="sgd", lr_scheduler_type=schedule_type, weight_decay=0.0, max_grad_norm=0.0,
         report_to=[], logging_steps=1, save_strategy="steps" if save_steps else "no",
         save_steps=save_steps or 500, use_cpu=True, remove_unused_columns=False,
-        disable_tqdm=True, seed=0, data_seed=0,
+        disable_tqdm=True, seed=0, data_seed=0, max_steps=max_steps,
     )  # fmt: skip
     model = Classifier()
-    trainer = Trainer(model=model, args=args, train_dataset=Dicts(), callbacks=[adaptive, recorder])
+    trainer = Trainer(
+        model=model, args=args, train_dataset=Dicts(n), callbacks=[adaptive, recorder]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.train(resume_from_checkpoint=resume)
@@ -132,6 +134,34 @@ def test_gradient_accumulation_splits_each_batch_into_the_trainers_micro_batches
     assert all(math.isclose(x.value, y.value, rel_tol=1e-4) for x, y in zip(da, db, strict=True))
     assert all(flat_once(batches, N) for batches in rec.epochs().values())
     assert len(rec.batches) % 4 == 0 and min(len(i) for _, i in rec.batches) >= 1
+
+
+@pytest.mark.parametrize("name", ["constant", "norm-test"])
+def test_the_trainers_short_last_update_gets_a_batch_of_that_many_micro_batches(
+    tmp_path, name
+) -> None:
+    """100 samples, 4 per micro-batch, G = 4: the Trainer plans 25 micro-batches per epoch,
+    the last update only 1 — the last logical batch of an epoch is split into 1."""
+    options = {"eta": 0.5, "max_batch_size": 128} if name == "norm-test" else {}
+    policy = make_policy(name, batch_size=16, **options)
+    _, adaptive, rec, trainer = train(policy, tmp_path, accumulation=4, n=100)
+    epochs = rec.epochs()
+    assert sorted(epochs) == [0, 1, 2]
+    assert all(flat_once(batches, 100) for batches in epochs.values())
+    if name == "constant":
+        assert [len(b) for b in epochs[0]] == [4] * 25  # 6 batches of 4 × 4, then 1 × 4
+        assert trainer.state.global_step == 3 * 7
+    assert adaptive.session.scheduler.epoch == 3
+
+
+def test_max_steps_runs_on_through_the_data_epochs(tmp_path) -> None:
+    _, adaptive, rec, trainer = train(schedule(), tmp_path, max_steps=25)
+    assert trainer.state.global_step == 25
+    sizes = [len(b) for _, b in rec.batches]
+    assert sizes == [16] * 10 + [32] * 5 + [64, 64, 32] * 3 + [64]
+    epochs = rec.epochs()
+    assert all(flat_once(epochs[e], N) for e in range(5))
+    assert adaptive.session.scheduler.epoch == 5  # five data epochs ended, the sixth begun
 
 
 def test_the_lr_follows_the_rule(tmp_path) -> None:

@@ -69,7 +69,10 @@ class Recorder(pl.Callback):
         return out
 
 
-def fit(policy, *, epochs=3, module=None, callbacks=(), ckpt_path=None, data=None, **options):
+def fit(
+    policy, *, epochs=3, module=None, callbacks=(), ckpt_path=None, data=None,
+    trainer_options=None, **options,
+):  # fmt: skip
     module = module or Module()
     adaptive = AdaptiveBatchSize(policy, tracker_options={"check_layout": False}, **options)
     recorder = Recorder()
@@ -77,6 +80,7 @@ def fit(policy, *, epochs=3, module=None, callbacks=(), ckpt_path=None, data=Non
         max_epochs=epochs, callbacks=[adaptive, recorder, *callbacks], logger=False,
         enable_checkpointing=any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks),
         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
+        **(trainer_options or {}),
     )  # fmt: skip
     loader = DataLoader(data or Indexed(N), batch_size=policy.batch_size, shuffle=True)
     with warnings.catch_warnings():
@@ -175,6 +179,53 @@ def test_a_checkpoint_mid_epoch_resumes_the_same_trajectory(tmp_path) -> None:
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
 
 
+def test_a_checkpoint_after_an_epochs_last_step_takes_its_end_on_resume(tmp_path) -> None:
+    ckpt = pl.callbacks.ModelCheckpoint(
+        dirpath=tmp_path, every_n_train_steps=10, save_top_k=-1, filename="{step}"
+    )
+    full, _, rec_a, _ = fit(schedule(), callbacks=[ckpt])
+    resumed, b, rec_b, _ = fit(schedule(), ckpt_path=str(tmp_path / "step=10.ckpt"))
+    assert [len(i) for _, i in rec_b.batches] == [32] * 5 + [64, 64, 32]
+    assert [i for _, i in rec_b.batches] == [i for _, i in rec_a.batches[10:]]
+    assert b.session.scheduler.epoch == 3
+    for p, q in zip(full.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
+def test_epochs_cut_short_by_limit_train_batches_continue_the_data_epoch() -> None:
+    trainer_options = {"limit_train_batches": 3}
+    module = Module()
+    adaptive = AdaptiveBatchSize(schedule(), tracker_options={"check_layout": False})
+    recorder = Recorder()
+    trainer = pl.Trainer(
+        max_epochs=6, callbacks=[adaptive, recorder], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, **trainer_options,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, DataLoader(Indexed(N), batch_size=16, shuffle=True))
+    sizes = [len(i) for _, i in recorder.batches]
+    assert sizes == [16] * 10 + [32] * 5  # epoch-end decisions at the data's epoch ends only
+    decisions = adaptive.session.scheduler.decisions
+    assert [(d.old_batch_size, d.new_batch_size) for d in decisions] == [(16, 32), (32, 64)]
+    data_epochs = [recorder.batches[:10], recorder.batches[10:]]
+    assert all(flat_once([i for _, i in e], N) for e in data_epochs)
+    with pytest.raises(ValueError, match="limit_train_batches"):
+        fit(schedule(), trainer_options={"limit_train_batches": 3}, max_physical_batch_size=8)
+
+
+def test_a_true_half_precision_module_gets_converted_batches() -> None:
+    adaptive = AdaptiveBatchSize(schedule(), tracker_options={"check_layout": False})
+    trainer = pl.Trainer(
+        max_epochs=2, precision="bf16-true", callbacks=[adaptive], logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Module(), DataLoader(Indexed(N), batch_size=16, shuffle=True))
+    assert adaptive.session.batch_size == 64
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -221,11 +272,19 @@ def test_bad_arguments_are_refused() -> None:
 
 
 @pytest.mark.distributed
-def test_two_ddp_processes_decide_identically_and_share_each_batch(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("n", "per_rank", "limit"),
+    [(N, 16, 0), (101, 17, 16)],
+    ids=["even", "uneven-shares-micro-batched"],
+)
+def test_two_ddp_processes_decide_identically_and_share_each_batch(
+    tmp_path, n, per_rank, limit
+) -> None:
+    """Uneven shares (101 samples) with micro-batches: every rank steps after the same count."""
     script = ROOT / "tests" / "_lightning_ddp.py"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(script), str(tmp_path),
+        str(script), str(tmp_path), str(n), str(per_rank), str(limit),
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "tests"))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -235,7 +294,8 @@ def test_two_ddp_processes_decide_identically_and_share_each_batch(tmp_path) -> 
     # The two ranks' shares of every global batch together cover each epoch exactly once.
     for epoch in ("0", "1"):
         both = ranks[0]["epochs"][epoch] + ranks[1]["epochs"][epoch]
-        assert flat_once(both, N)
+        assert flat_once(both, n)
+    assert len(ranks[0]["sizes"]) == len(ranks[1]["sizes"])  # the same micro-batch count
     for a, b in zip(ranks[0]["sizes"], ranks[1]["sizes"], strict=True):
-        assert abs(a - b) <= 1  # each rank holds half of the global batch
+        assert abs(a - b) <= 1 and (not limit or max(a, b) <= limit)
     torch.testing.assert_close(torch.tensor(ranks[0]["params"]), torch.tensor(ranks[1]["params"]))

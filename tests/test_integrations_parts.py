@@ -12,7 +12,12 @@ from torch.utils.data import TensorDataset
 from _integrations import mlp
 from adabatch import GradStatsTracker
 from adabatch.data import AdaptiveLoader, ResizableBatchSampler
-from adabatch.integrations._feed import ChunkFeed, DeferredBatch, fixed_count, physical_count
+from adabatch.integrations._feed import (
+    ChunkFeed,
+    DeferredBatch,
+    accumulation_count,
+    physical_count,
+)
 from adabatch.lr_coupling import StepScaledLR
 from adabatch.stats import compute_stats
 
@@ -146,7 +151,7 @@ def test_micro_batches_split_each_batch_and_cover_the_epoch_once() -> None:
         (0, 1, 3),
     ]
     assert math.isclose(sum(m.weight for m in infos[:3]), 1.0)
-    fixed = ChunkFeed(_loader(12, 6), fixed_count(2), deferred=False)
+    fixed = ChunkFeed(_loader(12, 6), accumulation_count(2, 4), deferred=False)
     assert [len(b[0]) for b in fixed] == [3, 3, 3, 3]
 
 

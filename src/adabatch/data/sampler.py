@@ -375,7 +375,7 @@ class ResizableBatchSampler:
         for key in ("dataset_size", "shuffle", "seed", "drop_last", "min_last_batch"):
             if state.get(key, 1) != getattr(self, key):  # min_last_batch: 1 before it existed
                 raise ValueError(
-                    f"cannot load a sampler state with {key}={state[key]!r} into a sampler "
+                    f"cannot load a sampler state with {key}={state.get(key, 1)!r} into a sampler "
                     f"with {key}={getattr(self, key)!r}: the epoch order would differ; build "
                     "the sampler with the checkpoint's settings"
                 )

@@ -26,7 +26,14 @@ from ..data import AdaptiveLoader
 from ..data._batch import map_tensors, slice_rows
 from ..data.micro import batch_length
 
-__all__ = ["ChunkFeed", "DeferredBatch", "MicroBatch"]
+__all__ = [
+    "ChunkFeed",
+    "CountOf",
+    "DeferredBatch",
+    "MicroBatch",
+    "accumulation_count",
+    "physical_count",
+]
 
 _UNSET = object()
 
@@ -133,24 +140,35 @@ def split_into(batch: Any, count: int) -> list[Any]:
     return parts
 
 
+CountOf = Callable[[int, int, int], int]
+"""K(L, W, i): micro-batches per process of the i-th logical batch (of L samples over W
+processes) since the host last started iterating. The same on every process: a process
+stepping after fewer micro-batches than another would leave it waiting in a collective."""
+
+
 class ChunkFeed:
     """Iterate an `AdaptiveLoader` as micro-batches for a host trainer.
 
     Args:
         loader: the resizable loader (its sampler owns the batch size and the position).
-        count_of: K(N_r), the number of micro-batches of a logical batch with N_r samples on
-            this rank (Lightning: ⌈N_r / physical limit⌉; Hugging Face: its fixed gradient
-            accumulation steps).
+        count_of: `CountOf`, the micro-batches of each logical batch (Lightning:
+            ⌈⌈L/W⌉ / physical limit⌉; Hugging Face: its gradient accumulation steps, fewer
+            for the last update it plans in an epoch).
         deferred: hand out `DeferredBatch` placeholders (NOTE [deferred batches]); False
             draws each micro-batch when the host asks for it.
+        continuous: one iteration never ends: at each epoch's end ``on_epoch_end`` is called
+            and the next epoch follows (for a host that bounds its epochs by a step count).
+        on_epoch_end: called between two epochs of a continuous iteration, before the next
+            epoch's first batch is drawn (so an epoch-end resize applies to it).
+        on_draw: applied to each micro-batch when a placeholder draws it (the conversion the
+            host would have applied to a real batch, e.g. Lightning's precision plugin).
 
     Iterating yields the rest of the current epoch; the next iteration starts the next one.
     It has no length: the number of batches depends on decisions not yet taken.
 
-    `current` is the micro-batch drawn last, which is the one the host's training step runs:
-    both hosts draw a batch right before the step that uses it (Hugging Face with gradient
-    accumulation draws all of a logical batch's micro-batches before its first step; `queue`
-    then holds them in order).
+    `drawn` holds the micro-batches drawn and not yet run, in order: a host draws each batch
+    right before the step that uses it (Hugging Face with gradient accumulation draws all of a
+    logical batch's micro-batches before its first step).
     """
 
     # Hosts probe their data for these (accelerate's set_epoch, Lightning's sampler epochs);
@@ -158,16 +176,26 @@ class ChunkFeed:
     batch_sampler = None
 
     def __init__(
-        self, loader: AdaptiveLoader, count_of: Callable[[int], int], *, deferred: bool = True
+        self,
+        loader: AdaptiveLoader,
+        count_of: CountOf,
+        *,
+        deferred: bool = True,
+        continuous: bool = False,
+        on_epoch_end: Callable[[], Any] | None = None,
+        on_draw: Callable[[Any], Any] | None = None,
     ) -> None:
         self.loader = loader
         self._sampler = loader.sampler  # private: hosts look for .sampler to call set_epoch
         self.count_of = count_of
         self.deferred = deferred
-        self.current: MicroBatch | None = None
-        self.drawn: deque[MicroBatch] = deque()  # drawn, their step not yet begun (HF)
+        self.continuous = continuous
+        self.on_epoch_end = on_epoch_end
+        self.on_draw = on_draw
+        self.drawn: deque[MicroBatch] = deque()  # drawn, their step not yet begun
         self._chunks: deque[tuple[Any, MicroBatch]] = deque()  # of the logical batch in hand
         self._promised = 0  # placeholders handed out, not yet drawn
+        self._index = 0  # logical batches drawn since the host started iterating
         self._loader_iter: Iterator[Any] | None = None
         self._rewind: dict[str, Any] | None = None  # the sampler before the batch in hand
 
@@ -176,13 +204,18 @@ class ChunkFeed:
         """The data set the batches come from."""
         return self.loader.dataset
 
+    def _count(self, global_length: int, index: int) -> int:
+        return self.count_of(global_length, self._sampler.world_size, index)
+
     def _chunks_ahead_exceed(self, promised: int) -> bool:
-        """Whether more than ``promised`` micro-batches remain in the epoch."""
+        """Whether more than ``promised`` micro-batches remain in the iteration."""
+        if self.continuous:
+            return True
         ahead = len(self._chunks)
         if ahead > promised:
             return True
-        for span in self._sampler.plan():
-            ahead += self.count_of(span.local_length)
+        for j, span in enumerate(self._sampler.plan()):
+            ahead += self._count(span.global_length, self._index + j)
             if ahead > promised:
                 return True
         return False
@@ -190,9 +223,10 @@ class ChunkFeed:
     def __iter__(self) -> Iterator[Any]:
         # A new epoch (or the rest of a resumed one): a fresh pass of the loader, which starts
         # the next epoch when the last one was used up.
-        self._sampler.start_next_epoch_if_done()  # the last epoch was used up: the next one
+        self._next_epoch_if_done()
         self._loader_iter = iter(self.loader)
         self._promised = 0
+        self._index = 0
         while self._chunks_ahead_exceed(self._promised):
             if self.deferred:
                 self._promised += 1
@@ -200,24 +234,36 @@ class ChunkFeed:
             else:
                 yield self._draw()
 
+    def _next_epoch_if_done(self) -> None:
+        """Start the next epoch when the one in progress is used up (its end taken first)."""
+        if self._sampler.epoch_done:
+            if self.continuous and self.on_epoch_end is not None:
+                self.on_epoch_end()  # may resize: the next epoch's first batch has the new size
+            self._sampler.start_next_epoch_if_done()
+
     def _draw(self) -> Any:
         if self.deferred:
             self._promised -= 1
         if not self._chunks:
             self._next_logical_batch()
         batch, info = self._chunks.popleft()
-        self.current = info
         self.drawn.append(info)
+        if self.deferred and self.on_draw is not None:
+            batch = self.on_draw(batch)
         return batch
 
     def _next_logical_batch(self) -> None:
         assert self._loader_iter is not None
+        if self.continuous and self._sampler.epoch_done:
+            self._next_epoch_if_done()
+            self._loader_iter = iter(self.loader)
         self._rewind = self._sampler.state_dict()
         batch = next(self._loader_iter)
         last = self._sampler.last
         assert last is not None
         n = last.local_length
-        count = self.count_of(n)
+        count = self._count(last.global_length, self._index)
+        self._index += 1
         parts = split_into(batch, count)
         for k, part in enumerate(parts):
             info = MicroBatch(
@@ -243,16 +289,26 @@ class ChunkFeed:
         self.loader.load_state_dict(state)
         self._chunks.clear()
         self.drawn.clear()
-        self.current = None
 
 
-def physical_count(limit: int | None) -> Callable[[int], int]:
-    """K(N_r) = ⌈N_r / limit⌉ (one micro-batch without a limit)."""
+def physical_count(limit: int | None) -> CountOf:
+    """K = ⌈⌈L/W⌉ / limit⌉: from the largest share, so that every process agrees.
+
+    A process whose share is one sample short may then get an empty micro-batch (when the
+    limit is 1): its gradient contribution is zero, as its weight nₖ·W/L.
+    """
     if limit is None:
-        return lambda n: 1
-    return lambda n: max(1, math.ceil(n / limit))
+        return lambda length, world, index: 1
+    return lambda length, world, index: max(1, math.ceil(math.ceil(length / world) / limit))
 
 
-def fixed_count(count: int) -> Callable[[int], int]:
-    """K(N_r) = count for every batch."""
-    return lambda n: count
+def accumulation_count(steps: int, planned_batches: int) -> CountOf:
+    """Hugging Face's: G micro-batches per update, the remainder for its last planned update.
+
+    The Trainer plans an epoch as ``planned_batches`` micro-batches (its data loader's
+    length at B₀) in ⌈planned/G⌉ updates, and fetches only ``planned mod G`` (or G) for the
+    last: the i-th logical batch of an iteration gets what the Trainer will fetch for it.
+    """
+    updates = max(planned_batches // steps + int(planned_batches % steps > 0), 1)
+    remainder = planned_batches % steps or steps
+    return lambda length, world, index: remainder if index == updates - 1 else steps

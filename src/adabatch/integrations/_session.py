@@ -34,7 +34,7 @@ from ..lr_coupling import StepScaledLR
 from ..policies.base import BatchSizePolicy, Decision
 from ..scheduler import BatchSizeScheduler
 from ..stats import GradStatsTracker
-from ._feed import ChunkFeed, MicroBatch
+from ._feed import ChunkFeed, CountOf, MicroBatch
 
 __all__ = ["LR_SCHEDULE_UNITS", "AdaptiveSession", "check_sample_schedule", "loader_settings"]
 
@@ -142,9 +142,10 @@ class AdaptiveSession:
             per-sample statistics).
         lr_rule: "none", "linear" or "sqrt".
         seed: the seed of the per-epoch permutations (the same on every rank).
-        count_of: micro-batches per logical batch, K(N_r) (see `ChunkFeed`).
+        count_of: micro-batches per logical batch (a `CountOf`, see `ChunkFeed`).
         min_last_batch: the fewest samples of an epoch's last batch (see the sampler).
-        deferred: hand the host `DeferredBatch` placeholders (see `ChunkFeed`).
+        deferred, continuous, on_draw: how the feed hands out batches (see `ChunkFeed`); a
+            continuous feed takes the epoch ends itself.
         tracker_options: extra `GradStatsTracker` options.
     """
 
@@ -157,9 +158,11 @@ class AdaptiveSession:
         model: nn.Module,
         lr_rule: str,
         seed: int,
-        count_of: Any,
+        count_of: CountOf,
         min_last_batch: int = 1,
         deferred: bool = True,
+        continuous: bool = False,
+        on_draw: Any = None,
         tracker_options: Mapping[str, Any] | None = None,
     ) -> None:
         options = {k: v for k, v in settings.items() if k != "batch_size"}
@@ -168,7 +171,14 @@ class AdaptiveSession:
         )
         self.scheduler = BatchSizeScheduler(policy, self.loader)
         self.policy = self.scheduler.policy
-        self.feed = ChunkFeed(self.loader, count_of, deferred=deferred)
+        self.feed = ChunkFeed(
+            self.loader,
+            count_of,
+            deferred=deferred,
+            continuous=continuous,
+            on_epoch_end=self.end_epoch_if_due,
+            on_draw=on_draw,
+        )
         self.lr = StepScaledLR(optimizer, rule=lr_rule, base_batch_size=policy.batch_size)
         self.tracker: GradStatsTracker | None = None
         if self.policy.stats_request.per_sample:
@@ -244,12 +254,13 @@ class AdaptiveSession:
         """After the epoch's last step."""
         return self._applied(self.scheduler.step_epoch())
 
-    def begin_epoch(self) -> Decision | None:
-        """At an epoch's start: finish the last epoch's end if a checkpoint cut it off.
+    def end_epoch_if_due(self) -> Decision | None:
+        """The epoch-end decision, if the sampler's epoch is used up and its end not yet taken.
 
-        A checkpoint written right after an epoch's last step (before the host's epoch-end
-        hook) resumes with that epoch's batches used up but its end not yet taken: the
-        epoch-end decision runs now, where the uninterrupted run took it.
+        Hosts call their epoch-end hooks also for epochs that are not the data's (an epoch
+        cut short by ``limit_train_batches`` or a stop), and a checkpoint written right after
+        an epoch's last step resumes with that epoch's end not yet taken: this takes each
+        data epoch's end exactly once, where the uninterrupted run took it.
         """
         sampler = self.loader.sampler
         if sampler.epoch_done and sampler.epoch == self.scheduler.epoch:

@@ -25,13 +25,14 @@ What the callback does, and where it meets the Trainer:
   batch is split into exactly G near-equal micro-batches: the logical batch is what the policy
   decided, and the physical one is share/G. ``max_physical_batch_size`` checks up front that
   the policy's largest batch fits (raise G if it does not). An epoch's rest too small to give
-  every process G samples joins the batch before it. The loss is normalised as the Trainer
-  does it — by the token count when the model takes loss keyword arguments (``**kwargs`` in
-  its ``forward``, as the library's language models do: exact over tokens), else 1/G per
-  micro-batch (exact when the micro-batches are of equal size) — and the statistics use the
-  same weight, so the per-sample gradients they see are exact either way. (A
-  ``compute_loss_func`` given to the Trainer is not seen by the callback: its micro-batches
-  are taken as 1/G-weighted.)
+  every process G samples joins the batch before it; the last update the Trainer plans in an
+  epoch fetches its plan's remainder of micro-batches, and gets a batch split into that many.
+  The loss is normalised as the Trainer does it — by the token count when the model takes
+  loss keyword arguments (``**kwargs`` in its ``forward``, as the library's language models
+  do: exact over tokens), else 1/K per micro-batch (exact when the micro-batches are of equal
+  size) — and the statistics use the same weight, so the per-sample gradients they see are
+  exact either way. (A ``compute_loss_func`` given to the Trainer is not seen by the
+  callback: its micro-batches are taken as 1/K-weighted.)
 * **LR coupling** through `adabatch.lr_coupling.StepScaledLR` (applied inside
   ``optimizer.step()``): the Trainer's scheduler steps on its own LRs. The logged
   ``learning_rate`` is the scheduler's; ``adabatch/lr_factor`` is logged beside it.
@@ -44,8 +45,14 @@ What the callback does, and where it meets the Trainer:
 * **Checkpoints**: ``adabatch_state.pt`` in each ``checkpoint-<step>`` folder;
   ``trainer.train(resume_from_checkpoint=True)`` continues the same trajectory (the Trainer's
   own data skipping is turned off: the sampler knows its position).
-* **Epochs**: the Trainer plans its epochs' lengths at B₀; the callback ends training after
-  ``num_train_epochs`` real epochs. With ``max_steps`` the Trainer stops at that many steps.
+* **Epochs**: the Trainer plans its epochs' lengths at B₀. With ``num_train_epochs`` the
+  callback ends training after that many data epochs. With ``max_steps`` the Trainer bounds
+  each of its epochs by a step count, which a grown batch would not reach within a data epoch:
+  the feed then runs on through the data epochs (taking each one's end as it crosses it) and
+  the Trainer stops at ``max_steps``.
+* **A batch below B₀** (a policy with ``min_batch_size`` < B₀ that shrinks it) makes data
+  epochs longer than the Trainer's plan: they continue across its epochs, and with
+  ``num_train_epochs`` the Trainer may stop before the last data epoch ends.
 
 * **The LR schedule in samples** (``lr_schedule_unit="samples"``, the default): the Trainer
   plans its schedule (warm-up, linear decay to 0 at ``max_steps``) in steps at B₀; with a
@@ -65,7 +72,7 @@ from typing import Any
 import torch
 
 from ..policies.base import BatchSizePolicy
-from ._feed import MicroBatch, fixed_count
+from ._feed import MicroBatch, accumulation_count
 from ._require import require
 from ._session import (
     LR_SCHEDULE_UNITS,
@@ -153,10 +160,18 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         self._current: MicroBatch | None = None
         self._epochs = 0  # num_train_epochs of the run
         self._token_weighted = False  # the Trainer normalises by num_items_in_batch
-        self._accumulation = 1
         self._lr_scheduler: Any = None  # the Trainer's scheduler, followed in samples
 
     # ------------------------------------------------------------------ set-up
+    def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Turn off the Trainer's data skipping before it plans a resume.
+
+        The sampler resumes at its own position; with skipping on, the Trainer would also
+        skip batches, and with it turned off only at ``on_train_begin`` it would no longer
+        restore its random state (dropout) for a resume mid-epoch.
+        """
+        args.ignore_data_skip = True
+
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Take over the training data, build the session, restore a checkpoint's state."""
         prepared = kwargs.get("train_dataloader")
@@ -194,11 +209,16 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
             model=model,
             lr_rule=self.lr_rule,
             seed=int(seed),
-            count_of=fixed_count(accumulation),
+            # What the Trainer fetches per update: G, and its plan's remainder at the end of
+            # an epoch (its plan: the prepared loader's length at B0, read before the swap).
+            count_of=accumulation_count(accumulation, len(prepared)),
             min_last_batch=world * accumulation,  # G non-empty micro-batches on every process
             # accelerate moves each batch to the device right before it is used; without a
             # device it hands the batch on untouched, so it must be real (drawn one ahead).
             deferred=getattr(prepared, "device", None) is not None,
+            # With max_steps the Trainer plans its epochs from steps at B0, fewer than the
+            # data needs once the batch grows: one iteration then runs through the epochs.
+            continuous=args.max_steps > 0,
             tracker_options=self.tracker_options,
         )
         self._check_physical(session.policy.cap, world, accumulation)
@@ -207,13 +227,13 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         elif self.session is not None:
             # A second train() without a checkpoint starts over, as the Trainer does.
             self.session.close()
-        # The sampler resumes at its position: the Trainer must not skip batches itself.
+        # The sampler resumes at its position: the Trainer must not skip batches itself
+        # (set at on_init_end already, so that the Trainer restores its random state).
         args.ignore_data_skip = True
         prepared.base_dataloader = session.feed
         self._lr_scheduler = self._sample_indexed(kwargs.get("lr_scheduler"))
         self.session = session
         self._token_weighted = _accepts_loss_kwargs(model)
-        self._accumulation = accumulation
         self._epochs = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else 0
 
     def _sample_indexed(self, scheduler: Any) -> Any:
@@ -229,7 +249,8 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         limit = self.max_physical_batch_size
         if limit is None:
             return
-        share = math.ceil(cap / world)  # cap: at most the data set size
+        # cap: at most the data set size; an epoch's rest of < W·G samples may join a batch.
+        share = math.ceil((cap + world * accumulation - 1) / world)
         largest = math.ceil(share / accumulation)
         if largest > limit:
             need = math.ceil(share / limit)
@@ -258,8 +279,10 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
     # ------------------------------------------------------------------ per step
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """A resumed run takes the epoch-end decision a checkpoint cut off."""
-        assert self.session is not None
-        self.session.begin_epoch()
+        session = self.session
+        assert session is not None
+        if not session.feed.continuous:
+            session.end_epoch_if_due()
 
     def _next_micro(self) -> MicroBatch:
         session = self.session
@@ -280,7 +303,8 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         assert self.session is not None
         micro = self._next_micro()
         # The weight on this micro-batch's mean loss in this process's backward.
-        weight = micro.weight if self._token_weighted else 1.0 / self._accumulation
+        # (1/K: the Trainer divides by the micro-batches it fetched for this update.)
+        weight = micro.weight if self._token_weighted else 1.0 / micro.count
         self.session.begin_micro(micro, weight)
 
     def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -308,9 +332,9 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         """Epoch-end decisions; stop after num_train_epochs real epochs."""
         session = self.session
         assert session is not None
-        if session.feed.mid_batch:
-            return
-        session.end_epoch()
+        if session.feed.continuous:
+            return  # the feed takes the data's epoch ends as it crosses them
+        session.end_epoch_if_due()
         if self._epochs and session.scheduler.epoch >= self._epochs:
             control.should_training_stop = True
 

@@ -46,9 +46,13 @@ callback does, and where it meets Lightning:
 * **DDP**: decisions come from statistics all-reduced across ranks, and every rank checks that
   it reached the same one.
 
+Epochs are the data's: an epoch cut short (``limit_train_batches``) continues where it stopped
+in the next one, and the policy's epoch-end decisions come at the data epoch's end.
+
 Not supported (each refused with a message): manual optimization, several optimizers, a
 ``Trainer(accumulate_grad_batches=k)`` of the user's own (use ``max_physical_batch_size``),
-``drop_last=True``, iterable data sets, custom samplers.
+``limit_train_batches`` together with ``max_physical_batch_size``, ``drop_last=True``,
+iterable data sets, custom samplers.
 """
 
 from __future__ import annotations
@@ -178,6 +182,14 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
                 "would multiply the adaptive batch; the callback owns accumulation: pass "
                 "max_physical_batch_size=<largest micro-batch> instead"
             )
+        limit = trainer.limit_train_batches
+        if self.max_physical_batch_size is not None and limit not in (1.0, None):
+            raise ValueError(
+                f"{_WHERE}: limit_train_batches={limit} can end an epoch between two "
+                "micro-batches of one batch (a step on part of it); with "
+                "max_physical_batch_size, train on whole epochs (limit_train_batches=1.0) or "
+                "bound the run with max_steps"
+            )
         others = [
             type(cb).__name__
             for cb in trainer.callbacks
@@ -229,11 +241,18 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
             count_of=physical_count(self.max_physical_batch_size),
             min_last_batch=world,  # no rank gets an empty share (its mean loss would be NaN)
             deferred=True,
+            # What Lightning's precision plugin does to a batch ("bf16-true" casts it); it
+            # cannot see inside a placeholder, so the feed applies it when drawing.
+            on_draw=trainer.precision_plugin.convert_input,
             tracker_options=self.tracker_options,
         )
         if self._pending_state is not None:
             self.session.load_state_dict(self._pending_state)
             self._pending_state = None
+            # Resumed right after an epoch's last step: Lightning reads ahead into the next
+            # epoch (setup_data) and skips the epoch hooks of the one it restarts, so the
+            # cut-off epoch end is taken now.
+            self.session.end_epoch_if_due()
         self._accumulating = self.max_physical_batch_size is not None
         self._sample_schedulers = []
         if self.lr_schedule_unit == "samples":
@@ -259,7 +278,7 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         """A resumed run takes the epoch-end decision a checkpoint cut off."""
         assert self.session is not None
-        self.session.begin_epoch()
+        self.session.end_epoch_if_due()
 
     def _micro(self) -> MicroBatch:
         if self._current is None:
@@ -323,10 +342,9 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Epoch-end decisions (DiveBatch, epoch schedules)."""
         assert self.session is not None
-        if self.session.feed.mid_batch:
-            return  # the epoch was cut short (limit_train_batches, a stop): no epoch end
-        self.session.end_epoch()
-        self._log(pl_module, epoch_end=True)
+        # Only a data epoch's end: not one cut short by limit_train_batches or a stop.
+        if self.session.end_epoch_if_due() is not None:
+            self._log(pl_module, epoch_end=True)
 
     def _log(self, pl_module: Any, *, epoch_end: bool) -> None:
         if not self.log_metrics or self.session is None:
