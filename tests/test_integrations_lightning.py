@@ -264,6 +264,35 @@ def test_its_own_accumulation_is_refused_with_the_fix() -> None:
         trainer.fit(Module(), loader)
 
 
+def test_the_callback_serves_the_lightning_distribution_too() -> None:
+    """``lightning.pytorch`` is the same code under another name; its Trainer takes it."""
+    import lightning.pytorch as lp
+
+    class Other(lp.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = mlp()
+            self.sizes: list[int] = []
+
+        def training_step(self, batch, batch_idx):
+            x, y, index = batch
+            self.sizes.append(len(index))
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    module = Other()
+    trainer = lp.Trainer(
+        max_epochs=3, callbacks=[AdaptiveBatchSize(schedule())], logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, DataLoader(Indexed(N), batch_size=16, shuffle=True))
+    assert module.sizes == [16] * 10 + [32] * 5 + [64, 64, 32]
+
+
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(TypeError, match="BatchSizePolicy"):
         AdaptiveBatchSize("norm-test")  # type: ignore[arg-type]
