@@ -43,6 +43,7 @@ import torch
 
 from .distributed import all_reduce_stats, is_distributed
 from .distributed.agreement import check_agreement
+from .hparam_coupling import HyperparameterCoupling
 from .lr_coupling import LRCoupling
 from .policies.base import BatchSizePolicy, Decision, state_from_plain, state_to_plain
 from .stats.summary import GradStats
@@ -78,13 +79,21 @@ class BatchSizeScheduler:
         lr_scheduler: your LR scheduler; it is stepped on the unscaled LRs (arguments such
             as ReduceLROnPlateau's metric go through `step_epoch` / `step`).
         lr_scheduler_interval: step it in `step_epoch` ("epoch") or in `step` ("step").
+        beta2_rule: "fixed" or "half-life": Adam's β₂ at a fixed half-life in tokens,
+            β₂(B₀)^(B/B₀) (see `adabatch.hparam_coupling`).
+        weight_decay_rule: "fixed" or "timescale": AdamW's λ(B₀)·(B/B₀)/(η/η₀), which keeps
+            its timescale B/(ηλD) (see `adabatch.hparam_coupling`).
 
     Attributes:
         policy: the policy, bound to the sampler's data set size.
         sampler: the sampler whose batch size the decisions set.
         lr_coupling: the `LRCoupling` (None without an optimizer).
+        hparam_coupling: the `HyperparameterCoupling` of β₂ and weight decay (None when both
+            rules are "fixed").
         step_count: optimizer steps taken so far.
         epoch: the epoch in progress (epochs ended so far).
+        samples: training samples consumed so far (global; counted in `step` from the
+            sampler's last batch).
         decisions: the decisions that changed the batch size or the LR, in order.
         last_decision: the last decision the policy returned (a kept batch included).
     """
@@ -98,6 +107,8 @@ class BatchSizeScheduler:
         lr_rule: str = "none",
         lr_scheduler: Any | None = None,
         lr_scheduler_interval: str = "epoch",
+        beta2_rule: str = "fixed",
+        weight_decay_rule: str = "fixed",
     ) -> None:
         if not isinstance(policy, BatchSizePolicy):
             raise TypeError(
@@ -113,6 +124,9 @@ class BatchSizeScheduler:
             raise ValueError("lr_scheduler needs the optimizer it drives (optimizer=...)")
         if optimizer is None and lr_rule != "none":
             raise ValueError(f"lr_rule={lr_rule!r} needs the optimizer (optimizer=...)")
+        for name, rule in (("beta2_rule", beta2_rule), ("weight_decay_rule", weight_decay_rule)):
+            if optimizer is None and rule != "fixed":
+                raise ValueError(f"{name}={rule!r} needs the optimizer (optimizer=...)")
         if policy.cadence.unit == "step" and getattr(sampler, "resize_at", "batch") == "epoch":
             raise ValueError(
                 f"the {policy.name} policy decides after optimizer steps, but the loader "
@@ -137,8 +151,20 @@ class BatchSizeScheduler:
                 optimizer, rule=lr_rule, base_batch_size=policy.batch_size, scheduler=lr_scheduler
             )
         )
+        self.hparam_coupling = (
+            None
+            if optimizer is None or (beta2_rule, weight_decay_rule) == ("fixed", "fixed")
+            else HyperparameterCoupling(
+                optimizer,
+                base_batch_size=policy.batch_size,
+                beta2=beta2_rule,
+                weight_decay=weight_decay_rule,
+            )
+        )
         self.step_count = 0
         self.epoch = 0
+        self.samples = 0  # training samples consumed (global): the clock of sample schedules
+        self._counted: Any = None  # the sampler's batch last counted into samples
         self.decisions: list[Decision] = []
         self.last_decision: Decision | None = None
         self._state = policy.init()
@@ -228,6 +254,13 @@ class BatchSizeScheduler:
     def _advance(self, unit: str, lr_scheduler_args: tuple[Any, ...]) -> Decision | None:
         """The end of a step or an epoch: decide if it is a decision point, count, apply."""
         index = self.step_count if unit == "step" else self.epoch
+        if unit == "step":
+            # The batch this step trained on: the one the sampler delivered since the last
+            # step; a loop that does not draw from the loader counts the size in force.
+            last = self.sampler.last
+            fresh = last is not None and last is not self._counted
+            self.samples += last.global_length if fresh else self.batch_size
+            self._counted = last
         decision = None
         if self._cadence.unit == unit and self._cadence.decides_at(index):
             decision = self._decide(step=index if unit == "step" else None)
@@ -246,7 +279,12 @@ class BatchSizeScheduler:
         if isinstance(stats, GradStats):
             stats = all_reduce_stats(stats)
         self._state, decision = self.policy.decide(
-            self._state, stats, batch_size=self.batch_size, step=step, epoch=self.epoch
+            self._state,
+            stats,
+            batch_size=self.batch_size,
+            step=step,
+            epoch=self.epoch,
+            samples=self.samples,
         )
         if is_distributed():  # one small collective per decision, not per step
             where = f"step {step}" if step is not None else f"the end of epoch {self.epoch + 1}"
@@ -272,6 +310,9 @@ class BatchSizeScheduler:
             self.sampler.set_batch_size(decision.new_batch_size)
         if self.lr_coupling is not None:
             self.lr_coupling.update(decision.new_batch_size, decision.lr_factor)
+        if self.hparam_coupling is not None:
+            factor = 1.0 if self.lr_coupling is None else self.lr_coupling.factor
+            self.hparam_coupling.update(decision.new_batch_size, factor)
         if decision.changed or decision.lr_factor != 1.0:
             self.decisions.append(decision)
 
@@ -284,9 +325,11 @@ class BatchSizeScheduler:
             "policy_state": state_to_plain(self._state),
             "window": self._window.state_dict(),
             "lr": None if self.lr_coupling is None else self.lr_coupling.state_dict(),
+            "hparams": None if self.hparam_coupling is None else self.hparam_coupling.state_dict(),
             "sampler": self.sampler.state_dict(),
             "step_count": self.step_count,
             "epoch": self.epoch,
+            "samples": self.samples,
             "decisions": [dataclasses.asdict(d) for d in self.decisions],
             "last_decision": None
             if self.last_decision is None
@@ -314,10 +357,14 @@ class BatchSizeScheduler:
         self._window.load_state_dict(state["window"])
         if self.lr_coupling is not None and state.get("lr") is not None:
             self.lr_coupling.load_state_dict(state["lr"])
+        if self.hparam_coupling is not None and state.get("hparams") is not None:
+            self.hparam_coupling.load_state_dict(state["hparams"])
         # Through the loader when there is one: it also ends a running iteration.
         getattr(self.loader, "load_state_dict", self.sampler.load_state_dict)(state["sampler"])
         self.step_count = int(state["step_count"])
         self.epoch = int(state["epoch"])
+        self.samples = int(state.get("samples", 0))  # absent in older states
+        self._counted = self.sampler.last  # the restored last batch was counted already
         self.decisions = [Decision(**d) for d in state["decisions"]]
         last = state["last_decision"]
         self.last_decision = None if last is None else Decision(**last)

@@ -15,6 +15,7 @@ augmented-inner-product    both of the above; θ, ν from one ε (Espath et al.)
 coordinate-norm-test       b ← max(b, ⌈max_j V_j/(η²ḡ_j²)⌉), guarded           + Σgᵢ⊙gᵢ
 noise-scale                b = factor · EMA(tr Σ)/EMA(‖G‖²) (McCandlish et     Σgᵢ, S2 or
                            al.)                                                two sizes
+sample-schedule            thresholds in samples/tokens, or Megatron's ramp    none
 =========================  ==================================================  ============
 
 A policy is a frozen configuration with a pure ``decide(state, stats, *, batch_size, step,
@@ -36,7 +37,15 @@ from .base import NO_STATE, BatchSizePolicy, Cadence, Decision, StatsRequest
 from .constant import ConstantPolicy
 from .divebatch import DiveBatchPolicy, divebatch_batch_size, divebatch_rule, window_diversity
 from .noise_scale import EMAState, NoiseScalePolicy, NoiseScaleState, ema_update, ema_value
+from .ramps import (
+    parse_amount,
+    parse_megatron_rampup,
+    parse_thresholds,
+    ramp_batch_size,
+    threshold_batch_size,
+)
 from .registry import POLICIES, make_policy, policy_from_state_dict, policy_parameters
+from .sample_schedule import SampleSchedulePolicy
 from .sampling_tests import (
     augmented_test_size,
     coordinate_norm_test_size,
@@ -63,6 +72,7 @@ __all__ = [
     "NoiseScaleState",
     "NormTest",
     "OrthogonalityTest",
+    "SampleSchedulePolicy",
     "SamplingTestPolicy",
     "SchedulePolicy",
     "SplitSums",
@@ -78,8 +88,13 @@ __all__ = [
     "make_policy",
     "norm_test_size",
     "orthogonality_test_size",
+    "parse_amount",
+    "parse_megatron_rampup",
+    "parse_thresholds",
     "policy_from_state_dict",
     "policy_parameters",
+    "ramp_batch_size",
     "scheduled_size",
+    "threshold_batch_size",
     "window_diversity",
 ]

@@ -84,7 +84,14 @@ class SamplingTestPolicy(BatchSizePolicy):
         raise NotImplementedError
 
     def decide(  # noqa: D102 - see BatchSizePolicy.decide
-        self, state: Any, stats: GradStats | None, *, batch_size: int, step: int | None, epoch: int
+        self,
+        state: Any,
+        stats: GradStats | None,
+        *,
+        batch_size: int,
+        step: int | None,
+        epoch: int,
+        samples: int = 0,
     ) -> tuple[Any, Decision | None]:
         if stats is None:
             return state, None  # not measured: at the cap

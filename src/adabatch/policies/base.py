@@ -216,7 +216,14 @@ class BatchSizePolicy:
         return NO_STATE
 
     def decide(
-        self, state: Any, stats: Any, *, batch_size: int, step: int | None, epoch: int
+        self,
+        state: Any,
+        stats: Any,
+        *,
+        batch_size: int,
+        step: int | None,
+        epoch: int,
+        samples: int = 0,
     ) -> tuple[Any, Decision | None]:
         """The new state and the decision at a decision point of the `cadence`.
 
@@ -228,6 +235,10 @@ class BatchSizePolicy:
             step: the optimizer step just taken (0-based, over the whole run); None at an
                 epoch end.
             epoch: the epoch in progress (0-based).
+            samples: training samples consumed so far (global, all ranks), the batch just
+                trained included: the clock of schedules in samples (or tokens). A decision
+                after the step that brings it to c sets the batch of the next step, as
+                Megatron's ramp sizes the step that starts at c consumed samples.
         """
         return state, None
 

@@ -150,7 +150,14 @@ class DiveBatchPolicy(BatchSizePolicy):
         return Cadence("step", every=k, offset=k - 1, window=self.window_steps)
 
     def decide(  # noqa: D102 - see BatchSizePolicy.decide
-        self, state: Any, stats: GradStats | None, *, batch_size: int, step: int | None, epoch: int
+        self,
+        state: Any,
+        stats: GradStats | None,
+        *,
+        batch_size: int,
+        step: int | None,
+        epoch: int,
+        samples: int = 0,
     ) -> tuple[Any, Decision | None]:
         if stats is None or stats.num_samples == 0:
             return state, None  # nothing measured (the batch is at its cap)

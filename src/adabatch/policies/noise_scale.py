@@ -166,6 +166,7 @@ class NoiseScalePolicy(BatchSizePolicy):
         batch_size: int,
         step: int | None,
         epoch: int,
+        samples: int = 0,
     ) -> tuple[NoiseScaleState, Decision | None]:
         skipped = None
         if stats is not None:

@@ -18,6 +18,7 @@ from .base import BatchSizePolicy
 from .constant import ConstantPolicy
 from .divebatch import DiveBatchPolicy
 from .noise_scale import NoiseScalePolicy
+from .sample_schedule import SampleSchedulePolicy
 from .schedule import SchedulePolicy
 
 __all__ = ["POLICIES", "make_policy", "policy_from_state_dict", "policy_parameters"]
@@ -35,6 +36,7 @@ POLICIES: Mapping[str, type[BatchSizePolicy]] = MappingProxyType(
             AugmentedInnerProductTest,
             CoordinateNormTest,
             NoiseScalePolicy,
+            SampleSchedulePolicy,
         )
     }
 )

@@ -103,7 +103,14 @@ class SchedulePolicy(BatchSizePolicy):
         return (epoch + 1) % self.every == 0
 
     def decide(  # noqa: D102 - see BatchSizePolicy.decide
-        self, state: Any, stats: Any, *, batch_size: int, step: int | None, epoch: int
+        self,
+        state: Any,
+        stats: Any,
+        *,
+        batch_size: int,
+        step: int | None,
+        epoch: int,
+        samples: int = 0,
     ) -> tuple[Any, Decision | None]:
         if not self.is_scheduled(epoch):
             return state, None
