@@ -125,3 +125,45 @@ def test_the_schedule_must_start_at_b0_and_be_one_kind() -> None:
         make_policy("sample-schedule", batch_size=8, rampup="8 8 100")
     with pytest.raises(ValueError, match="tokens_per_sample"):
         make_policy("sample-schedule", batch_size=8, thresholds="0:8", unit="tokens")
+
+
+def test_a_step_schedule_planned_at_b0_is_followed_in_samples() -> None:
+    """A linear decay planned over 40 steps at B₀ = 8 (320 samples) ends at 320 samples."""
+    data = TensorDataset(torch.arange(10_000))
+    policy = make_policy("sample-schedule", batch_size=8, thresholds="0:8 64:16 128:32")
+    loader = AdaptiveLoader(data, 8, shuffle=False)
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([w], lr=0.1)
+    planned = 40
+    decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, (planned - t) / planned))
+    scheduler = BatchSizeScheduler(
+        policy, loader, opt, lr_scheduler=decay, lr_scheduler_interval="step",
+        lr_schedule_unit="samples",
+    )  # fmt: skip
+    seen, consumed = [], 0
+    for (batch,) in loader:
+        want = 0.1 * max(0.0, (planned - consumed // 8) / planned)
+        seen.append((opt.param_groups[0]["lr"], want))
+        consumed += len(batch)
+        w.grad = torch.zeros(1)
+        opt.step()
+        scheduler.step()
+        if consumed >= 320:
+            break
+    assert all(got == pytest.approx(want) for got, want in seen)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0)  # the decay ended at 320 samples
+    assert len(seen) < planned  # in fewer steps than planned: the batch grew
+
+
+def test_sample_indexed_schedules_refuse_what_cannot_follow() -> None:
+    data = TensorDataset(torch.arange(100))
+    policy = make_policy("sample-schedule", batch_size=8, thresholds="0:8")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    step = torch.optim.lr_scheduler.StepLR(opt, 5)
+    with pytest.raises(ValueError, match="lr_schedule_unit='steps'"):
+        BatchSizeScheduler(
+            policy, AdaptiveLoader(data, 8), opt, lr_scheduler=step,
+            lr_scheduler_interval="step", lr_schedule_unit="samples",
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="lr_scheduler_interval='step'"):
+        BatchSizeScheduler(policy, AdaptiveLoader(data, 8), opt, lr_schedule_unit="samples")

@@ -44,7 +44,17 @@ import torch
 
 from ._validate import as_int, check_choice, check_positive
 
-__all__ = ["LR_RULES", "LRCoupling", "StepScaledLR", "lr_scale"]
+__all__ = [
+    "LR_RULES",
+    "LR_SCHEDULE_UNITS",
+    "LRCoupling",
+    "StepScaledLR",
+    "check_sample_schedule",
+    "lr_scale",
+    "place_schedule",
+]
+
+LR_SCHEDULE_UNITS = ("steps", "samples")
 
 
 def _none(ratio: float) -> float:
@@ -209,6 +219,29 @@ class LRCoupling:
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self._write()
+
+
+def check_sample_schedule(scheduler: Any, where: str) -> None:
+    """Refuse an LR scheduler that cannot be followed in samples (see `place_schedule`)."""
+    closed_form = (torch.optim.lr_scheduler.LambdaLR, torch.optim.lr_scheduler.OneCycleLR)
+    if not isinstance(scheduler, closed_form):
+        raise ValueError(
+            f"{where}: lr_schedule_unit='samples' moves the LR schedule by samples / B0, which "
+            "needs a schedule that is a function of its step count (LambdaLR, OneCycleLR, "
+            f"every transformers schedule); got {type(scheduler).__name__}: pass "
+            "lr_schedule_unit='steps' to step it once per optimizer step"
+        )
+
+
+def place_schedule(scheduler: Any, samples: int, base_batch_size: int) -> None:
+    """Set a closed-form LR scheduler's count so that its next ``step()`` lands on ⌊samples/B₀⌋.
+
+    A schedule planned in optimizer steps at B₀ (warm-up, a decay to zero, a OneCycle) is then
+    followed in samples: a step of a batch k·B₀ advances it by k, and it ends when the planned
+    number of samples is trained — not k times later, as when it is stepped once per (larger)
+    step. With B = B₀ throughout it is stepped exactly as usual.
+    """
+    scheduler.last_epoch = samples // base_batch_size - 1
 
 
 def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:

@@ -41,10 +41,11 @@ from typing import Any
 
 import torch
 
+from ._validate import check_choice
 from .distributed import all_reduce_stats, is_distributed
 from .distributed.agreement import check_agreement
 from .hparam_coupling import HyperparameterCoupling
-from .lr_coupling import LRCoupling
+from .lr_coupling import LR_SCHEDULE_UNITS, LRCoupling, check_sample_schedule, place_schedule
 from .policies.base import BatchSizePolicy, Decision, state_from_plain, state_to_plain
 from .stats.summary import GradStats
 from .stats.window import StatsWindow
@@ -79,6 +80,11 @@ class BatchSizeScheduler:
         lr_scheduler: your LR scheduler; it is stepped on the unscaled LRs (arguments such
             as ReduceLROnPlateau's metric go through `step_epoch` / `step`).
         lr_scheduler_interval: step it in `step_epoch` ("epoch") or in `step` ("step").
+        lr_schedule_unit: with ``lr_scheduler_interval="step"``: "steps" (once per optimizer
+            step) or "samples" — a closed-form schedule planned in steps at B₀ (LambdaLR,
+            OneCycleLR) is placed at ⌊samples/B₀⌋ before each step, so a warm-up or a decay
+            ends after the samples it was planned for, however the batch grows (see
+            `adabatch.lr_coupling.place_schedule`).
         beta2_rule: "fixed" or "half-life": Adam's β₂ at a fixed half-life in tokens,
             β₂(B₀)^(B/B₀) (see `adabatch.hparam_coupling`).
         weight_decay_rule: "fixed" or "timescale": AdamW's λ(B₀)·(B/B₀)/(η/η₀), which keeps
@@ -107,6 +113,7 @@ class BatchSizeScheduler:
         lr_rule: str = "none",
         lr_scheduler: Any | None = None,
         lr_scheduler_interval: str = "epoch",
+        lr_schedule_unit: str = "steps",
         beta2_rule: str = "fixed",
         weight_decay_rule: str = "fixed",
     ) -> None:
@@ -122,6 +129,14 @@ class BatchSizeScheduler:
             )
         if lr_scheduler is not None and optimizer is None:
             raise ValueError("lr_scheduler needs the optimizer it drives (optimizer=...)")
+        check_choice("lr_schedule_unit", lr_schedule_unit, LR_SCHEDULE_UNITS)
+        if lr_schedule_unit == "samples":
+            if lr_scheduler is None or lr_scheduler_interval != "step":
+                raise ValueError(
+                    "lr_schedule_unit='samples' follows a per-step LR scheduler in samples: "
+                    "pass lr_scheduler=... with lr_scheduler_interval='step'"
+                )
+            check_sample_schedule(lr_scheduler, "BatchSizeScheduler")
         if optimizer is None and lr_rule != "none":
             raise ValueError(f"lr_rule={lr_rule!r} needs the optimizer (optimizer=...)")
         for name, rule in (("beta2_rule", beta2_rule), ("weight_decay_rule", weight_decay_rule)):
@@ -144,6 +159,7 @@ class BatchSizeScheduler:
         self.sampler = sampler
         self.optimizer = optimizer
         self.lr_scheduler_interval = lr_scheduler_interval
+        self.lr_schedule_unit = lr_schedule_unit
         self.lr_coupling = (
             None
             if optimizer is None
@@ -271,6 +287,8 @@ class BatchSizeScheduler:
         self._apply(decision)
         coupling = self.lr_coupling
         if self.lr_scheduler_interval == unit and coupling and coupling.scheduler is not None:
+            if self.lr_schedule_unit == "samples":
+                place_schedule(coupling.scheduler, self.samples, self.policy.batch_size)
             coupling.scheduler_step(*lr_scheduler_args)
         return decision
 

@@ -25,42 +25,31 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR, OneCycleLR
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 from torch.utils.data._utils.collate import default_collate
 
 from ..data import AdaptiveLoader
-from ..lr_coupling import StepScaledLR
+from ..lr_coupling import (
+    LR_SCHEDULE_UNITS,
+    StepScaledLR,
+    check_sample_schedule,
+    place_schedule,
+)
 from ..policies.base import BatchSizePolicy, Decision
 from ..scheduler import BatchSizeScheduler
 from ..stats import GradStatsTracker
 from ._feed import ChunkFeed, CountOf, MicroBatch
 
-__all__ = ["LR_SCHEDULE_UNITS", "AdaptiveSession", "check_sample_schedule", "loader_settings"]
+__all__ = [
+    "LR_SCHEDULE_UNITS",
+    "AdaptiveSession",
+    "align",
+    "check_sample_schedule",
+    "loader_settings",
+]
 
-LR_SCHEDULE_UNITS = ("steps", "samples")
-
-
-def check_sample_schedule(scheduler: Any, where: str) -> None:
-    """Refuse a step-wise LR scheduler that cannot be indexed by samples (see `align`)."""
-    if not isinstance(scheduler, (LambdaLR, OneCycleLR)):
-        raise ValueError(
-            f"{where}: lr_schedule_unit='samples' moves the LR schedule by samples / B0, which "
-            "needs a schedule that is a function of its step count (LambdaLR, OneCycleLR, "
-            f"every transformers schedule); got {type(scheduler).__name__}: pass "
-            "lr_schedule_unit='steps' to step it once per optimizer step"
-        )
-
-
-def align(scheduler: Any, samples: int, base_batch_size: int) -> None:
-    """Set a closed-form LR scheduler's count so its next ``step()`` lands on ⌊samples/B₀⌋.
-
-    A schedule planned in optimizer steps at B₀ (warm-up, decay to zero at ``max_steps``) is
-    then followed in samples: a step of a batch k·B₀ advances it by k, and the schedule ends
-    when the planned number of samples is trained — not k times later, as when it is stepped
-    once per (larger) step. With B = B₀ throughout it is stepped exactly as usual.
-    """
-    scheduler.last_epoch = samples // base_batch_size - 1
+# The sample-indexed LR schedule is the core's (adabatch.lr_coupling); the callbacks use it.
+align = place_schedule
 
 
 # 1: adabatch 0.2 (the first integrations).
