@@ -55,6 +55,7 @@ from .sampling_tests import (
     orthogonality_test_size,
 )
 from .schedule import SchedulePolicy, scheduled_size
+from .seesaw import lr_curve, seesaw_policy, seesaw_thresholds
 
 __all__ = [
     "NO_STATE",
@@ -85,6 +86,7 @@ __all__ = [
     "ema_value",
     "espath_split",
     "inner_product_test_size",
+    "lr_curve",
     "make_policy",
     "norm_test_size",
     "orthogonality_test_size",
@@ -95,6 +97,8 @@ __all__ = [
     "policy_parameters",
     "ramp_batch_size",
     "scheduled_size",
+    "seesaw_policy",
+    "seesaw_thresholds",
     "threshold_batch_size",
     "window_diversity",
 ]

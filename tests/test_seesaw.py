@@ -1,0 +1,83 @@
+"""Seesaw from an LR schedule: milestones where the LR has halved, the batch doubled there."""
+
+from __future__ import annotations
+
+import doctest
+import math
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+import adabatch.policies.seesaw as seesaw_module
+from adabatch import AdaptiveLoader, BatchSizeScheduler
+from adabatch.policies import lr_curve, seesaw_policy, seesaw_thresholds
+
+
+def test_the_docstring_examples() -> None:
+    assert doctest.testmod(seesaw_module).failed == 0
+
+
+def test_a_step_schedule_becomes_batch_doublings_at_its_milestones() -> None:
+    lrs = lr_curve(lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [10, 20], 0.5), 30)
+    assert lrs[9] == 1.0 and lrs[10] == 0.5 and lrs[20] == 0.25
+    assert seesaw_thresholds(lrs, 0.5, 32) == ((0, 32), (320, 64), (640, 128))
+    # A cut by 4 at once is two Seesaw cuts at one step: the batch quadruples there.
+    quarter = lr_curve(lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [10], 0.25), 20)
+    assert seesaw_thresholds(quarter, 0.5, 32) == ((0, 32), (320, 128))
+
+
+def test_a_cosine_gets_a_milestone_wherever_it_has_halved_again() -> None:
+    total = 100
+    lrs = lr_curve(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total), total)
+    pairs = seesaw_thresholds(lrs, 0.5, 8, max_batch_size=64)
+    assert [b for _, b in pairs] == [8, 16, 32, 64]
+    for k, (samples, _) in enumerate(pairs[1:], start=1):
+        t = samples // 8
+        assert lrs[t] <= 0.5**k < lrs[t - 1]  # the first step at or below α^k
+        # By hand: ½(1 + cos(πt/T)) = α^k at t = T·acos(2α^k − 1)/π.
+        assert t == math.ceil(total * math.acos(2 * 0.5**k - 1) / math.pi - 1e-9)
+
+
+def test_the_cap_stops_the_milestones_and_bad_alpha_is_refused() -> None:
+    lrs = [0.5**k for k in range(10)]
+    assert seesaw_thresholds(lrs, 0.5, 8, max_batch_size=32) == ((0, 8), (8, 16), (16, 32))
+    with pytest.raises(ValueError, match="alpha must be in"):
+        seesaw_thresholds(lrs, 1.0, 8)
+    with pytest.raises(ValueError, match="start above 0"):
+        seesaw_thresholds([0.0, 0.0], 0.5, 8)
+
+
+def test_seesaw_in_the_scheduler_cuts_the_lr_by_root_alpha_and_doubles_the_batch() -> None:
+    """The LR in force: the step schedule at samples/B₀, times √(B/B₀) — lr₀·(1/√2)^k."""
+    base, planned = 8, 30
+    milestones = [10, 20]
+
+    def make(o):
+        return torch.optim.lr_scheduler.LambdaLR(
+            o, lambda t: 0.5 ** sum(t >= m for m in milestones)
+        )
+
+    policy = seesaw_policy(lr_curve(make, planned), alpha=0.5, batch_size=base)
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([w], lr=0.1)
+    loader = AdaptiveLoader(TensorDataset(torch.arange(10_000)), base, shuffle=False)
+    scheduler = BatchSizeScheduler(
+        policy, loader, opt, lr_rule="sqrt", lr_scheduler=make(opt),
+        lr_scheduler_interval="step", lr_schedule_unit="samples",
+    )  # fmt: skip
+    consumed, rows = 0, []
+    for (batch,) in loader:
+        rows.append((consumed, len(batch), opt.param_groups[0]["lr"]))
+        consumed += len(batch)
+        w.grad = torch.zeros(1)
+        opt.step()
+        scheduler.step()
+        if consumed >= planned * base:
+            break
+    for samples, size, lr in rows:
+        k = sum(samples >= m * base for m in milestones)
+        assert size == base * 2**k
+        assert lr == pytest.approx(0.1 * (1 / math.sqrt(2)) ** k)
+    # 10 steps at 8, then 5 at 16, then 2.5 at 32: 18 steps for the 30 planned at B₀.
+    assert len(rows) == 10 + 5 + 3
