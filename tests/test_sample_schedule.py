@@ -167,3 +167,18 @@ def test_sample_indexed_schedules_refuse_what_cannot_follow() -> None:
         )  # fmt: skip
     with pytest.raises(ValueError, match="lr_scheduler_interval='step'"):
         BatchSizeScheduler(policy, AdaptiveLoader(data, 8), opt, lr_schedule_unit="samples")
+
+
+def test_olmo_integer_factors_wait_for_a_whole_number_of_new_batches() -> None:
+    policy = make_policy(
+        "sample-schedule", batch_size=8, thresholds="0:8 20:32 100:16", integer_factors=True
+    )
+    sizes, scheduler = _run(policy, 10)
+    # 24 samples pass the threshold at 20, but 24 is not a multiple of 32: wait until 32.
+    # At 128 samples (past 100) the decrease to 16 applies at once.
+    assert sizes == [8, 8, 8, 8, 32, 32, 32, 16, 16, 16]
+    assert [(d.old_batch_size, d.new_batch_size) for d in scheduler.decisions] == [
+        (8, 32), (32, 16),
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="integer factor"):
+        make_policy("sample-schedule", batch_size=8, thresholds="0:8 20:12", integer_factors=True)

@@ -9,12 +9,20 @@ included) and sets the next step's batch to the schedule's value there, rounded 
 
 With ``unit="tokens"`` the clock is samples × ``tokens_per_sample`` (fixed-length sequences,
 the usual packed pre-training data); thresholds and the ramp are then in tokens.
+
+``integer_factors=True`` is OLMo-core's ``BatchSizeSchedulerCallback``: the sizes of a
+threshold schedule must be integer multiples (or divisors) of each other, and an increase by
+k waits until the samples consumed are a whole number of new batches (OLMo-core's data loader
+finds its position as batches processed × batch size, so it can change the size only where
+that stays a whole number; our sampler has no such constraint, the option reproduces theirs).
+A decrease applies at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +47,7 @@ class SampleSchedulePolicy(BatchSizePolicy):
             ``max_batch_size``, which must be given. Exactly one of thresholds and rampup.
         unit: "samples" or "tokens" (the amounts' unit).
         tokens_per_sample: tokens per sample, for ``unit="tokens"``.
+        integer_factors: OLMo-core's rule (see the module docstring); thresholds only.
         min_batch_size, max_batch_size, multiple_of, dataset_size: see `BatchSizePolicy`.
 
     Example::
@@ -54,6 +63,7 @@ class SampleSchedulePolicy(BatchSizePolicy):
     rampup: str | Sequence[int] | None = None
     unit: str = "samples"
     tokens_per_sample: int | None = None
+    integer_factors: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,6 +83,14 @@ class SampleSchedulePolicy(BatchSizePolicy):
                     f"the schedule starts at batch {pairs[0][1]} but batch_size is "
                     f"{self.batch_size}: make them equal"
                 )
+            if self.integer_factors:
+                sizes = [b for _, b in pairs]
+                for a, b in itertools.pairwise(sizes):
+                    if max(a, b) % min(a, b):
+                        raise ValueError(
+                            f"integer_factors=True: {a} -> {b} is not a change by an integer "
+                            "factor (OLMo-core's schedules multiply or divide the batch)"
+                        )
             # Canonical text: the configuration survives a JSON round trip unchanged.
             thresholds = " ".join(f"{a}:{b}" for a, b in pairs)
         else:
@@ -84,6 +102,8 @@ class SampleSchedulePolicy(BatchSizePolicy):
                 )
             if self.max_batch_size is None:
                 raise ValueError("rampup ramps up to max_batch_size: give max_batch_size")
+            if self.integer_factors:
+                raise ValueError("integer_factors applies to a threshold schedule, not a ramp")
             ramp_batch_size(
                 0, start=start, increment=increment, ramp=ramp, final=self.max_batch_size
             )
@@ -91,6 +111,7 @@ class SampleSchedulePolicy(BatchSizePolicy):
         for key, value in (
             ("unit", unit),
             ("tokens_per_sample", per_sample),
+            ("integer_factors", bool(self.integer_factors)),
             ("thresholds", thresholds),
             ("rampup", rampup),
         ):
@@ -132,6 +153,8 @@ class SampleSchedulePolicy(BatchSizePolicy):
         new = self.clamp(target)
         if new == batch_size:
             return state, None
+        if self.integer_factors and new > batch_size and samples % new:
+            return state, None  # OLMo-core: not yet a whole number of new batches
         return state, Decision(
             step=step,
             epoch=epoch,
