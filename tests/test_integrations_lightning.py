@@ -162,6 +162,24 @@ def test_a_step_schedule_planned_at_b0_is_followed_in_samples_or_steps(unit) -> 
         assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)
 
 
+def test_adams_beta2_and_weight_decay_follow_their_rules() -> None:
+    class AdamModule(Module):
+        def configure_optimizers(self):
+            return torch.optim.AdamW(
+                self.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1
+            )
+
+    module = AdamModule()
+    _, adaptive, _, trainer = fit(
+        schedule(), module=module, lr_rule="sqrt", beta2_rule="half-life",
+        weight_decay_rule="timescale",
+    )  # fmt: skip
+    group = trainer.optimizers[0].param_groups[0]
+    assert adaptive.session.batch_size == 64  # 4 × B0
+    assert group["betas"] == (0.9, pytest.approx(0.95**4))
+    assert group["weight_decay"] == pytest.approx(0.1 * 4 / 2)  # (B/B0) / √(B/B0)
+
+
 def test_a_checkpoint_mid_epoch_resumes_the_same_trajectory(tmp_path) -> None:
     policy = make_policy("norm-test", batch_size=16, eta=0.5, max_batch_size=128)
     ckpt = pl.callbacks.ModelCheckpoint(

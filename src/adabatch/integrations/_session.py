@@ -29,6 +29,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 from torch.utils.data._utils.collate import default_collate
 
 from ..data import AdaptiveLoader
+from ..hparam_coupling import HyperparameterCoupling
 from ..lr_coupling import (
     LR_SCHEDULE_UNITS,
     StepScaledLR,
@@ -135,6 +136,8 @@ class AdaptiveSession:
         min_last_batch: the fewest samples of an epoch's last batch (see the sampler).
         deferred, continuous, on_draw: how the feed hands out batches (see `ChunkFeed`); a
             continuous feed takes the epoch ends itself.
+        beta2_rule, weight_decay_rule: Adam's β₂ and AdamW's weight decay coupled to the
+            batch (see `adabatch.hparam_coupling`).
         tracker_options: extra `GradStatsTracker` options.
     """
 
@@ -152,6 +155,8 @@ class AdaptiveSession:
         deferred: bool = True,
         continuous: bool = False,
         on_draw: Any = None,
+        beta2_rule: str = "fixed",
+        weight_decay_rule: str = "fixed",
         tracker_options: Mapping[str, Any] | None = None,
     ) -> None:
         options = {k: v for k, v in settings.items() if k != "batch_size"}
@@ -169,6 +174,16 @@ class AdaptiveSession:
             on_draw=on_draw,
         )
         self.lr = StepScaledLR(optimizer, rule=lr_rule, base_batch_size=policy.batch_size)
+        self.hparams = (
+            None
+            if (beta2_rule, weight_decay_rule) == ("fixed", "fixed")
+            else HyperparameterCoupling(
+                self.lr.optimizer,
+                base_batch_size=policy.batch_size,
+                beta2=beta2_rule,
+                weight_decay=weight_decay_rule,
+            )
+        )
         self.tracker: GradStatsTracker | None = None
         if self.policy.stats_request.per_sample:
             self.tracker = GradStatsTracker(
@@ -260,6 +275,8 @@ class AdaptiveSession:
         if decision is not None:
             self.last_decision = decision
             self.lr.update(decision.new_batch_size, decision.lr_factor)
+            if self.hparams is not None:
+                self.hparams.update(decision.new_batch_size, self.lr.factor)
         return decision
 
     def metrics(self) -> dict[str, float]:
@@ -279,6 +296,7 @@ class AdaptiveSession:
             "version": _STATE_VERSION,
             "scheduler": scheduler,
             "lr": self.lr.state_dict(),
+            "hparams": None if self.hparams is None else self.hparams.state_dict(),
             "samples": self.samples,
         }
 
@@ -293,6 +311,8 @@ class AdaptiveSession:
         self.scheduler.load_state_dict(state["scheduler"])
         self.feed.restore(state["scheduler"]["sampler"])
         self.lr.load_state_dict(state["lr"])
+        if self.hparams is not None and state.get("hparams") is not None:
+            self.hparams.load_state_dict(state["hparams"])
         self.samples = int(state["samples"])
         self.last_decision = self.scheduler.last_decision
 

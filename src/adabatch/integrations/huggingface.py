@@ -109,6 +109,8 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         policy: a `BatchSizePolicy`; its ``batch_size`` must be
             ``per_device_train_batch_size`` × processes × ``gradient_accumulation_steps``.
         lr_rule: "none", "linear" or "sqrt" (Adam): lr = lr_sched · rule(B/B₀) · Π f_k.
+        beta2_rule: "fixed" or "half-life" (Adam's β₂ at a fixed half-life in tokens).
+        weight_decay_rule: "fixed" or "timescale" (AdamW's λ at a fixed B/(ηλD)).
         max_physical_batch_size: the largest micro-batch a process may run; checked against
             the policy's largest batch at the start (None: not checked).
         seed: seed of the per-epoch permutations; default ``args.data_seed``, else
@@ -128,6 +130,8 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         policy: BatchSizePolicy,
         *,
         lr_rule: str = "none",
+        beta2_rule: str = "fixed",
+        weight_decay_rule: str = "fixed",
         max_physical_batch_size: int | None = None,
         seed: int | None = None,
         lr_schedule_unit: str = "samples",
@@ -152,6 +156,8 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
             )
         self.policy = policy
         self.lr_rule = lr_rule
+        self.beta2_rule = beta2_rule
+        self.weight_decay_rule = weight_decay_rule
         self.max_physical_batch_size = max_physical_batch_size
         self.seed = seed
         self.lr_schedule_unit = lr_schedule_unit
@@ -208,6 +214,8 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
             optimizer=optimizer,
             model=model,
             lr_rule=self.lr_rule,
+            beta2_rule=self.beta2_rule,
+            weight_decay_rule=self.weight_decay_rule,
             seed=int(seed),
             # What the Trainer fetches per update: G, and its plan's remainder at the end of
             # an epoch (its plan: the prepared loader's length at B0, read before the swap).

@@ -107,6 +107,8 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
         policy: a `BatchSizePolicy` (`adabatch.policies.make_policy`); its ``batch_size`` is
             the global B₀ and must equal the DataLoader's ``batch_size`` × the world size.
         lr_rule: "none", "linear" (SGD) or "sqrt" (Adam): lr = lr_sched · rule(B/B₀) · Π f_k.
+        beta2_rule: "fixed" or "half-life" (Adam's β₂ at a fixed half-life in tokens).
+        weight_decay_rule: "fixed" or "timescale" (AdamW's λ at a fixed B/(ηλD)).
         max_physical_batch_size: the largest micro-batch per process; a larger share of a
             batch is split into near-equal micro-batches (exact mean gradient). None: never.
         seed: seed of the per-epoch permutations; default: ``PL_GLOBAL_SEED`` (set by
@@ -130,6 +132,8 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
         policy: BatchSizePolicy,
         *,
         lr_rule: str = "none",
+        beta2_rule: str = "fixed",
+        weight_decay_rule: str = "fixed",
         max_physical_batch_size: int | None = None,
         seed: int | None = None,
         lr_schedule_unit: str = "steps",
@@ -155,6 +159,8 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
             )
         self.policy = policy
         self.lr_rule = lr_rule
+        self.beta2_rule = beta2_rule
+        self.weight_decay_rule = weight_decay_rule
         self.max_physical_batch_size = max_physical_batch_size
         self.seed = seed
         self.lr_schedule_unit = lr_schedule_unit
@@ -238,6 +244,8 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
             optimizer=trainer.optimizers[0],
             model=pl_module,
             lr_rule=self.lr_rule,
+            beta2_rule=self.beta2_rule,
+            weight_decay_rule=self.weight_decay_rule,
             seed=seed,
             count_of=physical_count(self.max_physical_batch_size),
             min_last_batch=world,  # no rank gets an empty share (its mean loss would be NaN)
