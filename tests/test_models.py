@@ -42,6 +42,7 @@ SHAPES = [
     ("resnet18", (3, 32, 32), 10, {}),
     ("resnet18-tiny", (3, 64, 64), 200, {}),
     ("transformer", (12,), 5, {"vocab_size": 50, "dim": 16, "heads": 2, "ff": 32, "layers": 1}),
+    ("gpt", (12,), 40, {"dim": 16, "heads": 2, "ff": 32, "layers": 1}),
 ]
 
 
@@ -54,6 +55,10 @@ def test_output_shape(name: str, in_shape, num_classes: int, options) -> None:
     model = build_model(name, in_shape=in_shape, num_classes=num_classes, **options)
     if name == "transformer":
         x = torch.randint(0, options["vocab_size"], (2, *in_shape))
+    elif name == "gpt":  # next-token logits at every position; the classes are the vocabulary
+        x = torch.randint(0, num_classes, (2, *in_shape))
+        assert model(x).shape == (2, *in_shape, num_classes)
+        return
     else:
         x = torch.randn(2, *in_shape)
     assert model(x).shape == (2, num_classes)

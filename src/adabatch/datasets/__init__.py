@@ -17,6 +17,7 @@ from .libsvm import libsvm_label_values, load_libsvm, load_libsvm_named
 from .mnist import FASHION_MNIST_CLASSES, MNIST_CLASSES, load_mnist
 from .paths import ENV_VAR, default_root, search_roots
 from .synthetic import synthetic_images, synthetic_logistic, synthetic_sparse
+from .text import load_text
 from .tiny_imagenet import load_tiny_imagenet
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "load_libsvm",
     "load_libsvm_named",
     "load_mnist",
+    "load_text",
     "load_tiny_imagenet",
     "locate",
     "read_idx",

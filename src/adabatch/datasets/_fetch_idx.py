@@ -31,7 +31,15 @@ from typing import ClassVar
 from ._archive import ARCHIVE_ERRORS
 from ._fetch_download import Session, mismatch, staged
 
-__all__ = ["ContentFile", "DebPackage", "IdxDataset", "Mirrors", "NpmPackage", "deb_data_tar"]
+__all__ = [
+    "ContentFile",
+    "DebPackage",
+    "IdxDataset",
+    "Mirrors",
+    "NpmPackage",
+    "TextCorpus",
+    "deb_data_tar",
+]
 
 
 @dataclass(frozen=True)
@@ -321,3 +329,13 @@ class IdxDataset:
             f"put the files {names} (each plain or gzip-compressed with a .gz suffix) in "
             f"{self.path(root)}/; sources: {'; '.join(r.sources() for r in self.routes)}"
         )
+
+
+@dataclass(frozen=True)
+class TextCorpus(IdxDataset):
+    """A text corpus: plain files in one directory, fetched and checked like IDX files.
+
+    Nothing about the files' format matters to fetching (content checksums, routes, ``.gz``
+    forms), so a corpus is the same specification under its own name; its reader is
+    `adabatch.datasets.text`.
+    """

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import FetchError
 from ._archive import ArchiveDataset
 from ._fetch_download import DEFAULT_TIMEOUT, Downloader, Session
-from ._fetch_idx import ContentFile, DebPackage, IdxDataset, Mirrors, NpmPackage
+from ._fetch_idx import ContentFile, DebPackage, IdxDataset, Mirrors, NpmPackage, TextCorpus
 from ._fetch_libsvm import LibsvmDataset, LibsvmFile
 from ._optional import require
 from .paths import search_roots
@@ -33,10 +33,12 @@ __all__ = ["DATASETS", "DEFAULT_TIMEOUT", "DatasetSpec", "fetch", "load_registry
 #: A fetchable data set: ``name``, ``description``, ``path(root)`` (where it lies once fetched),
 #: ``find(root, verify=)`` (that path if present and, with ``verify``, intact), ``install(root,
 #: session, force=)`` (try the routes, failures recorded) and ``manual(root)`` (do it by hand).
-DatasetSpec = IdxDataset | ArchiveDataset | LibsvmDataset
+DatasetSpec = IdxDataset | TextCorpus | ArchiveDataset | LibsvmDataset
 
 # The classes that the registry's "kind" fields name: the data sets, and their files and routes.
-_KINDS: dict[str, Any] = {c.__name__: c for c in (IdxDataset, ArchiveDataset, LibsvmDataset)}
+_KINDS: dict[str, Any] = {
+    c.__name__: c for c in (IdxDataset, TextCorpus, ArchiveDataset, LibsvmDataset)
+}
 _KINDS |= {c.__name__: c for c in (ContentFile, LibsvmFile, Mirrors, NpmPackage, DebPackage)}
 
 

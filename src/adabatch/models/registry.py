@@ -10,6 +10,7 @@ resnet20        `ResNetCIFAR` of depth 20                   (channels, height, w
 resnet18        `ResNet18`, CIFAR stem                      (channels, height, width)
 resnet18-tiny   `ResNet18`, ImageNet stem                   (channels, height, width)
 transformer     `TransformerClassifier`                     (seq_len,) integer tokens
+gpt             `GPT`, causal, next-token logits            (seq_len,) integer tokens
 ==============  ==========================================  ==============================
 
 `build_model` derives the sizes a model needs from ``in_shape`` (``in_features``,
@@ -34,6 +35,7 @@ from torch import nn
 from .._validate import as_int
 from ..options import options_of
 from .cnn import SmallCNN
+from .gpt import GPT
 from .logistic import LogisticRegression
 from .mlp import MLP
 from .resnet import ResNetCIFAR
@@ -41,6 +43,18 @@ from .resnet18 import resnet18_cifar, resnet18_tiny
 from .transformer import TransformerClassifier
 
 __all__ = ["MODELS", "build_model", "derived_inputs", "model_options"]
+
+
+def _gpt(
+    seq_len: int = 64,
+    num_classes: int = 256,
+    dim: int = 128,
+    heads: int = 4,
+    ff: int = 512,
+    layers: int = 2,
+) -> GPT:
+    """`GPT` whose output classes are its vocabulary (the next token's 256 bytes by default)."""
+    return GPT(vocab_size=num_classes, seq_len=seq_len, dim=dim, heads=heads, ff=ff, layers=layers)
 
 
 def _resnet20(num_classes: int = 10, norm: str = "group", in_channels: int = 3) -> ResNetCIFAR:
@@ -58,6 +72,7 @@ MODELS: Mapping[str, Callable[..., nn.Module]] = MappingProxyType(
         "resnet18": resnet18_cifar,
         "resnet18-tiny": resnet18_tiny,
         "transformer": TransformerClassifier,
+        "gpt": _gpt,
     }
 )
 
@@ -99,6 +114,7 @@ _INPUTS: Mapping[str, _Inputs] = MappingProxyType(
         "resnet18-tiny": _IMAGE,
         # Tokens are integer ids, so the vocabulary size cannot come from the shape: an option.
         "transformer": _Inputs(("seq_len",), "(seq_len,) of token ids", _tokens),
+        "gpt": _Inputs(("seq_len",), "(seq_len,) of token ids", _tokens),
     }
 )
 

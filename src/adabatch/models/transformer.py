@@ -13,8 +13,9 @@ from torch import Tensor, nn
 
 
 class _SelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, causal: bool = False):
         super().__init__()
+        self.causal = causal
         if dim % heads:
             raise ValueError(f"dim must be divisible by heads, got dim={dim}, heads={heads}")
         self.heads = heads
@@ -24,15 +25,15 @@ class _SelfAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
 class _Block(nn.Module):
-    def __init__(self, dim: int, heads: int, ff: int):
+    def __init__(self, dim: int, heads: int, ff: int, causal: bool = False):
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
-        self.attn = _SelfAttention(dim, heads)
+        self.attn = _SelfAttention(dim, heads, causal)
         self.ln2 = nn.LayerNorm(dim)
         self.ff1 = nn.Linear(dim, ff)
         self.ff2 = nn.Linear(ff, dim)
