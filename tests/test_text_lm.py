@@ -85,3 +85,40 @@ def test_the_hooks_engine_matches_the_oracle_on_the_gpt() -> None:
     model = build_model("gpt", in_shape=(6,), num_classes=20, dim=8, heads=2, ff=16, layers=1)
     tokens = torch.randint(0, 20, (5, 6))
     check(model, tokens, torch.randint(0, 20, (5, 6)), loss=next_token_loss, allow_fallback=False)
+
+
+def test_the_fortunes_bundle_trains_a_gpt_with_the_next_token_loss(tmp_path) -> None:
+    """End to end through the experiments layer: loss, no accuracy, a growing batch."""
+    import math
+
+    from adabatch.experiments.build import build
+    from adabatch.experiments.config import (
+        Config,
+        DataConfig,
+        ModelConfig,
+        OptimizerConfig,
+        PolicyConfig,
+        TrainConfig,
+    )
+
+    fake_fortunes(tmp_path)
+    config = Config(
+        data=DataConfig(name="fortunes", root=str(tmp_path), options={"seq_len": 16}),
+        model=ModelConfig(name="gpt", options={"dim": 16, "heads": 2, "ff": 32, "layers": 1}),
+        optimizer=OptimizerConfig(name="adamw", lr=3e-3),
+        policy=PolicyConfig(
+            name="sample-schedule",
+            batch_size=8,
+            lr_rule="sqrt",
+            options={"thresholds": "0:8 64:16"},
+        ),
+        train=TrainConfig(epochs=2, eval_batch_size=64),
+    )
+    built = build(config)
+    assert built.data.tokens_per_sample == 16 and built.data.num_classes == 256
+    trainer = built.trainer()
+    result = trainer.fit(2)
+    record = trainer.last_epoch_record
+    assert math.isfinite(record["test_loss"]) and record["test_loss"] < math.log(256)
+    assert record["test_accuracy"] is None  # next-token logits are not N × K class scores
+    assert built.scheduler.batch_size == 16 and result.epochs == 2

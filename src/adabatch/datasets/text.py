@@ -94,7 +94,9 @@ def byte_sequences(data: bytes, seq_len: int, *, name: str = "") -> ArrayDataset
     starts = torch.arange(count) * seq_len
     window = starts[:, None] + torch.arange(seq_len + 1)[None, :]
     blocks = ids[window]
-    dataset = ArrayDataset(blocks[:, :-1].contiguous(), blocks[:, 1:].contiguous(), name=name)
+    dataset = ArrayDataset(
+        blocks[:, :-1].contiguous(), blocks[:, 1:].contiguous(), num_classes=VOCAB_SIZE, name=name
+    )
     dataset.tokens_per_sample = seq_len  # type: ignore[attr-defined]
     dataset.vocab_size = VOCAB_SIZE  # type: ignore[attr-defined]
     return dataset

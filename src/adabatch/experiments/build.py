@@ -194,10 +194,12 @@ class Built:
     ) -> Trainer:
         """The `Trainer` for these objects."""
         t = self.config.train
+        loss = {} if self.data.loss_fn is None else {"loss_fn": self.data.loss_fn}
         return Trainer(
             self.model,
             self.optimizer,
             self.scheduler,
+            **loss,
             eval_data=self.data.test,
             eval_batch_size=t.eval_batch_size,
             eval_transform=self.data.eval_transform,

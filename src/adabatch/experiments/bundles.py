@@ -10,7 +10,13 @@ mnist              MNIST, 60000 + 10000 28×28 grey                 ``adabatch d
 fashion-mnist      Fashion-MNIST, same shapes                      ``... fetch fashion-mnist``
 cifar10/cifar100   32×32 colour, 50000 + 10000                     ``... fetch cifar10``
 tiny-imagenet      64×64 colour, 200 classes, 100000 + 10000       ``... fetch tiny-imagenet``
+fortunes           fortune-mod's English quotations as byte         ``... fetch fortunes``
+                   sequences of ``seq_len`` (next-token targets)
 =================  ==============================================  =====================
+
+A text data set is a language-modelling task: its bundle's ``loss_fn`` is the mean
+next-token cross-entropy (`adabatch.models.next_token_loss`) and ``tokens_per_sample`` its
+sequence length, so that records can count tokens.
 
 Inputs are standardised once in memory (per-channel mean and std of the training split, the
 papers' constants where they exist), so training batches need no per-batch work unless
@@ -35,10 +41,12 @@ from ..datasets import (
     load_cifar10,
     load_cifar100,
     load_mnist,
+    load_text,
     load_tiny_imagenet,
     synthetic_images,
 )
 from ..errors import ConfigError
+from ..models import next_token_loss
 from ..options import Option, options_of
 from .config import DataConfig
 
@@ -61,6 +69,8 @@ class DataBundle:
         eval_transform: per-batch transform of evaluation batches, or None.
         generators: random generators the transforms draw from (checkpointed).
         description: one line for logs.
+        loss_fn: the task's loss (None: cross-entropy over classes).
+        tokens_per_sample: tokens per sample of a text data set (None otherwise).
     """
 
     train: ArrayDataset
@@ -71,6 +81,8 @@ class DataBundle:
     eval_transform: Callable[[Any], Any] | None = None
     generators: tuple[torch.Generator, ...] = ()
     description: str = ""
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None
+    tokens_per_sample: int | None = None
 
 
 def _with_inputs(ds: ArrayDataset, inputs: Tensor) -> ArrayDataset:
@@ -142,6 +154,14 @@ def _tiny_imagenet(*, root: str | None = None) -> tuple[ArrayDataset, ArrayDatas
     return train, test, ((0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821))
 
 
+def _fortunes(
+    *, seq_len: int = 64, held_out: float = 0.1, root: str | None = None
+) -> tuple[ArrayDataset, ArrayDataset, None]:
+    train = load_text("fortunes", root, split="train", seq_len=seq_len, held_out=held_out)
+    test = load_text("fortunes", root, split="test", seq_len=seq_len, held_out=held_out)
+    return train, test, None
+
+
 #: name → builder returning (train, test, channel stats or None); keyword options are the
 #: data set's ``data.options``.
 DATA: Mapping[str, Callable[..., Any]] = MappingProxyType(
@@ -153,6 +173,7 @@ DATA: Mapping[str, Callable[..., Any]] = MappingProxyType(
         "cifar10": _cifar("cifar10"),
         "cifar100": _cifar("cifar100"),
         "tiny-imagenet": _tiny_imagenet,
+        "fortunes": _fortunes,
     }
 )
 
@@ -192,6 +213,7 @@ def build_data(config: DataConfig, *, seed: int) -> DataBundle:
             f"{', '.join(options) or '(none)'}"
         )
     train, test, stats = DATA[config.name](root=config.root, **config.options)
+    tokens_per_sample = getattr(train, "tokens_per_sample", None)
     train = _subset(train, config.train_size, "data.train_size")
     test = _subset(test, config.test_size, "data.test_size")
     uint8 = train.inputs.dtype == torch.uint8
@@ -240,4 +262,6 @@ def build_data(config: DataConfig, *, seed: int) -> DataBundle:
         eval_transform=eval_transform,
         generators=generators,
         description=f"{config.name}: {len(train)} train, {len(test)} test, shape {in_shape}",
+        loss_fn=None if tokens_per_sample is None else next_token_loss,
+        tokens_per_sample=tokens_per_sample,
     )
