@@ -16,6 +16,8 @@ coordinate-norm-test       b ← max(b, ⌈max_j V_j/(η²ḡ_j²)⌉), guarded 
 noise-scale                b = factor · EMA(tr Σ)/EMA(‖G‖²) (McCandlish et     Σgᵢ, S2 or
                            al.)                                                two sizes
 sample-schedule            thresholds in samples/tokens, or Megatron's ramp    none
+critical-batch-warmup      ×growth while factor·B_simple passes the next size  as noise-scale
+                           (after Merrill et al.)
 =========================  ==================================================  ============
 
 A policy is a frozen configuration with a pure ``decide(state, stats, *, batch_size, step,
@@ -35,6 +37,7 @@ from .adaptive_sampling import (
 )
 from .base import NO_STATE, BatchSizePolicy, Cadence, Decision, StatsRequest
 from .constant import ConstantPolicy
+from .critical_warmup import CriticalBatchWarmup, warmup_size
 from .divebatch import DiveBatchPolicy, divebatch_batch_size, divebatch_rule, window_diversity
 from .noise_scale import EMAState, NoiseScalePolicy, NoiseScaleState, ema_update, ema_value
 from .ramps import (
@@ -65,6 +68,7 @@ __all__ = [
     "Cadence",
     "ConstantPolicy",
     "CoordinateNormTest",
+    "CriticalBatchWarmup",
     "Decision",
     "DiveBatchPolicy",
     "EMAState",
@@ -100,5 +104,6 @@ __all__ = [
     "seesaw_policy",
     "seesaw_thresholds",
     "threshold_batch_size",
+    "warmup_size",
     "window_diversity",
 ]

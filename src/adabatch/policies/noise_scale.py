@@ -136,6 +136,10 @@ class NoiseScalePolicy(BatchSizePolicy):
             return math.inf
         return max(trace, 0.0) / grad_sq
 
+    def proposal(self, scale: float, batch_size: int) -> float:
+        """The batch the rule asks for at noise scale ``scale``: factor · B_simple."""
+        return self.factor * scale
+
     def update(
         self, state: NoiseScaleState, observation: GradStats | NoiseEstimate
     ) -> tuple[NoiseScaleState, str | None]:
@@ -180,7 +184,7 @@ class NoiseScalePolicy(BatchSizePolicy):
             )
         scale = self.noise_scale(state)
         decision = self.grow_to(
-            self.factor * scale,
+            self.proposal(scale, batch_size),
             batch_size=batch_size,
             step=step,
             epoch=epoch,

@@ -16,6 +16,7 @@ from .adaptive_sampling import (
 )
 from .base import BatchSizePolicy
 from .constant import ConstantPolicy
+from .critical_warmup import CriticalBatchWarmup
 from .divebatch import DiveBatchPolicy
 from .noise_scale import NoiseScalePolicy
 from .sample_schedule import SampleSchedulePolicy
@@ -37,6 +38,7 @@ POLICIES: Mapping[str, type[BatchSizePolicy]] = MappingProxyType(
             CoordinateNormTest,
             NoiseScalePolicy,
             SampleSchedulePolicy,
+            CriticalBatchWarmup,
         )
     }
 )
