@@ -61,14 +61,19 @@ def _run(policy, steps, n=100_000, resume_at=None):
     loader = AdaptiveLoader(data, policy.batch_size, shuffle=False)
     scheduler = BatchSizeScheduler(policy, loader)
     sizes = []
-    it = iter(loader)
+
+    def epochs(loader):
+        while True:  # epoch after epoch
+            yield from loader
+
+    it = epochs(loader)
     for step in range(steps):
         if resume_at is not None and step == resume_at:
             state = scheduler.state_dict()
             loader = AdaptiveLoader(data, policy.batch_size, shuffle=False)
             scheduler = BatchSizeScheduler(policy, loader)
             scheduler.load_state_dict(state)
-            it = iter(loader)
+            it = epochs(loader)
         (batch,) = next(it)
         sizes.append(len(batch))
         scheduler.step()
@@ -182,3 +187,60 @@ def test_olmo_integer_factors_wait_for_a_whole_number_of_new_batches() -> None:
     ]  # fmt: skip
     with pytest.raises(ValueError, match="integer factor"):
         make_policy("sample-schedule", batch_size=8, thresholds="0:8 20:12", integer_factors=True)
+
+
+def test_olmo_integer_factors_are_reachable_across_a_short_last_batch() -> None:
+    """1000 samples in batches of 256 end in a batch of 232: the rule counts batches."""
+    policy = make_policy(
+        "sample-schedule", batch_size=256, thresholds="0:256 1000:512", integer_factors=True
+    )
+    sizes, _ = _run(policy, 8, n=1000)
+    assert sizes == [256, 256, 256, 232, 512, 488, 512, 488]
+
+
+def test_at_b0_throughout_the_sample_clock_steps_the_schedule_once_per_step() -> None:
+    """An epoch ending in a short batch (1000 = 3·256 + 232) counts as a whole step of B₀."""
+    data = TensorDataset(torch.arange(1000))
+    policy = make_policy("constant", batch_size=256)
+
+    def run(unit):
+        w = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([w], lr=1.0)
+        decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, 1 - t / 12))
+        loader = AdaptiveLoader(data, 256, shuffle=False)
+        scheduler = BatchSizeScheduler(
+            policy, loader, opt, lr_scheduler=decay, lr_scheduler_interval="step",
+            lr_schedule_unit=unit,
+        )  # fmt: skip
+        lrs = []
+        for _ in range(3):
+            for _batch in loader:
+                lrs.append(opt.param_groups[0]["lr"])
+                opt.step()
+                scheduler.step()
+            scheduler.step_epoch()
+        return lrs, scheduler
+
+    by_samples, scheduler = run("samples")
+    by_steps, _ = run("steps")
+    assert by_samples == pytest.approx(by_steps)
+    assert scheduler.samples == 3000 and scheduler.nominal_samples == 12 * 256
+
+
+def test_a_checkpoint_without_the_sample_clock_cannot_resume_a_sample_schedule() -> None:
+    policy = make_policy("sample-schedule", batch_size=8, thresholds="0:8 40:16")
+    _, scheduler = _run(policy, 3)
+    state = scheduler.state_dict()
+    state["version"] = 2
+    del state["samples"], state["nominal_samples"]
+    fresh = BatchSizeScheduler(policy, AdaptiveLoader(TensorDataset(torch.arange(100_000)), 8))
+    with pytest.raises(ValueError, match="before the scheduler counted samples"):
+        fresh.load_state_dict(state)
+    constant = make_policy("constant", batch_size=8)
+    _, other = _run(constant, 3)
+    old = other.state_dict()
+    old["version"] = 2
+    del old["samples"], old["nominal_samples"]
+    data = TensorDataset(torch.arange(100_000))
+    # A policy that reads no samples resumes a version-2 state.
+    BatchSizeScheduler(constant, AdaptiveLoader(data, 8, shuffle=False)).load_state_dict(old)

@@ -39,12 +39,19 @@ def test_a_cosine_gets_a_milestone_wherever_it_has_halved_again() -> None:
         assert t == math.ceil(total * math.acos(2 * 0.5**k - 1) / math.pi - 1e-9)
 
 
+def test_a_warm_up_is_not_a_cut_the_milestones_count_from_the_peak() -> None:
+    """Warm-up over 10 steps, then the step schedule: the same milestones, shifted by it."""
+    warm = [(t + 1) / 10 for t in range(10)]
+    lrs = warm + [1.0] * 10 + [0.5] * 10 + [0.25] * 10
+    assert seesaw_thresholds(lrs, 0.5, 32) == ((0, 32), (20 * 32, 64), (30 * 32, 128))
+
+
 def test_the_cap_stops_the_milestones_and_bad_alpha_is_refused() -> None:
     lrs = [0.5**k for k in range(10)]
     assert seesaw_thresholds(lrs, 0.5, 8, max_batch_size=32) == ((0, 8), (8, 16), (16, 32))
     with pytest.raises(ValueError, match="alpha must be in"):
         seesaw_thresholds(lrs, 1.0, 8)
-    with pytest.raises(ValueError, match="start above 0"):
+    with pytest.raises(ValueError, match="rise above 0"):
         seesaw_thresholds([0.0, 0.0], 0.5, 8)
 
 

@@ -110,15 +110,19 @@ def test_the_fortunes_bundle_trains_a_gpt_with_the_next_token_loss(tmp_path) -> 
             name="sample-schedule",
             batch_size=8,
             lr_rule="sqrt",
-            options={"thresholds": "0:8 64:16"},
+            beta2_rule="half-life",
+            # 1K tokens = 62.5 sequences of 16: the batch doubles after the 8th step.
+            options={"thresholds": "0:8 1K:16", "unit": "tokens"},
         ),
         train=TrainConfig(epochs=2, eval_batch_size=64),
     )
     built = build(config)
     assert built.data.tokens_per_sample == 16 and built.data.num_classes == 256
+    assert built.scheduler.policy.tokens_per_sample == 16  # filled in from the data
     trainer = built.trainer()
     result = trainer.fit(2)
     record = trainer.last_epoch_record
     assert math.isfinite(record["test_loss"]) and record["test_loss"] < math.log(256)
     assert record["test_accuracy"] is None  # next-token logits are not N × K class scores
     assert built.scheduler.batch_size == 16 and result.epochs == 2
+    assert built.optimizer.param_groups[0]["betas"][1] == pytest.approx(0.999**2)

@@ -52,8 +52,9 @@ from .stats.window import StatsWindow
 
 __all__ = ["BatchSizeScheduler"]
 
-# 1: adabatch 0.1 (the policy held the batch size and its window); 2: this layout.
-_STATE_VERSION = 2
+# 1: adabatch 0.1 (the policy held the batch size and its window); 2: no sample clock;
+# 3: this layout (the samples consumed, real and nominal).
+_STATE_VERSION = 3
 
 
 def _sampler_of(loader: Any) -> Any:
@@ -99,7 +100,9 @@ class BatchSizeScheduler:
         step_count: optimizer steps taken so far.
         epoch: the epoch in progress (epochs ended so far).
         samples: training samples consumed so far (global; counted in `step` from the
-            sampler's last batch).
+            sampler's last batch, or what `count` announced).
+        nominal_samples: the sum of the steps' requested batch sizes (the clock of an LR
+            schedule followed in samples).
         decisions: the decisions that changed the batch size or the LR, in order.
         last_decision: the last decision the policy returned (a kept batch included).
     """
@@ -180,7 +183,12 @@ class BatchSizeScheduler:
         self.step_count = 0
         self.epoch = 0
         self.samples = 0  # training samples consumed (global): the clock of sample schedules
+        # The sum of the steps' requested sizes: the LR clock of lr_schedule_unit="samples"
+        # (an epoch's short last batch counts in full, so at B = B₀ throughout the schedule
+        # steps exactly once per step).
+        self.nominal_samples = 0
         self._counted: Any = None  # the sampler's batch last counted into samples
+        self._told: tuple[int, int] | None = None  # the batch `count` announced
         self.decisions: list[Decision] = []
         self.last_decision: Decision | None = None
         self._state = policy.init()
@@ -267,16 +275,36 @@ class BatchSizeScheduler:
         """
         return self._advance("epoch", lr_scheduler_args)
 
+    def count(self, samples: int, requested: int) -> None:
+        """Tell the scheduler the batch the coming `step` trained: its global samples and size.
+
+        Needed only where the loader reads ahead of the step, so that the sampler's last
+        delivered batch is not the one trained (the trainer integrations); by default `step`
+        counts that last batch (or, in a loop that does not draw from the loader, the size
+        in force).
+        """
+        self._told = (int(samples), int(requested))
+
+    def _count_step(self) -> None:
+        """Add the batch just trained to the clocks (real samples; requested sizes)."""
+        if self._told is not None:
+            samples, requested = self._told
+            self._told = None
+        else:
+            last = self.sampler.last
+            if last is not None and last is not self._counted:
+                samples, requested = last.global_length, last.size
+            else:
+                samples = requested = self.batch_size
+            self._counted = last
+        self.samples += samples
+        self.nominal_samples += requested
+
     def _advance(self, unit: str, lr_scheduler_args: tuple[Any, ...]) -> Decision | None:
         """The end of a step or an epoch: decide if it is a decision point, count, apply."""
         index = self.step_count if unit == "step" else self.epoch
         if unit == "step":
-            # The batch this step trained on: the one the sampler delivered since the last
-            # step; a loop that does not draw from the loader counts the size in force.
-            last = self.sampler.last
-            fresh = last is not None and last is not self._counted
-            self.samples += last.global_length if fresh else self.batch_size
-            self._counted = last
+            self._count_step()
         decision = None
         if self._cadence.unit == unit and self._cadence.decides_at(index):
             decision = self._decide(step=index if unit == "step" else None)
@@ -288,7 +316,7 @@ class BatchSizeScheduler:
         coupling = self.lr_coupling
         if self.lr_scheduler_interval == unit and coupling and coupling.scheduler is not None:
             if self.lr_schedule_unit == "samples":
-                place_schedule(coupling.scheduler, self.samples, self.policy.batch_size)
+                place_schedule(coupling.scheduler, self.nominal_samples, self.policy.batch_size)
             coupling.scheduler_step(*lr_scheduler_args)
         return decision
 
@@ -348,6 +376,7 @@ class BatchSizeScheduler:
             "step_count": self.step_count,
             "epoch": self.epoch,
             "samples": self.samples,
+            "nominal_samples": self.nominal_samples,
             "decisions": [dataclasses.asdict(d) for d in self.decisions],
             "last_decision": None
             if self.last_decision is None
@@ -363,10 +392,16 @@ class BatchSizeScheduler:
         values), then call this.
         """
         version = state.get("version")
-        if version != _STATE_VERSION:
+        if version == 2 and (self.policy.reads_samples or self.lr_schedule_unit == "samples"):
+            raise ValueError(
+                "this checkpoint was written before the scheduler counted samples (state "
+                f"version 2); the {self.policy.name} policy or lr_schedule_unit='samples' "
+                "needs that count: start the run again"
+            )
+        if version not in (2, _STATE_VERSION):
             raise ValueError(
                 f"BatchSizeScheduler state version {version!r} is not supported: this "
-                f"adabatch reads version {_STATE_VERSION} (states without a version were "
+                f"adabatch reads versions 2 and {_STATE_VERSION} (states without a version were "
                 "written by adabatch 0.1, whose policies held the batch size; resume such a "
                 "run with adabatch 0.1, or start it again)"
             )
@@ -381,7 +416,9 @@ class BatchSizeScheduler:
         getattr(self.loader, "load_state_dict", self.sampler.load_state_dict)(state["sampler"])
         self.step_count = int(state["step_count"])
         self.epoch = int(state["epoch"])
-        self.samples = int(state.get("samples", 0))  # absent in older states
+        self.samples = int(state.get("samples", 0))  # version 2: unused by this policy
+        self.nominal_samples = int(state.get("nominal_samples", 0))
+        self._told = None
         self._counted = self.sampler.last  # the restored last batch was counted already
         self.decisions = [Decision(**d) for d in state["decisions"]]
         last = state["last_decision"]

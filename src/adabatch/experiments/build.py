@@ -242,11 +242,20 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
         optimizer = OPTIMIZERS[config.optimizer.name](
             model.parameters(), lr=config.optimizer.lr, **config.optimizer.options
         )
+        options = dict(config.policy.options)
+        if options.get("unit") == "tokens" and data.tokens_per_sample is not None:
+            # A schedule in tokens on text: the sequence length is the data's.
+            given = options.setdefault("tokens_per_sample", data.tokens_per_sample)
+            if given != data.tokens_per_sample:
+                raise ConfigError(
+                    f"policy.tokens_per_sample={given} but the {config.data.name} sequences "
+                    f"have {data.tokens_per_sample} tokens; leave it out (it is filled in)"
+                )
         policy = make_policy(
             config.policy.name,
             batch_size=config.policy.batch_size,
             dataset_size=len(data.train),
-            **config.policy.options,
+            **options,
         )
     except ConfigError:
         raise
@@ -268,6 +277,8 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
             optimizer,
             lr_rule=config.policy.lr_rule,
             lr_scheduler=lr_scheduler,
+            beta2_rule=config.policy.beta2_rule,
+            weight_decay_rule=config.policy.weight_decay_rule,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

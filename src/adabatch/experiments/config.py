@@ -36,6 +36,7 @@ from .._validate import as_int, as_optional_int, check_choice, check_positive
 from ..distributed.launch import BACKENDS
 from ..distributed.parallel import PARALLEL_MODES
 from ..errors import ConfigError
+from ..hparam_coupling import BETA2_RULES, WEIGHT_DECAY_RULES
 from ..lr_coupling import LR_RULES
 from ..options import Option, check, parse
 
@@ -142,12 +143,19 @@ class PolicyConfig:
     """The batch-size policy: a name in `adabatch.policies.POLICIES`, B₀, the LR rule, options.
 
     ``options`` are the policy's fields (``delta``, ``every``, ``eta``, ``max_batch_size``,
-    ...); ``dataset_size`` is filled in from the data. ``lr_rule`` is one of `LR_RULES`.
+    ...); ``dataset_size`` is filled in from the data, and so is ``tokens_per_sample`` for a
+    schedule in tokens on a text data set. ``lr_rule`` is one of `LR_RULES`; ``beta2_rule``
+    ("fixed", "half-life") and ``weight_decay_rule`` ("fixed", "timescale") couple Adam's β₂
+    and AdamW's weight decay to the batch (`adabatch.hparam_coupling`).
     """
 
     name: str = "constant"
     batch_size: int = dataclasses.field(default=32, metadata=_min(1))
     lr_rule: str = dataclasses.field(default="none", metadata=_one_of(LR_RULES))
+    beta2_rule: str = dataclasses.field(default="fixed", metadata=_one_of(BETA2_RULES))
+    weight_decay_rule: str = dataclasses.field(
+        default="fixed", metadata=_one_of(WEIGHT_DECAY_RULES)
+    )
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 

@@ -49,6 +49,8 @@ class MicroBatch:
         local: N_r, this rank's samples of the logical batch.
         global_size: L, all ranks' samples of the logical batch.
         world_size: W.
+        requested: the batch size in force when the logical batch was drawn (L, except for
+            an epoch's short last batch).
     """
 
     index: int
@@ -57,6 +59,7 @@ class MicroBatch:
     local: int
     global_size: int
     world_size: int
+    requested: int = 0
 
     @property
     def is_last(self) -> bool:
@@ -267,7 +270,13 @@ class ChunkFeed:
         parts = split_into(batch, count)
         for k, part in enumerate(parts):
             info = MicroBatch(
-                k, count, batch_length(part), n, last.global_length, self._sampler.world_size
+                k,
+                count,
+                batch_length(part),
+                n,
+                last.global_length,
+                self._sampler.world_size,
+                last.size,
             )
             self._chunks.append((part, info))
 

@@ -193,7 +193,7 @@ class AdaptiveSession:
                 **dict(tracker_options or {}),
             )
         self.last_decision: Decision | None = None
-        self.samples = 0  # global samples of the logical batches whose step has run
+        self.samples = 0  # requested sizes of the logical batches stepped: the LR clock
         self._micro: MicroBatch | None = None  # the last micro-batch begun
         self._measuring = False
         self._batch_scope = contextlib.ExitStack()  # tracker paused for an unmeasured batch
@@ -244,14 +244,17 @@ class AdaptiveSession:
         """After the last backward, before the optimizer step: the window takes the statistics."""
         self._micro_scope.close()
         self._batch_scope.close()
-        if self._micro is not None:
-            self.samples += self._micro.global_size
+        if self._micro is not None:  # the LR clock: requested sizes (see the scheduler)
+            self.samples += self._micro.requested
         if self.tracker is not None and self._measuring:
             self._measuring = False
             self.scheduler.observe(self.tracker.pop())
 
     def after_step(self) -> Decision | None:
         """After the optimizer step: the policy may decide (resize from the next batch)."""
+        if self._micro is not None:
+            # The host may have drawn the next batch already: say which batch was trained.
+            self.scheduler.count(self._micro.global_size, self._micro.requested)
         return self._applied(self.scheduler.step())
 
     def end_epoch(self) -> Decision | None:

@@ -159,6 +159,8 @@ class BatchSizePolicy:
     """
 
     name: ClassVar[str] = ""
+    #: Whether `decide` reads ``samples`` (a checkpoint without the sample clock cannot resume it).
+    reads_samples: ClassVar[bool] = False
 
     batch_size: int
     _: dataclasses.KW_ONLY

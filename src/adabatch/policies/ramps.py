@@ -23,8 +23,8 @@ B(c): the same thing.
 
 from __future__ import annotations
 
+import decimal
 import itertools
-import math
 import re
 from collections.abc import Sequence
 
@@ -56,8 +56,8 @@ def parse_amount(text: str) -> int:
             "B (or G) or T, e.g. 250B or 1.5M"
         )
     number, suffix = match.groups()
-    value = float(number) * _SUFFIXES[suffix.upper()]
-    if value != math.floor(value):
+    value = decimal.Decimal(number) * _SUFFIXES[suffix.upper()]  # exact: 2.01K is 2010
+    if value != value.to_integral_value():
         raise ValueError(f"the amount {text!r} is not a whole number of samples or tokens")
     return int(value)
 
@@ -133,8 +133,8 @@ def ramp_batch_size(consumed: int, *, start: int, increment: int, ramp: int, fin
             f"{increment} (Megatron requires (final - start) % increment == 0)"
         )
     increments = span // increment
-    if consumed > ramp or increments == 0:
-        return final
+    if consumed > ramp or increments == 0 or ramp == 0:
+        return final  # (a ramp of 0 samples: the final batch from the first decision on)
     per_increment = ramp / increments
     return start + int(consumed / per_increment) * increment
 

@@ -12,10 +12,11 @@ the usual packed pre-training data); thresholds and the ramp are then in tokens.
 
 ``integer_factors=True`` is OLMo-core's ``BatchSizeSchedulerCallback``: the sizes of a
 threshold schedule must be integer multiples (or divisors) of each other, and an increase by
-k waits until the samples consumed are a whole number of new batches (OLMo-core's data loader
-finds its position as batches processed × batch size, so it can change the size only where
-that stays a whole number; our sampler has no such constraint, the option reproduces theirs).
-A decrease applies at once.
+k waits until the batches taken at the current size are a multiple of k (OLMo-core's data
+loader finds its position as batches processed × batch size, so it can change the size only
+where that stays a whole number of new batches; our sampler has no such constraint, the
+option reproduces theirs). Counting batches, not samples, keeps the rule reachable when an
+epoch ends in a short batch. A decrease applies at once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import dataclasses
 import functools
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from .._validate import as_optional_int, check_choice
 from .base import BatchSizePolicy, Cadence, Decision
@@ -117,10 +118,17 @@ class SampleSchedulePolicy(BatchSizePolicy):
         ):
             object.__setattr__(self, key, value)
 
+    #: Its decisions read the sample clock (`BatchSizeScheduler.samples`).
+    reads_samples: ClassVar[bool] = True
+
     @property
     def cadence(self) -> Cadence:
         """After every optimizer step; no statistics."""
         return Cadence("step")
+
+    def init(self) -> int:
+        """Batches taken at the current size (OLMo-core's divisibility rule counts them)."""
+        return 0
 
     @functools.cached_property
     def _schedule(self) -> Any:
@@ -149,13 +157,14 @@ class SampleSchedulePolicy(BatchSizePolicy):
         epoch: int,
         samples: int = 0,
     ) -> tuple[Any, Decision | None]:
+        taken = int(state) + 1  # batches at the current size, this one included
         target = self.target(samples)
         new = self.clamp(target)
         if new == batch_size:
-            return state, None
-        if self.integer_factors and new > batch_size and samples % new:
-            return state, None  # OLMo-core: not yet a whole number of new batches
-        return state, Decision(
+            return taken, None
+        if self.integer_factors and new > batch_size and taken % (new // batch_size):
+            return taken, None  # OLMo-core: not yet a whole number of new batches
+        return 0, Decision(
             step=step,
             epoch=epoch,
             old_batch_size=batch_size,

@@ -8,9 +8,9 @@ batch takes fewer, more parallel steps — the paper reports ≈36 % less wall-c
 In adabatch that is three existing pieces, nothing more:
 
 * the **milestones**: the k-th is the first step t (counted at B₀) where the schedule's LR has
-  fallen to α^k of its initial value — `seesaw_thresholds`, on the LR curve of any torch
-  scheduler (`lr_curve`: step, cosine, warm-up-stable-decay, ...), in samples t·B₀, with the
-  batch B₀·α^(−k) from there (capped at ``max_batch_size``);
+  fallen to α^k of its peak (after a warm-up, if any) — `seesaw_thresholds`, on the LR curve
+  of any torch scheduler (`lr_curve`: step, cosine, warm-up-stable-decay, ...), in samples
+  t·B₀, with the batch B₀·α^(−k) from there (capped at ``max_batch_size``);
 * the **LR schedule followed in samples** (``lr_schedule_unit="samples"``), so that the base
   schedule keeps its shape in samples although steps become larger;
 * the **square-root LR rule** (``lr_rule="sqrt"``): lr = sched(samples/B₀)·√(B/B₀), which at
@@ -19,7 +19,8 @@ In adabatch that is three existing pieces, nothing more:
   own cuts then apply in full, as the paper prescribes when the batch cannot grow.
 
 `seesaw_policy` builds the `SampleSchedulePolicy`; run it with ``lr_rule="sqrt"`` and
-``lr_schedule_unit="samples"`` (``BatchSizeScheduler``, the integrations, the CLI).
+``lr_schedule_unit="samples"`` (``BatchSizeScheduler`` or the integrations; the experiments'
+LR schedules step per epoch, so the CLI does not run Seesaw yet).
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ def seesaw_thresholds(
 ) -> tuple[tuple[int, int], ...]:
     """Seesaw's (samples, batch) schedule from an LR curve indexed by steps at B₀.
 
-    The k-th milestone is the first step t with lrs[t] ≤ α^k · lrs[0] (a relative tolerance
-    of 10⁻⁹ absorbs the rounding of multiplicative schedules); from t·B₀ samples on the batch
+    The k-th milestone is the first step t after the schedule's peak (the end of a warm-up)
+    with lrs[t] ≤ α^k · max(lrs) (a relative tolerance of 10⁻⁹ absorbs the rounding of
+    multiplicative schedules); from t·B₀ samples on the batch
     is round(B₀·α^(−k)), capped at ``max_batch_size`` (milestones past the cap are dropped:
     the batch cannot grow there).
 
@@ -71,12 +73,16 @@ def seesaw_thresholds(
         raise ValueError(f"alpha must be in (0, 1): the LR cut Seesaw trades, got {alpha}")
     base = as_int(base_batch_size, "base_batch_size", minimum=1)
     cap = as_optional_int(max_batch_size, "max_batch_size", minimum=base)
-    if not lrs or not lrs[0] > 0:
-        raise ValueError("the LR curve must be non-empty and start above 0")
+    if not lrs or not max(lrs) > 0:
+        raise ValueError("the LR curve must be non-empty and rise above 0")
+    # The cuts count from the schedule's peak: a warm-up's rise is not a cut to trade.
+    peak = max(range(len(lrs)), key=lambda t: lrs[t])
+    top = lrs[peak]
     thresholds = [(0, base)]
     k = 1
-    for t, lr in enumerate(lrs):
-        while lr <= alpha**k * lrs[0] * (1 + 1e-9):
+    for t in range(peak, len(lrs)):
+        lr = lrs[t]
+        while lr <= alpha**k * top * (1 + 1e-9):
             size = round(base * alpha ** (-k))
             if cap is not None and size > cap:
                 return tuple(thresholds)
@@ -102,14 +108,14 @@ def seesaw_policy(
 
     Example::
 
-        lrs = lr_curve(lambda o: CosineAnnealingLR(o, T_max=total_steps), total_steps)
-        policy = seesaw_policy(lrs, alpha=0.5, batch_size=64, max_batch_size=1024)
-        scheduler = BatchSizeScheduler(policy, loader, optimizer, lr_rule="sqrt",
-                                       lr_scheduler=CosineAnnealingLR(optimizer, total_steps),
-                                       lr_scheduler_interval="step", lr_schedule_unit="samples")
+        def cosine(o):   # closed form: lr_schedule_unit="samples" needs LambdaLR/OneCycleLR
+            return LambdaLR(o, lambda t: 0.5 * (1 + math.cos(math.pi * t / total_steps)))
 
-    (`lr_schedule_unit="samples"` needs a closed-form scheduler: build cosine as a
-    ``LambdaLR(o, lambda t: 0.5 * (1 + cos(pi * t / T)))``.)
+        policy = seesaw_policy(lr_curve(cosine, total_steps), alpha=0.5, batch_size=64,
+                               max_batch_size=1024)
+        scheduler = BatchSizeScheduler(policy, loader, optimizer, lr_rule="sqrt",
+                                       lr_scheduler=cosine(optimizer),
+                                       lr_scheduler_interval="step", lr_schedule_unit="samples")
     """
     pairs = seesaw_thresholds(lrs, alpha, batch_size, max_batch_size)
     text = " ".join(f"{a}:{b}" for a, b in pairs)
