@@ -43,8 +43,9 @@ CONFIGS = {
     "noise-scale": dict(batch_size=8, interval=2, smoothing=0.5),
     "sample-schedule": dict(batch_size=8, thresholds="0:8 40:16 80:24"),
     "critical-batch-warmup": dict(batch_size=8, interval=2, smoothing=0.5),
+    "seesaw": dict(batch_size=8, thresholds="0:8 40:16 80:32", alpha=0.5),
 }
-READS_STATS = [n for n in CONFIGS if n not in ("constant", "schedule", "sample-schedule")]
+READS_STATS = [n for n in CONFIGS if n not in ("constant", "schedule", "sample-schedule", "seesaw")]
 BOUNDS = dict(min_batch_size=4, max_batch_size=200, multiple_of=4, dataset_size=190)
 
 

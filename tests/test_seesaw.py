@@ -88,3 +88,45 @@ def test_seesaw_in_the_scheduler_cuts_the_lr_by_root_alpha_and_doubles_the_batch
         assert lr == pytest.approx(0.1 * (1 / math.sqrt(2)) ** k)
     # 10 steps at 8, then 5 at 16, then 2.5 at 32: 18 steps for the 30 planned at B₀.
     assert len(rows) == 10 + 5 + 3
+
+
+def test_an_experiment_derives_seesaw_from_its_own_per_step_schedule() -> None:
+    from adabatch.experiments.build import build, step_schedule_factor
+    from adabatch.experiments.config import (
+        Config,
+        DataConfig,
+        ModelConfig,
+        OptimizerConfig,
+        PolicyConfig,
+        ScheduleConfig,
+        TrainConfig,
+    )
+
+    config = Config(
+        data=DataConfig(
+            name="synthetic-images", options={"num_train": 512, "num_test": 64, "image_size": 8}
+        ),
+        model=ModelConfig(name="mlp", options={"hidden": (16,)}),
+        optimizer=OptimizerConfig(name="adamw", lr=1e-3),
+        schedule=ScheduleConfig(name="cosine", interval="step"),
+        policy=PolicyConfig(
+            name="seesaw", batch_size=16, lr_rule="sqrt", options={"max_batch_size": 128}
+        ),
+        train=TrainConfig(epochs=4, eval_batch_size=64),
+    )
+    built = build(config)
+    per_epoch = 512 // 16
+    factor = step_schedule_factor(config, per_epoch)
+    curve = [factor(t) for t in range(4 * per_epoch)]
+    expected = seesaw_thresholds(curve, 0.5, 16, 128)
+    assert built.scheduler.policy.thresholds == " ".join(f"{a}:{b}" for a, b in expected)
+    assert built.scheduler.lr_schedule_unit == "samples"
+    built.trainer().fit(4)
+    scheduler = built.scheduler
+    assert scheduler.batch_size == max(b for _, b in expected if _ <= scheduler.samples)
+    # The LR in force: the cosine at the nominal samples / B₀, times √(B/B₀).
+    lr = built.optimizer.param_groups[0]["lr"]
+    want = 1e-3 * factor(scheduler.nominal_samples // 16) * math.sqrt(scheduler.batch_size / 16)
+    assert lr == pytest.approx(want)
+    with pytest.raises(Exception, match="decaying schedule stepped per step"):
+        build(Config(**{**config.__dict__, "schedule": ScheduleConfig(name="cosine")}))

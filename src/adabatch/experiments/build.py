@@ -10,6 +10,7 @@ option is caught before anything is built.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -26,7 +27,7 @@ from ..models import MODELS, build_model
 from ..models.registry import derived_inputs
 from ..optim import AdaGradNorm
 from ..options import Option, options_of
-from ..policies import POLICIES, make_policy
+from ..policies import POLICIES, make_policy, seesaw_thresholds
 from ..scheduler import BatchSizeScheduler
 from ..training import Callback, Trainer
 from .bundles import DataBundle, build_data, data_options
@@ -101,6 +102,68 @@ def _step(
 SCHEDULES: Mapping[str, Callable[..., lrs.LRScheduler] | None] = MappingProxyType(
     {"constant": None, "cosine": _cosine, "multistep": _multistep, "step": _step}
 )
+
+
+def step_schedule_factor(config: Config, steps_per_epoch: int) -> Callable[[int], float] | None:
+    """The configured schedule as a closed-form LR factor of the optimizer step at B₀.
+
+    Epoch counts become ⌈N/B₀⌉ steps each: a cosine over ``t_max`` epochs (down to the
+    ``eta_min`` ratio), a multistep or step decay at the corresponding steps, and a linear
+    warm-up (t + 1)/(w + 1) over the first w warm-up steps, multiplied in. None: constant.
+    """
+    s, lr = config.schedule, config.optimizer.lr
+    options = dict(s.options)
+    if s.name == "constant":
+        shape = None
+    elif s.name == "cosine":
+        t_max = (options.get("t_max") or config.train.epochs) * steps_per_epoch
+        floor = options.get("eta_min", 0.0) / lr
+
+        def shape(t: int) -> float:
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, t_max) / t_max))
+    elif s.name == "multistep":
+        marks = [m * steps_per_epoch for m in options.get("milestones", ())]
+        gamma = options.get("gamma", 0.1)
+
+        def shape(t: int) -> float:
+            return gamma ** sum(t >= m for m in marks)
+    elif s.name == "step":
+        every = options.get("step_size", 30) * steps_per_epoch
+        gamma = options.get("gamma", 0.1)
+
+        def shape(t: int) -> float:
+            return gamma ** (t // every)
+    else:  # pragma: no cover - the config check names the valid schedules
+        raise ConfigError(f"schedule {s.name!r} has no per-step form")
+    warm = s.warmup_epochs * steps_per_epoch
+    if shape is None and not warm:
+        return None
+
+    def factor(t: int) -> float:
+        value = shape(t) if shape is not None else 1.0
+        return value * ((t + 1) / (warm + 1) if t < warm else 1.0)
+
+    return factor
+
+
+def _seesaw_thresholds(
+    config: Config, options: dict[str, Any], factor: Callable[[int], float] | None, per_epoch: int
+) -> str:
+    """Seesaw's schedule from the run's own per-step LR schedule (see adabatch.policies.seesaw)."""
+    if factor is None:
+        raise ConfigError(
+            "the seesaw policy trades the LR schedule's cuts for batch growth: give a decaying "
+            "schedule stepped per step (schedule.name=cosine|multistep|step, "
+            "schedule.interval=step)"
+        )
+    curve = [factor(t) for t in range(config.train.epochs * per_epoch)]
+    pairs = seesaw_thresholds(
+        curve,
+        float(options.get("alpha", 0.5)),
+        config.policy.batch_size,
+        options.get("max_batch_size"),
+    )
+    return " ".join(f"{a}:{b}" for a, b in pairs)
 
 
 def build_lr_scheduler(config: Config, optimizer: torch.optim.Optimizer) -> lrs.LRScheduler | None:
@@ -243,6 +306,16 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
             model.parameters(), lr=config.optimizer.lr, **config.optimizer.options
         )
         options = dict(config.policy.options)
+        steps_per_epoch = math.ceil(len(data.train) / config.policy.batch_size)
+        step_factor = (
+            step_schedule_factor(config, steps_per_epoch)
+            if config.schedule.interval == "step"
+            else None
+        )
+        if config.policy.name == "seesaw" and "thresholds" not in options:
+            options["thresholds"] = _seesaw_thresholds(
+                config, options, step_factor, steps_per_epoch
+            )
         if options.get("unit") == "tokens" and data.tokens_per_sample is not None:
             # A schedule in tokens on text: the sequence length is the data's.
             given = options.setdefault("tokens_per_sample", data.tokens_per_sample)
@@ -261,7 +334,12 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
         raise
     except (TypeError, ValueError) as exc:  # the component's own check: a config error here
         raise ConfigError(str(exc)) from None
-    lr_scheduler = build_lr_scheduler(config, optimizer)
+    if config.schedule.interval == "step":
+        lr_scheduler = None if step_factor is None else lrs.LambdaLR(optimizer, step_factor)
+        per_step = {"lr_scheduler_interval": "step", "lr_schedule_unit": "samples"}
+    else:
+        lr_scheduler = build_lr_scheduler(config, optimizer)
+        per_step = {}
     loader = AdaptiveLoader(
         data.train,
         policy.batch_size,
@@ -279,6 +357,7 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
             lr_scheduler=lr_scheduler,
             beta2_rule=config.policy.beta2_rule,
             weight_decay_rule=config.policy.weight_decay_rule,
+            **(per_step if lr_scheduler is not None else {}),
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

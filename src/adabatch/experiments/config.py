@@ -130,11 +130,16 @@ class ScheduleConfig:
         name: "constant", "cosine" (``t_max`` epochs, default: all), "multistep"
             (``milestones``, ``gamma``) or "step" (``step_size``, ``gamma``).
         warmup_epochs: linear warm-up from ``lr / (warmup_epochs + 1)`` over this many epochs.
+        interval: "epoch" (stepped at each epoch's end) or "step": the same schedule in closed
+            form over optimizer steps at B₀ (an epoch is ⌈N/B₀⌉ of them), followed in samples
+            (`BatchSizeScheduler`'s ``lr_schedule_unit="samples"``), so that its shape holds in
+            samples however the batch grows — what Seesaw trades against.
         options: the schedule's options.
     """
 
     name: str = "constant"
     warmup_epochs: int = dataclasses.field(default=0, metadata=_min(0))
+    interval: str = dataclasses.field(default="epoch", metadata=_one_of(("epoch", "step")))
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 

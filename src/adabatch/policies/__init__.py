@@ -18,6 +18,7 @@ noise-scale                b = factor · EMA(tr Σ)/EMA(‖G‖²) (McCandlish e
 sample-schedule            thresholds in samples/tokens, or Megatron's ramp    none
 critical-batch-warmup      ×growth while factor·B_simple passes the next size  as noise-scale
                            (after Merrill et al.)
+seesaw                     batch ×1/α where the LR schedule cuts by α (√ LR)    none
 =========================  ==================================================  ============
 
 A policy is a frozen configuration with a pure ``decide(state, stats, *, batch_size, step,
@@ -58,7 +59,7 @@ from .sampling_tests import (
     orthogonality_test_size,
 )
 from .schedule import SchedulePolicy, scheduled_size
-from .seesaw import lr_curve, seesaw_policy, seesaw_thresholds
+from .seesaw import SeesawPolicy, lr_curve, seesaw_policy, seesaw_thresholds
 
 __all__ = [
     "NO_STATE",
@@ -80,6 +81,7 @@ __all__ = [
     "SampleSchedulePolicy",
     "SamplingTestPolicy",
     "SchedulePolicy",
+    "SeesawPolicy",
     "SplitSums",
     "StatsRequest",
     "augmented_test_size",

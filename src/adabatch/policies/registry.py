@@ -21,6 +21,7 @@ from .divebatch import DiveBatchPolicy
 from .noise_scale import NoiseScalePolicy
 from .sample_schedule import SampleSchedulePolicy
 from .schedule import SchedulePolicy
+from .seesaw import SeesawPolicy
 
 __all__ = ["POLICIES", "make_policy", "policy_from_state_dict", "policy_parameters"]
 
@@ -39,6 +40,7 @@ POLICIES: Mapping[str, type[BatchSizePolicy]] = MappingProxyType(
             NoiseScalePolicy,
             SampleSchedulePolicy,
             CriticalBatchWarmup,
+            SeesawPolicy,
         )
     }
 )

@@ -25,6 +25,7 @@ LR schedules step per epoch, so the CLI does not run Seesaw yet).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,7 +34,7 @@ import torch
 from .._validate import as_int, as_optional_int
 from .sample_schedule import SampleSchedulePolicy
 
-__all__ = ["lr_curve", "seesaw_policy", "seesaw_thresholds"]
+__all__ = ["SeesawPolicy", "lr_curve", "seesaw_policy", "seesaw_thresholds"]
 
 
 def lr_curve(make_scheduler: Callable[[torch.optim.Optimizer], Any], steps: int) -> list[float]:
@@ -96,6 +97,35 @@ def seesaw_thresholds(
     return tuple(thresholds)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
+class SeesawPolicy(SampleSchedulePolicy):
+    """Seesaw's batch schedule: a `SampleSchedulePolicy` whose thresholds come from an LR curve.
+
+    Build it with `seesaw_policy` (from an LR curve), or in an experiment with a per-step
+    schedule (``schedule.interval=step``), which fills ``thresholds`` from the run's own
+    schedule. Run it with ``lr_rule="sqrt"`` and the LR schedule followed in samples.
+
+    Args:
+        alpha: the LR cut traded for batch growth at each milestone (0.5: halvings).
+        thresholds: the milestones (derived; see `seesaw_thresholds`).
+    """
+
+    name = "seesaw"
+
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1): the LR cut Seesaw trades, got {self.alpha}")
+        if self.thresholds is None:
+            raise ValueError(
+                "the seesaw policy's milestones come from the LR schedule: build it with "
+                "adabatch.policies.seesaw_policy(lr_curve, ...), or in an experiment with "
+                "schedule.interval=step (which derives them)"
+            )
+        super().__post_init__()
+
+
 def seesaw_policy(
     lrs: Sequence[float],
     *,
@@ -103,8 +133,8 @@ def seesaw_policy(
     batch_size: int,
     max_batch_size: int | None = None,
     **bounds: Any,
-) -> SampleSchedulePolicy:
-    """The `SampleSchedulePolicy` of Seesaw on an LR curve (run it with lr_rule='sqrt').
+) -> SeesawPolicy:
+    """The `SeesawPolicy` of an LR curve (run it with lr_rule='sqrt').
 
     Example::
 
@@ -119,6 +149,10 @@ def seesaw_policy(
     """
     pairs = seesaw_thresholds(lrs, alpha, batch_size, max_batch_size)
     text = " ".join(f"{a}:{b}" for a, b in pairs)
-    return SampleSchedulePolicy(
-        batch_size=batch_size, thresholds=text, max_batch_size=max_batch_size, **bounds
+    return SeesawPolicy(
+        batch_size=batch_size,
+        thresholds=text,
+        alpha=alpha,
+        max_batch_size=max_batch_size,
+        **bounds,
     )
