@@ -126,3 +126,5 @@ def test_the_fortunes_bundle_trains_a_gpt_with_the_next_token_loss(tmp_path) -> 
     assert record["test_accuracy"] is None  # next-token logits are not N × K class scores
     assert built.scheduler.batch_size == 16 and result.epochs == 2
     assert built.optimizer.param_groups[0]["betas"][1] == pytest.approx(0.999**2)
+    assert record["tokens"] == record["samples"] * 16  # records count tokens on text data
+    assert record["batch_tokens"] == 16 * 16

@@ -273,6 +273,7 @@ class Built:
             checkpoint_path=checkpoint_path,
             checkpoint_every_steps=t.checkpoint_every,
             generators=self.data.generators,
+            tokens_per_sample=self.data.tokens_per_sample,
         )
 
 

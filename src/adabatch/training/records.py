@@ -8,6 +8,7 @@ A record is a flat dict of numbers (see `adabatch.training.callbacks.JsonlLogger
     kind       "step" (every log_every steps and at every decision) or "epoch"
     epoch      completed epochs            step      optimizer steps taken
     samples    training samples consumed   time      training seconds (evaluation excluded)
+    tokens     samples × T (text data)     batch_tokens  the batch size × T (text data)
     batch_size the step's requested size   lr        the LR the step used
     loss       mean training loss since the last step record (step records)
     train_loss, test_loss, test_accuracy, elapsed (wall seconds)   (epoch records)
@@ -54,7 +55,9 @@ class MeanLoss:
 class Progress:
     """Samples, losses and clocks of a training run, and the records built from them."""
 
-    def __init__(self) -> None:
+    def __init__(self, tokens_per_sample: int | None = None) -> None:
+        # Fixed-length text: every record also counts tokens = samples × T.
+        self.tokens_per_sample = tokens_per_sample
         self.samples = 0  # training samples consumed (global)
         self.samples_in_epoch = 0
         self.clock = TrainingClock()  # training time: paused for evaluation and checkpoints
@@ -74,7 +77,7 @@ class Progress:
         self, kind: str, *, epoch: int, step: int, batch_size: int, lr: float
     ) -> dict[str, Any]:
         """A record of ``kind`` at this point: the loop's counters with samples and time."""
-        return {
+        record = {
             "kind": kind,
             "epoch": epoch,
             "step": step,
@@ -83,6 +86,10 @@ class Progress:
             "batch_size": batch_size,
             "lr": lr,
         }
+        if self.tokens_per_sample is not None:
+            record["tokens"] = self.samples * self.tokens_per_sample
+            record["batch_tokens"] = batch_size * self.tokens_per_sample
+        return record
 
     def state_dict(self) -> dict[str, Any]:
         """Counters, loss sums, both clocks and the last epoch record."""

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .. import __version__
-from .._validate import as_int
+from .._validate import as_int, as_optional_int
 from ..data import AdaptiveLoader, MicroBatcher
 from ..distributed import is_distributed, rank, world_size
 from ..distributed.parallel import unwrap
@@ -122,6 +122,8 @@ class Trainer:
         eval_at_start: evaluate before the first step (the epoch-0 record).
         monitor: the epoch record's key whose value goes to the LR scheduler's ``step`` at
             each epoch end (e.g. ``"test_loss"`` for ``ReduceLROnPlateau``); None: nothing.
+        tokens_per_sample: T for fixed-length text: every record also counts ``tokens``
+            (samples × T) and ``batch_tokens`` (the batch size × T).
 
     Example::
 
@@ -151,6 +153,7 @@ class Trainer:
         generators: Sequence[torch.Generator] = (),
         eval_at_start: bool = True,
         monitor: str | None = None,
+        tokens_per_sample: int | None = None,
     ) -> None:
         if not isinstance(scheduler, BatchSizeScheduler):
             raise TypeError(
@@ -164,6 +167,7 @@ class Trainer:
         if scheduler.optimizer is not None and scheduler.optimizer is not optimizer:
             raise ValueError("the scheduler couples the LR of a different optimizer")
         log_every = as_int(log_every, "log_every", minimum=1)
+        tokens_per_sample = as_optional_int(tokens_per_sample, "tokens_per_sample", minimum=1)
         eval_batch_size = as_int(eval_batch_size, "eval_batch_size", minimum=1)
         checkpoint_every_epochs = as_int(checkpoint_every_epochs, "checkpoint_every_epochs", 1)
         checkpoint_every_steps = as_int(
@@ -208,7 +212,7 @@ class Trainer:
         )
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.epochs = 0  # the target of the fit() in progress
-        self.progress = Progress()  # samples, losses, clocks: what the records count
+        self.progress = Progress(tokens_per_sample)  # samples (tokens), losses, clocks
         self.started = False  # the epoch-0 evaluation is done (or skipped)
         self._lr = self._current_lr()
         self._stop_requested = False
