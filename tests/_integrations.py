@@ -29,6 +29,14 @@ def mlp(seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
 
 
+def by_epoch(batches: list[tuple[int, list[int]]]) -> dict[int, list[list[int]]]:
+    """(epoch, indices) pairs grouped by epoch, in order."""
+    out: dict[int, list[list[int]]] = {}
+    for epoch, idx in batches:
+        out.setdefault(epoch, []).append(idx)
+    return out
+
+
 def flat_once(epoch_batches: list[list[int]], n: int) -> bool:
     """Whether the batches of one epoch cover 0..n-1 exactly once."""
     flat = [i for b in epoch_batches for i in b]

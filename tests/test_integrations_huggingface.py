@@ -17,7 +17,7 @@ from torch import nn
 # transformers and accelerate are test dependencies (adabatch[huggingface]): never skipped.
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from _integrations import Indexed, flat_once, mlp, own_loop_value
+from _integrations import Indexed, by_epoch, flat_once, mlp, own_loop_value
 from adabatch.integrations.huggingface import STATE_FILE, AdaptiveBatchSizeCallback
 from adabatch.policies import make_policy
 
@@ -68,10 +68,7 @@ class Recorder(TrainerCallback):
             self.batches.append((epoch, kwargs["index"].tolist()))
 
     def epochs(self) -> dict[int, list[list[int]]]:
-        out: dict[int, list[list[int]]] = {}
-        for epoch, idx in self.batches:
-            out.setdefault(epoch, []).append(idx)
-        return out
+        return by_epoch(self.batches)
 
 
 def train(
@@ -192,7 +189,7 @@ def test_the_trainers_linear_decay_is_followed_in_samples_or_steps(tmp_path, uni
 
 
 def test_a_chainable_schedule_cannot_be_followed_in_samples() -> None:
-    from adabatch.integrations._session import check_sample_schedule
+    from adabatch.lr_coupling import check_sample_schedule
 
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     with pytest.raises(ValueError, match="lr_schedule_unit='steps'"):

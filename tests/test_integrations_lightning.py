@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler
 
-from _integrations import Indexed, flat_once, mlp, own_loop_value
+from _integrations import Indexed, by_epoch, flat_once, mlp, own_loop_value
 from adabatch.integrations.lightning import AdaptiveBatchSize
 from adabatch.policies import make_policy
 
@@ -63,10 +63,7 @@ class Recorder(pl.Callback):
         self.batches.append((trainer.current_epoch, batch[2].tolist()))
 
     def epochs(self) -> dict[int, list[list[int]]]:
-        out: dict[int, list[list[int]]] = {}
-        for epoch, idx in self.batches:
-            out.setdefault(epoch, []).append(idx)
-        return out
+        return by_epoch(self.batches)
 
 
 def fit(

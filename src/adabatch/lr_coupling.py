@@ -89,7 +89,53 @@ def lr_scale(rule: str, batch_size: int, base_batch_size: int) -> float:
     return LR_RULES[rule](batch_size / base_batch_size)
 
 
-class LRCoupling:
+def _check_float_lrs(optimizer: torch.optim.Optimizer) -> None:
+    for i, group in enumerate(optimizer.param_groups):
+        if isinstance(group["lr"], torch.Tensor):
+            raise TypeError(
+                f"param group {i} has a tensor LR; the LR coupling rescales float LRs only "
+                "(build the optimizer with lr=<float>)"
+            )
+
+
+class _CouplingFactor:
+    """rule(B/B₀) · Π f_k: the factor both couplings apply, and its checkpointed part."""
+
+    def __init__(self, rule: str, base_batch_size: int) -> None:
+        self.rule = check_choice("lr rule", rule, tuple(LR_RULES))
+        self.base_batch_size = as_int(base_batch_size, "base_batch_size", minimum=1)
+        self.decision_factor = 1.0
+        self._factor = 1.0  # as of the last update (B = B₀ until one)
+
+    @property
+    def factor(self) -> float:
+        """rule(B/B₀) · Π f_k, the factor in force (B: the batch size of the last update)."""
+        return self._factor
+
+    def _set_factor(self, batch_size: int, lr_factor: float) -> None:
+        ratio = as_int(batch_size, "batch_size", minimum=1) / self.base_batch_size
+        self.decision_factor *= check_positive("lr_factor", lr_factor)
+        self._factor = LR_RULES[self.rule](ratio) * self.decision_factor
+
+    def _factor_state(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "base_batch_size": self.base_batch_size,
+            "factor": self._factor,
+            "decision_factor": self.decision_factor,
+        }
+
+    def _load_factor_state(self, state: Mapping[str, Any]) -> None:
+        if state["rule"] != self.rule or state["base_batch_size"] != self.base_batch_size:
+            raise ValueError(
+                f"the LR state is for rule {state['rule']!r} with B0={state['base_batch_size']}, "
+                f"this coupling uses rule {self.rule!r} with B0={self.base_batch_size}"
+            )
+        self._factor = float(state["factor"])
+        self.decision_factor = float(state["decision_factor"])
+
+
+class LRCoupling(_CouplingFactor):
     """Applies lr = lr_sched · rule(B/B₀) · Π f_k to an optimizer's parameter groups.
 
     Args:
@@ -115,25 +161,12 @@ class LRCoupling:
         base_batch_size: int,
         scheduler: Any | None = None,
     ) -> None:
-        self.rule = check_choice("lr rule", rule, tuple(LR_RULES))
-        self.base_batch_size = as_int(base_batch_size, "base_batch_size", minimum=1)
+        super().__init__(rule, base_batch_size)
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.decision_factor = 1.0
-        self._factor = 1.0  # rule(B/B₀)·Π f_k as last written (B = B₀ until an update)
-        for i, group in enumerate(optimizer.param_groups):
-            if isinstance(group["lr"], torch.Tensor):
-                raise TypeError(
-                    f"param group {i} has a tensor LR; LRCoupling rescales float LRs only "
-                    "(build the optimizer with lr=<float>)"
-                )
+        _check_float_lrs(optimizer)
         self._unscaled = [float(g["lr"]) for g in optimizer.param_groups]
         self._written = list(self._unscaled)
-
-    @property
-    def factor(self) -> float:
-        """rule(B/B₀) · Π f_k, the factor in force (B: the batch size of the last `update`)."""
-        return self._factor
 
     @property
     def lrs(self) -> list[float]:
@@ -149,9 +182,7 @@ class LRCoupling:
     def update(self, batch_size: int, lr_factor: float = 1.0) -> None:
         """Rescale for the batch size now in force, multiplying in a decision's factor."""
         self._absorb_external_changes()
-        ratio = as_int(batch_size, "batch_size", minimum=1) / self.base_batch_size
-        self.decision_factor *= check_positive("lr_factor", lr_factor)
-        self._factor = LR_RULES[self.rule](ratio) * self.decision_factor
+        self._set_factor(batch_size, lr_factor)
         self._write()
 
     def scheduler_step(self, *args: Any, **kwargs: Any) -> None:
@@ -193,28 +224,19 @@ class LRCoupling:
         """Rule, B₀, the factors, the unscaled LRs (and the scheduler's state)."""
         self._absorb_external_changes()
         return {
-            "rule": self.rule,
-            "base_batch_size": self.base_batch_size,
-            "factor": self._factor,
-            "decision_factor": self.decision_factor,
+            **self._factor_state(),
             "unscaled": list(self._unscaled),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore `state_dict` and rewrite the scaled LRs into the optimizer."""
-        if state["rule"] != self.rule or state["base_batch_size"] != self.base_batch_size:
-            raise ValueError(
-                f"state_dict is for rule {state['rule']!r} with B0={state['base_batch_size']}, "
-                f"this coupling uses rule {self.rule!r} with B0={self.base_batch_size}"
-            )
         if len(state["unscaled"]) != len(self.optimizer.param_groups):
             raise ValueError(
                 f"state_dict has {len(state['unscaled'])} parameter groups, the optimizer "
                 f"{len(self.optimizer.param_groups)}"
             )
-        self._factor = float(state["factor"])
-        self.decision_factor = float(state["decision_factor"])
+        self._load_factor_state(state)
         self._unscaled = [float(x) for x in state["unscaled"]]
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -263,7 +285,7 @@ def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     )
 
 
-class StepScaledLR:
+class StepScaledLR(_CouplingFactor):
     """The same coupling, applied only while ``optimizer.step()`` runs.
 
     lr = lr_sched · rule(B/B₀) · Π f_k, like `LRCoupling`, but the factor is written into
@@ -284,27 +306,14 @@ class StepScaledLR:
     """
 
     def __init__(self, optimizer: Any, *, rule: str = "none", base_batch_size: int) -> None:
-        self.rule = check_choice("lr rule", rule, tuple(LR_RULES))
-        self.base_batch_size = as_int(base_batch_size, "base_batch_size", minimum=1)
+        super().__init__(rule, base_batch_size)
         self.optimizer = _torch_optimizer(optimizer)
-        for i, group in enumerate(self.optimizer.param_groups):
-            if isinstance(group["lr"], torch.Tensor):
-                raise TypeError(
-                    f"param group {i} has a tensor LR; the LR coupling rescales float LRs only "
-                    "(build the optimizer with lr=<float>)"
-                )
-        self.decision_factor = 1.0
-        self._factor = 1.0
+        _check_float_lrs(self.optimizer)
         self._saved: list[float] | None = None  # the unscaled LRs while a step runs
         self._handles = [
             self.optimizer.register_step_pre_hook(self._scale),
             self.optimizer.register_step_post_hook(self._unscale),
         ]
-
-    @property
-    def factor(self) -> float:
-        """rule(B/B₀) · Π f_k, the factor applied to the next step."""
-        return self._factor
 
     @property
     def lrs(self) -> list[float]:
@@ -313,9 +322,7 @@ class StepScaledLR:
 
     def update(self, batch_size: int, lr_factor: float = 1.0) -> None:
         """Set the factor for the batch size now in force, multiplying in a decision's factor."""
-        ratio = as_int(batch_size, "batch_size", minimum=1) / self.base_batch_size
-        self.decision_factor *= check_positive("lr_factor", lr_factor)
-        self._factor = LR_RULES[self.rule](ratio) * self.decision_factor
+        self._set_factor(batch_size, lr_factor)
 
     def _scale(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         groups = self.optimizer.param_groups
@@ -338,19 +345,8 @@ class StepScaledLR:
 
     def state_dict(self) -> dict[str, Any]:
         """Rule, B₀ and the factors (the LRs themselves are the optimizer's and scheduler's)."""
-        return {
-            "rule": self.rule,
-            "base_batch_size": self.base_batch_size,
-            "factor": self._factor,
-            "decision_factor": self.decision_factor,
-        }
+        return self._factor_state()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore `state_dict` output (same rule and B₀)."""
-        if state["rule"] != self.rule or state["base_batch_size"] != self.base_batch_size:
-            raise ValueError(
-                f"the LR state is for rule {state['rule']!r} with B0={state['base_batch_size']}, "
-                f"this coupling uses rule {self.rule!r} with B0={self.base_batch_size}"
-            )
-        self._factor = float(state["factor"])
-        self.decision_factor = float(state["decision_factor"])
+        self._load_factor_state(state)

@@ -45,7 +45,13 @@ from ._validate import check_choice
 from .distributed import all_reduce_stats, is_distributed
 from .distributed.agreement import check_agreement
 from .hparam_coupling import HyperparameterCoupling
-from .lr_coupling import LR_SCHEDULE_UNITS, LRCoupling, check_sample_schedule, place_schedule
+from .lr_coupling import (
+    LR_SCHEDULE_UNITS,
+    LRCoupling,
+    StepScaledLR,
+    check_sample_schedule,
+    place_schedule,
+)
 from .policies.base import BatchSizePolicy, Decision, state_from_plain, state_to_plain
 from .stats.summary import GradStats
 from .stats.window import StatsWindow
@@ -90,11 +96,16 @@ class BatchSizeScheduler:
             β₂(B₀)^(B/B₀) (see `adabatch.hparam_coupling`).
         weight_decay_rule: "fixed" or "timescale": AdamW's λ(B₀)·(B/B₀)/(η/η₀), which keeps
             its timescale B/(ηλD) (see `adabatch.hparam_coupling`).
+        lr_in_step: apply the LR factor only while ``optimizer.step()`` runs
+            (`adabatch.lr_coupling.StepScaledLR`), for a loop that steps its own LR scheduler
+            (the trainer integrations); the optimizer may be a wrapper holding it as
+            ``.optimizer``. Default: `LRCoupling`, which steps ``lr_scheduler`` itself.
 
     Attributes:
         policy: the policy, bound to the sampler's data set size.
         sampler: the sampler whose batch size the decisions set.
-        lr_coupling: the `LRCoupling` (None without an optimizer).
+        lr_coupling: the `LRCoupling` or, with ``lr_in_step``, the `StepScaledLR` (None
+            without an optimizer).
         hparam_coupling: the `HyperparameterCoupling` of β₂ and weight decay (None when both
             rules are "fixed").
         step_count: optimizer steps taken so far.
@@ -119,6 +130,7 @@ class BatchSizeScheduler:
         lr_schedule_unit: str = "steps",
         beta2_rule: str = "fixed",
         weight_decay_rule: str = "fixed",
+        lr_in_step: bool = False,
     ) -> None:
         if not isinstance(policy, BatchSizePolicy):
             raise TypeError(
@@ -163,13 +175,21 @@ class BatchSizeScheduler:
         self.optimizer = optimizer
         self.lr_scheduler_interval = lr_scheduler_interval
         self.lr_schedule_unit = lr_schedule_unit
-        self.lr_coupling = (
-            None
-            if optimizer is None
-            else LRCoupling(
+        if lr_in_step and lr_scheduler is not None:
+            raise ValueError(
+                "lr_in_step=True is for loops that step their own LR scheduler; do not also "
+                "pass it as lr_scheduler"
+            )
+        self.lr_coupling: LRCoupling | StepScaledLR | None = None
+        if optimizer is not None and lr_in_step:
+            self.lr_coupling = StepScaledLR(
+                optimizer, rule=lr_rule, base_batch_size=policy.batch_size
+            )
+            optimizer = self.lr_coupling.optimizer  # the torch optimizer inside a wrapper
+        elif optimizer is not None:
+            self.lr_coupling = LRCoupling(
                 optimizer, rule=lr_rule, base_batch_size=policy.batch_size, scheduler=lr_scheduler
             )
-        )
         self.hparam_coupling = (
             None
             if optimizer is None or (beta2_rule, weight_decay_rule) == ("fixed", "fixed")
@@ -314,7 +334,11 @@ class BatchSizeScheduler:
             self.epoch += 1
         self._apply(decision)
         coupling = self.lr_coupling
-        if self.lr_scheduler_interval == unit and coupling and coupling.scheduler is not None:
+        if (
+            self.lr_scheduler_interval == unit
+            and isinstance(coupling, LRCoupling)
+            and coupling.scheduler is not None
+        ):
             if self.lr_schedule_unit == "samples":
                 place_schedule(coupling.scheduler, self.nominal_samples, self.policy.batch_size)
             coupling.scheduler_step(*lr_scheduler_args)

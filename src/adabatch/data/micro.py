@@ -35,7 +35,14 @@ from .memory import free_memory, is_out_of_memory, probe_max_batch_size
 if TYPE_CHECKING:
     from ..stats import GradStatsTracker
 
-__all__ = ["Chunk", "MicroBatcher", "accumulate_gradients", "batch_length", "split_batch"]
+__all__ = [
+    "Chunk",
+    "MicroBatcher",
+    "accumulate_gradients",
+    "batch_length",
+    "split_batch",
+    "split_evenly",
+]
 
 
 def batch_length(batch: Any) -> int:
@@ -92,7 +99,19 @@ def split_batch(batch: Any, max_size: int | None) -> list[Chunk]:
     n = batch_length(batch)
     if max_size is None or n <= max_size:
         return [Chunk(batch, 0, n, n)]
-    count = math.ceil(n / max_size)
+    return split_evenly(batch, math.ceil(n / max_size))
+
+
+def split_evenly(batch: Any, count: int) -> list[Chunk]:
+    """``batch`` as ``count`` consecutive chunks whose sizes differ by at most one.
+
+    A batch of fewer than ``count`` samples gives some empty chunks (the first ones hold
+    the samples).
+    """
+    count = as_int(count, "count", minimum=1)
+    n = batch_length(batch)
+    if count == 1:
+        return [Chunk(batch, 0, n, n)]
     base, extra = divmod(n, count)
     chunks, start = [], 0
     for k in range(count):

@@ -20,7 +20,6 @@ gradient of that token-mean loss is the sequence's own token-mean gradient).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -121,8 +120,3 @@ def load_text(
     data = _read_corpus(name, root)
     train, test = split_corpus(data, held_out, _SEPARATORS.get(name, b"\n"))
     return byte_sequences(train if split == "train" else test, seq_len, name=f"{name}/{split}")
-
-
-def corpus_path(name: str, root: str | os.PathLike[str]) -> Path:
-    """Where corpus ``name`` lies under data root ``root`` (for tests and ``data`` commands)."""
-    return DATASETS[name].path(Path(root))

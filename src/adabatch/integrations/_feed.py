@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data import AdaptiveLoader
-from ..data._batch import map_tensors, slice_rows
-from ..data.micro import batch_length
+from ..data._batch import map_tensors
+from ..data.micro import split_evenly
 
 __all__ = [
     "ChunkFeed",
@@ -127,20 +127,6 @@ class DeferredBatch:
     def __repr__(self) -> str:
         state = "pending" if self._batch is _UNSET else "drawn"
         return f"DeferredBatch({state})"
-
-
-def split_into(batch: Any, count: int) -> list[Any]:
-    """``batch`` as ``count`` consecutive parts of near-equal size (sizes differ by ≤ 1)."""
-    n = batch_length(batch)
-    if count == 1:
-        return [batch]
-    base, extra = divmod(n, count)
-    parts, start = [], 0
-    for k in range(count):
-        stop = start + base + (1 if k < extra else 0)
-        parts.append(slice_rows(batch, start, stop, n))
-        start = stop
-    return parts
 
 
 CountOf = Callable[[int, int, int], int]
@@ -267,18 +253,17 @@ class ChunkFeed:
         n = last.local_length
         count = self._count(last.global_length, self._index)
         self._index += 1
-        parts = split_into(batch, count)
-        for k, part in enumerate(parts):
+        for k, chunk in enumerate(split_evenly(batch, count)):
             info = MicroBatch(
                 k,
                 count,
-                batch_length(part),
+                chunk.size,
                 n,
                 last.global_length,
                 self._sampler.world_size,
                 last.size,
             )
-            self._chunks.append((part, info))
+            self._chunks.append((chunk.batch, info))
 
     @property
     def mid_batch(self) -> bool:

@@ -28,33 +28,54 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 from torch.utils.data._utils.collate import default_collate
 
+from .._validate import check_choice
 from ..data import AdaptiveLoader
-from ..hparam_coupling import HyperparameterCoupling
-from ..lr_coupling import (
-    LR_SCHEDULE_UNITS,
-    StepScaledLR,
-    check_sample_schedule,
-    place_schedule,
-)
+from ..hparam_coupling import BETA2_RULES, WEIGHT_DECAY_RULES
+from ..lr_coupling import LR_RULES, LR_SCHEDULE_UNITS, StepScaledLR
 from ..policies.base import BatchSizePolicy, Decision
 from ..scheduler import BatchSizeScheduler
 from ..stats import GradStatsTracker
 from ._feed import ChunkFeed, CountOf, MicroBatch
 
-__all__ = [
-    "LR_SCHEDULE_UNITS",
-    "AdaptiveSession",
-    "align",
-    "check_sample_schedule",
-    "loader_settings",
-]
-
-# The sample-indexed LR schedule is the core's (adabatch.lr_coupling); the callbacks use it.
-align = place_schedule
-
+__all__ = ["AdaptiveSession", "check_callback_options", "loader_settings"]
 
 # 1: adabatch 0.2 (the first integrations).
 _STATE_VERSION = 1
+
+
+def check_callback_options(
+    where: str,
+    policy: Any,
+    *,
+    lr_rule: str,
+    beta2_rule: str,
+    weight_decay_rule: str,
+    lr_schedule_unit: str,
+    max_physical_batch_size: Any,
+) -> None:
+    """What both callbacks check when built, before any trainer runs (messages name ``where``)."""
+    if not isinstance(policy, BatchSizePolicy):
+        raise TypeError(
+            f"{where}: policy must be a BatchSizePolicy (adabatch.policies.make_policy), got "
+            f"{type(policy).__name__}"
+        )
+    for name, value, choices in (
+        ("lr_rule", lr_rule, tuple(LR_RULES)),
+        ("beta2_rule", beta2_rule, BETA2_RULES),
+        ("weight_decay_rule", weight_decay_rule, WEIGHT_DECAY_RULES),
+        ("lr_schedule_unit", lr_schedule_unit, LR_SCHEDULE_UNITS),
+    ):
+        try:
+            check_choice(name, value, choices)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    if max_physical_batch_size is not None and (
+        not isinstance(max_physical_batch_size, int) or max_physical_batch_size < 1
+    ):
+        raise ValueError(
+            f"{where}: max_physical_batch_size must be a positive int or None, got "
+            f"{max_physical_batch_size!r}"
+        )
 
 
 def loader_settings(dataloader: Any, where: str) -> dict[str, Any]:
@@ -163,7 +184,17 @@ class AdaptiveSession:
         self.loader = AdaptiveLoader(
             batch_size=policy.batch_size, seed=seed, min_last_batch=min_last_batch, **options
         )
-        self.scheduler = BatchSizeScheduler(policy, self.loader)
+        # The LR factor (and β₂, weight decay) is the scheduler's, applied inside
+        # optimizer.step() only: the host steps its own LR scheduler.
+        self.scheduler = BatchSizeScheduler(
+            policy,
+            self.loader,
+            optimizer,
+            lr_rule=lr_rule,
+            beta2_rule=beta2_rule,
+            weight_decay_rule=weight_decay_rule,
+            lr_in_step=True,
+        )
         self.policy = self.scheduler.policy
         self.feed = ChunkFeed(
             self.loader,
@@ -173,17 +204,6 @@ class AdaptiveSession:
             on_epoch_end=self.end_epoch_if_due,
             on_draw=on_draw,
         )
-        self.lr = StepScaledLR(optimizer, rule=lr_rule, base_batch_size=policy.batch_size)
-        self.hparams = (
-            None
-            if (beta2_rule, weight_decay_rule) == ("fixed", "fixed")
-            else HyperparameterCoupling(
-                self.lr.optimizer,
-                base_batch_size=policy.batch_size,
-                beta2=beta2_rule,
-                weight_decay=weight_decay_rule,
-            )
-        )
         self.tracker: GradStatsTracker | None = None
         if self.policy.stats_request.per_sample:
             self.tracker = GradStatsTracker(
@@ -192,8 +212,6 @@ class AdaptiveSession:
                 **self.scheduler.tracker_options,
                 **dict(tracker_options or {}),
             )
-        self.last_decision: Decision | None = None
-        self.samples = 0  # requested sizes of the logical batches stepped: the LR clock
         self._micro: MicroBatch | None = None  # the last micro-batch begun
         self._measuring = False
         self._batch_scope = contextlib.ExitStack()  # tracker paused for an unmeasured batch
@@ -206,9 +224,26 @@ class AdaptiveSession:
         return self.scheduler.batch_size
 
     @property
+    def lr(self) -> StepScaledLR:
+        """The scheduler's LR coupling (applied inside ``optimizer.step()``)."""
+        coupling = self.scheduler.lr_coupling
+        assert isinstance(coupling, StepScaledLR)
+        return coupling
+
+    @property
     def lr_factor(self) -> float:
         """rule(B/B₀) · Π f_k, the factor the next optimizer step applies."""
         return self.lr.factor
+
+    @property
+    def lr_clock(self) -> int:
+        """The samples an LR schedule followed in samples is at, the batch in hand included.
+
+        Read between the last backward and the optimizer step (where the hosts step their
+        LR schedulers): the scheduler's requested sizes so far, plus this batch's.
+        """
+        in_hand = 0 if self._micro is None else self._micro.requested
+        return self.scheduler.nominal_samples + in_hand
 
     def begin_batch(self) -> None:
         """Before the first micro-batch's forward: statistics on, or the tracker paused."""
@@ -244,8 +279,6 @@ class AdaptiveSession:
         """After the last backward, before the optimizer step: the window takes the statistics."""
         self._micro_scope.close()
         self._batch_scope.close()
-        if self._micro is not None:  # the LR clock: requested sizes (see the scheduler)
-            self.samples += self._micro.requested
         if self.tracker is not None and self._measuring:
             self._measuring = False
             self.scheduler.observe(self.tracker.pop())
@@ -255,11 +288,11 @@ class AdaptiveSession:
         if self._micro is not None:
             # The host may have drawn the next batch already: say which batch was trained.
             self.scheduler.count(self._micro.global_size, self._micro.requested)
-        return self._applied(self.scheduler.step())
+        return self.scheduler.step()
 
     def end_epoch(self) -> Decision | None:
         """After the epoch's last step."""
-        return self._applied(self.scheduler.step_epoch())
+        return self.scheduler.step_epoch()
 
     def end_epoch_if_due(self) -> Decision | None:
         """The epoch-end decision, if the sampler's epoch is used up and its end not yet taken.
@@ -274,34 +307,20 @@ class AdaptiveSession:
             return self.end_epoch()
         return None
 
-    def _applied(self, decision: Decision | None) -> Decision | None:
-        if decision is not None:
-            self.last_decision = decision
-            self.lr.update(decision.new_batch_size, decision.lr_factor)
-            if self.hparams is not None:
-                self.hparams.update(decision.new_batch_size, self.lr.factor)
-        return decision
-
     def metrics(self) -> dict[str, float]:
         """What the integrations log: batch size, LR factor, the last decision's statistic."""
         out = {"batch_size": float(self.batch_size), "lr_factor": self.lr.factor}
-        decision = self.last_decision
+        decision = self.scheduler.last_decision
         if decision is not None and not math.isnan(decision.value):
             out[decision.statistic] = float(decision.value)
         return out
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Scheduler (policy, window, sampler, counters), LR factors; mid-batch, rewound."""
+        """The scheduler's (policy, window, sampler, counters, couplings); mid-batch, rewound."""
         scheduler = self.scheduler.state_dict()
         scheduler["sampler"] = self.feed.snapshot()
-        return {
-            "version": _STATE_VERSION,
-            "scheduler": scheduler,
-            "lr": self.lr.state_dict(),
-            "hparams": None if self.hparams is None else self.hparams.state_dict(),
-            "samples": self.samples,
-        }
+        return {"version": _STATE_VERSION, "scheduler": scheduler}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore `state_dict` output: the run continues as if uninterrupted."""
@@ -313,11 +332,6 @@ class AdaptiveSession:
             )
         self.scheduler.load_state_dict(state["scheduler"])
         self.feed.restore(state["scheduler"]["sampler"])
-        self.lr.load_state_dict(state["lr"])
-        if self.hparams is not None and state.get("hparams") is not None:
-            self.hparams.load_state_dict(state["hparams"])
-        self.samples = int(state["samples"])
-        self.last_decision = self.scheduler.last_decision
 
     def close(self) -> None:
         """Detach the hooks (tracker, LR step hooks)."""

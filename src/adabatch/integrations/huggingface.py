@@ -71,16 +71,11 @@ from typing import Any
 
 import torch
 
+from ..lr_coupling import check_sample_schedule, place_schedule
 from ..policies.base import BatchSizePolicy
 from ._feed import MicroBatch, accumulation_count
 from ._require import require
-from ._session import (
-    LR_SCHEDULE_UNITS,
-    AdaptiveSession,
-    align,
-    check_sample_schedule,
-    loader_settings,
-)
+from ._session import AdaptiveSession, check_callback_options, loader_settings
 
 _hf = require(
     ("transformers",), minimum="4.46", extra="huggingface", what="adabatch.integrations.huggingface"
@@ -137,23 +132,15 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         lr_schedule_unit: str = "samples",
         tracker_options: Mapping[str, Any] | None = None,
     ) -> None:
-        if lr_schedule_unit not in LR_SCHEDULE_UNITS:
-            raise ValueError(
-                f"{_WHERE}: lr_schedule_unit must be one of {LR_SCHEDULE_UNITS}, got "
-                f"{lr_schedule_unit!r}"
-            )
-        if not isinstance(policy, BatchSizePolicy):
-            raise TypeError(
-                f"{_WHERE}: policy must be a BatchSizePolicy (adabatch.policies.make_policy), "
-                f"got {type(policy).__name__}"
-            )
-        if max_physical_batch_size is not None and (
-            not isinstance(max_physical_batch_size, int) or max_physical_batch_size < 1
-        ):
-            raise ValueError(
-                f"{_WHERE}: max_physical_batch_size must be a positive int or None, got "
-                f"{max_physical_batch_size!r}"
-            )
+        check_callback_options(
+            _WHERE,
+            policy,
+            lr_rule=lr_rule,
+            beta2_rule=beta2_rule,
+            weight_decay_rule=weight_decay_rule,
+            lr_schedule_unit=lr_schedule_unit,
+            max_physical_batch_size=max_physical_batch_size,
+        )
         self.policy = policy
         self.lr_rule = lr_rule
         self.beta2_rule = beta2_rule
@@ -163,7 +150,6 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
         self.lr_schedule_unit = lr_schedule_unit
         self.tracker_options = dict(tracker_options or {})
         self.session: AdaptiveSession | None = None
-        self._current: MicroBatch | None = None
         self._epochs = 0  # num_train_epochs of the run
         self._token_weighted = False  # the Trainer normalises by num_items_in_batch
         self._lr_scheduler: Any = None  # the Trainer's scheduler, followed in samples
@@ -298,8 +284,7 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
             raise RuntimeError(
                 f"{_WHERE}: a training batch arrived that the adaptive loader did not draw"
             )
-        self._current = session.feed.drawn.popleft()
-        return self._current
+        return session.feed.drawn.popleft()
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """The logical batch's micro-batches are drawn; the first one's forward is next."""
@@ -329,7 +314,9 @@ class AdaptiveBatchSizeCallback(TrainerCallback):
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Before the Trainer steps its LR scheduler: place it at ⌊samples / B₀⌋."""
         if self._lr_scheduler is not None and self.session is not None:
-            align(self._lr_scheduler, self.session.samples, self.session.policy.batch_size)
+            place_schedule(
+                self._lr_scheduler, self.session.lr_clock, self.session.policy.batch_size
+            )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """After the optimizer step: the policy may decide (resize from the next batch)."""

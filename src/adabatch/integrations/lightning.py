@@ -63,16 +63,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from ..lr_coupling import check_sample_schedule, place_schedule
 from ..policies.base import BatchSizePolicy
 from ._feed import MicroBatch, physical_count
 from ._require import require
-from ._session import (
-    LR_SCHEDULE_UNITS,
-    AdaptiveSession,
-    align,
-    check_sample_schedule,
-    loader_settings,
-)
+from ._session import AdaptiveSession, check_callback_options, loader_settings
 
 _pl = require(
     ("lightning.pytorch", "pytorch_lightning"),
@@ -140,23 +135,15 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
         tracker_options: Mapping[str, Any] | None = None,
         log: bool = True,
     ) -> None:
-        if lr_schedule_unit not in LR_SCHEDULE_UNITS:
-            raise ValueError(
-                f"{_WHERE}: lr_schedule_unit must be one of {LR_SCHEDULE_UNITS}, got "
-                f"{lr_schedule_unit!r}"
-            )
-        if not isinstance(policy, BatchSizePolicy):
-            raise TypeError(
-                f"{_WHERE}: policy must be a BatchSizePolicy (adabatch.policies.make_policy), "
-                f"got {type(policy).__name__}"
-            )
-        if max_physical_batch_size is not None and (
-            not isinstance(max_physical_batch_size, int) or max_physical_batch_size < 1
-        ):
-            raise ValueError(
-                f"{_WHERE}: max_physical_batch_size must be a positive int or None, got "
-                f"{max_physical_batch_size!r}"
-            )
+        check_callback_options(
+            _WHERE,
+            policy,
+            lr_rule=lr_rule,
+            beta2_rule=beta2_rule,
+            weight_decay_rule=weight_decay_rule,
+            lr_schedule_unit=lr_schedule_unit,
+            max_physical_batch_size=max_physical_batch_size,
+        )
         self.policy = policy
         self.lr_rule = lr_rule
         self.beta2_rule = beta2_rule
@@ -335,7 +322,7 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
         assert session is not None
         session.end_batch()
         for scheduler in self._sample_schedulers:  # Lightning steps them after this step
-            align(scheduler, session.samples, session.policy.batch_size)
+            place_schedule(scheduler, session.lr_clock, session.policy.batch_size)
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
