@@ -343,3 +343,26 @@ def test_two_ddp_processes_decide_identically_and_share_each_batch(
     for a, b in zip(ranks[0]["sizes"], ranks[1]["sizes"], strict=True):
         assert abs(a - b) <= 1 and (not limit or max(a, b) <= limit)
     torch.testing.assert_close(torch.tensor(ranks[0]["params"]), torch.tensor(ranks[1]["params"]))
+
+
+class _SmallMemory(Module):
+    """Runs out of memory on any batch above 12 samples (as a device would)."""
+
+    def training_step(self, batch, batch_idx):
+        if len(batch[2]) > 12:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().training_step(batch, batch_idx)
+
+
+def test_auto_probes_the_largest_micro_batch_and_keeps_the_exact_gradient() -> None:
+    policy = make_policy("norm-test", batch_size=16, eta=0.5, max_batch_size=128)
+    whole, a, _, _ = fit(policy, epochs=2)
+    small, b, rec, _ = fit(policy, epochs=2, module=_SmallMemory(), max_physical_batch_size="auto")
+    assert b.physical_limit == 12  # the probe: 12 fits, 13 does not
+    assert max(len(idx) for _, idx in rec.batches) <= 12
+    da, db = a.session.scheduler.decisions, b.session.scheduler.decisions
+    assert [(d.step, d.new_batch_size) for d in da] == [(d.step, d.new_batch_size) for d in db]
+    for p, q in zip(whole.parameters(), small.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match='positive int, "auto" or None'):
+        AdaptiveBatchSize(schedule(), max_physical_batch_size="big")

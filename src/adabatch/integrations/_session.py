@@ -52,6 +52,7 @@ def check_callback_options(
     weight_decay_rule: str,
     lr_schedule_unit: str,
     max_physical_batch_size: Any,
+    allow_auto: bool = False,
 ) -> None:
     """What both callbacks check when built, before any trainer runs (messages name ``where``)."""
     if not isinstance(policy, BatchSizePolicy):
@@ -69,11 +70,15 @@ def check_callback_options(
             check_choice(name, value, choices)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
-    if max_physical_batch_size is not None and (
-        not isinstance(max_physical_batch_size, int) or max_physical_batch_size < 1
+    auto = max_physical_batch_size == "auto" and allow_auto
+    if (
+        max_physical_batch_size is not None
+        and not auto
+        and (not isinstance(max_physical_batch_size, int) or max_physical_batch_size < 1)
     ):
+        also = ', "auto"' if allow_auto else ""
         raise ValueError(
-            f"{where}: max_physical_batch_size must be a positive int or None, got "
+            f"{where}: max_physical_batch_size must be a positive int{also} or None, got "
             f"{max_physical_batch_size!r}"
         )
 

@@ -25,7 +25,9 @@ callback does, and where it meets Lightning:
   OneCycle schedule) are not available; validation runs at each epoch end or every k steps.
 * **Statistics** only on the steps the policy reads (the tracker is paused otherwise), with
   the same tracker and weights as our own loop.
-* **Micro-batching** (``max_physical_batch_size``): a larger batch runs as ⌈N/limit⌉
+* **Micro-batching** (``max_physical_batch_size``, a number or ``"auto"``: probed before the
+  first batch with trial steps of the module's ``training_step``, which must then tolerate
+  being called there once per trial size): a larger batch runs as ⌈N/limit⌉
   near-equal micro-batches through Lightning's own gradient accumulation. Lightning steps
   when its batch count within the epoch reaches a multiple of ``accumulate_grad_batches``;
   the callback sets that to (micro-batches run so far in the epoch) + K at each batch's first
@@ -59,10 +61,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+from torch.utils.data._utils.collate import default_collate
+
+from ..data.memory import probe_max_batch_size
 from ..lr_coupling import check_sample_schedule, place_schedule
 from ..policies.base import BatchSizePolicy
 from ._feed import MicroBatch, physical_count
@@ -106,6 +113,9 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
         weight_decay_rule: "fixed" or "timescale" (AdamW's λ at a fixed B/(ηλD)).
         max_physical_batch_size: the largest micro-batch per process; a larger share of a
             batch is split into near-equal micro-batches (exact mean gradient). None: never.
+            "auto": found before the first batch, by trial steps of the module's own
+            ``training_step`` at growing sizes up to the largest share the policy can reach
+            (`adabatch.data.probe_max_batch_size`; the minimum over the processes).
         seed: seed of the per-epoch permutations; default: ``PL_GLOBAL_SEED`` (set by
             ``seed_everything``), else 0. The same on every rank.
         lr_schedule_unit: "steps" (default): LR schedulers with ``interval="step"`` step once
@@ -129,7 +139,7 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
         lr_rule: str = "none",
         beta2_rule: str = "fixed",
         weight_decay_rule: str = "fixed",
-        max_physical_batch_size: int | None = None,
+        max_physical_batch_size: int | str | None = None,
         seed: int | None = None,
         lr_schedule_unit: str = "steps",
         tracker_options: Mapping[str, Any] | None = None,
@@ -143,6 +153,7 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
             weight_decay_rule=weight_decay_rule,
             lr_schedule_unit=lr_schedule_unit,
             max_physical_batch_size=max_physical_batch_size,
+            allow_auto=True,
         )
         self.policy = policy
         self.lr_rule = lr_rule
@@ -157,6 +168,8 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
         self._pending_state: Mapping[str, Any] | None = None
         self._replaced: tuple[Any, Any] | None = None  # (data source, the user's loader)
         self._accumulating = False
+        self._auto = max_physical_batch_size == "auto"
+        self.physical_limit: int | None = None  # the limit in force ("auto": once probed)
         self._current: MicroBatch | None = None  # the micro-batch running now
         self._sample_schedulers: list[Any] = []  # step-interval schedulers followed in samples
 
@@ -234,7 +247,7 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
             beta2_rule=self.beta2_rule,
             weight_decay_rule=self.weight_decay_rule,
             seed=seed,
-            count_of=physical_count(self.max_physical_batch_size),
+            count_of=physical_count(None if self._auto else self.max_physical_batch_size),
             min_last_batch=world,  # no rank gets an empty share (its mean loss would be NaN)
             deferred=True,
             # What Lightning's precision plugin does to a batch ("bf16-true" casts it); it
@@ -250,14 +263,44 @@ class AdaptiveBatchSize(*_callback_bases()):  # type: ignore[misc]
             # cut-off epoch end is taken now.
             self.session.end_epoch_if_due()
         self._accumulating = self.max_physical_batch_size is not None
+        if not self._auto:
+            self.physical_limit = self.max_physical_batch_size  # type: ignore[assignment]
         self._sample_schedulers = []
         if self.lr_schedule_unit == "samples":
             for config in trainer.lr_scheduler_configs:
                 if config.interval == "step":
                     check_sample_schedule(config.scheduler, _WHERE)
                     self._sample_schedulers.append(config.scheduler)
+        self._collate = settings["collate_fn"] or default_collate
         self._replaced = (source, user_loader)
         source.instance = self.session.feed
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """With ``max_physical_batch_size="auto"``: probe the largest micro-batch that fits."""
+        session = self.session
+        if not self._auto or session is None or self.physical_limit is not None:
+            return
+        world = trainer.world_size
+        cap = min(session.policy.cap, session.loader.sampler.dataset_size)
+        share = math.ceil((cap + world - 1) / world)  # the largest share, a merged rest included
+        dataset, collate = session.loader.dataset, self._collate
+        optimizer = trainer.optimizers[0]
+
+        def trial(size: int) -> None:
+            batch = collate([dataset[i] for i in range(size)])
+            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+            pause = session.tracker.paused() if session.tracker else contextlib.nullcontext()
+            try:
+                with pause, torch.enable_grad():
+                    output = pl_module.training_step(batch, 0)
+                    loss = output["loss"] if isinstance(output, Mapping) else output
+                    loss.backward()
+            finally:
+                optimizer.zero_grad(set_to_none=True)  # a trial leaves no gradient behind
+
+        start = max(1, session.policy.batch_size // world)
+        self.physical_limit = probe_max_batch_size(trial, start=min(start, share), limit=share)
+        session.feed.count_of = physical_count(self.physical_limit)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         """Give Lightning its data source back and detach the hooks."""
