@@ -246,3 +246,28 @@ def test_two_processes_decide_identically_and_share_each_batch(tmp_path) -> None
     for epoch in ("0", "1"):
         assert flat_once(ranks[0]["epochs"][epoch] + ranks[1]["epochs"][epoch], N)
     torch.testing.assert_close(torch.tensor(ranks[0]["params"]), torch.tensor(ranks[1]["params"]))
+
+
+def test_reporters_see_the_values_when_the_callback_runs_first(tmp_path) -> None:
+    """A report_to integration is a callback that logs what on_log hands it."""
+
+    class Reporter(TrainerCallback):
+        def __init__(self) -> None:
+            self.keys: set[str] = set()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.keys |= set(logs or {})
+
+    adaptive = AdaptiveBatchSizeCallback(schedule(), tracker_options={"check_layout": False})
+    reporter = Reporter()
+    args = TrainingArguments(
+        str(tmp_path), per_device_train_batch_size=16, num_train_epochs=1, report_to=[],
+        logging_steps=1, save_strategy="no", use_cpu=True, remove_unused_columns=False,
+        disable_tqdm=True, lr_scheduler_type="constant",
+    )  # fmt: skip
+    trainer = Trainer(Classifier(), args, train_dataset=Dicts(), callbacks=[reporter])
+    trainer.callback_handler.callbacks.insert(0, adaptive)  # the README's placement
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.train()
+    assert {"adabatch/batch_size", "adabatch/lr_factor"} <= reporter.keys
