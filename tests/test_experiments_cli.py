@@ -490,8 +490,8 @@ def test_compare_then_report(capsys: pytest.CaptureFixture[str]) -> None:
         accs = [summary(root / method / f"seed{i}")["final_test_accuracy"] for i in (0, 1)]
         assert entry["seeds"] == 2
         assert entry["seed_values"] == [0, 1]
-        assert entry["final_accuracy_mean"] == pytest.approx(sum(accs) / 2)
-        assert entry["final_accuracy_sem"] == pytest.approx(abs(accs[0] - accs[1]) / 2)
+        assert entry["final_mean"] == pytest.approx(sum(accs) / 2)
+        assert entry["final_sem"] == pytest.approx(abs(accs[0] - accs[1]) / 2)
 
     # report: re-render from the files, no training
     before = snapshot(root)

@@ -316,15 +316,15 @@ def test_compare_summaries_by_hand(suite):
     comparison = compare(suite)
     assert [s.method for s in comparison.methods] == ["sgd-small", "sgd-large", "divebatch"]
     assert comparison.baselines == ("sgd-small", "sgd-large")
-    assert comparison.target_accuracy == 90.0  # sgd-small final 91 − 1
+    assert comparison.target == 90.0  # sgd-small final 91 − 1
     assert "sgd-small" in comparison.target_note and "91.00%" in comparison.target_note
     assert comparison.title == "CIFAR-10 ResNet"
     assert comparison.notes == ()
 
     small = comparison.summary("sgd-small")
-    assert (small.seeds, small.final_accuracy_mean, small.final_accuracy_sem) == (2, 91.0, 1.0)
+    assert (small.seeds, small.final_mean, small.final_sem) == (2, 91.0, 1.0)
     assert small.to_target is not None
-    assert small.to_target.epochs == 4
+    assert small.to_target.point == 4
     assert (small.to_target.steps, small.to_target.samples) == (32, 4096)
     assert small.to_target.time == 44.0  # (40 + 48)/2
     assert small.total_time == 44.0
@@ -332,20 +332,20 @@ def test_compare_summaries_by_hand(suite):
 
     large = comparison.summary("sgd-large")
     assert large.to_target is None  # mean accuracy tops out at 89 < 90
-    assert large.final_accuracy_mean == 89.0
+    assert large.final_mean == 89.0
     assert large.to_own_final is not None
-    assert (large.to_own_final.epochs, large.to_own_final.time) == (4, 16.0)  # 89 ≥ 88
+    assert (large.to_own_final.point, large.to_own_final.time) == (4, 16.0)  # 89 ≥ 88
 
     dive = comparison.summary("divebatch")
     assert dive.seeds == 3
     assert dive.seed_values == (0, 1, 2)
-    assert dive.final_accuracy_mean == 92.0
-    assert dive.final_accuracy_sem == pytest.approx(1 / math.sqrt(3))
+    assert dive.final_mean == 92.0
+    assert dive.final_sem == pytest.approx(1 / math.sqrt(3))
     assert dive.final_batch_size == pytest.approx((1024 + 1024 + 512) / 3)
     assert dive.total_time == 21.0
     reach = dive.to_target
     assert reach is not None
-    assert reach.epochs == 3  # mean 91 ≥ 90 first at epoch 3 (87 at epoch 2)
+    assert reach.point == 3  # mean 91 ≥ 90 first at epoch 3 (87 at epoch 2)
     # seeds 0 and 1: 8 + 4 + 2 steps; seed 2 (128, 128, 256): 8 + 8 + 4
     assert reach.steps == pytest.approx((14 + 14 + 20) / 3)
     assert reach.samples == 3 * 1024
@@ -357,8 +357,8 @@ def test_own_final_criterion(suite):
     assert dive.own_target == 91.0
     # mean curve [10, 71, 87, 91, 92]: 91 ≥ 92 − 1 at epoch 3 exactly
     assert dive.to_own_final is not None
-    assert (dive.to_own_final.epochs, dive.to_own_final.time) == (3, 19.0)
-    assert compare(suite, within=0.5).summary("divebatch").to_own_final.epochs == 4
+    assert (dive.to_own_final.point, dive.to_own_final.time) == (3, 19.0)
+    assert compare(suite, within=0.5).summary("divebatch").to_own_final.point == 4
 
 
 def test_speedups_by_hand(suite):
@@ -374,12 +374,12 @@ def test_speedups_by_hand(suite):
 
 
 def test_target_argument_overrides(suite):
-    comparison = compare(suite, target_accuracy=85.0)
-    assert comparison.target_accuracy == 85.0
+    comparison = compare(suite, target=85.0)
+    assert comparison.target == 85.0
     assert comparison.target_note == "given"
     # ≥ 85 first at: sgd-small epoch 3 (33 s), sgd-large epoch 3 (12 s), divebatch epoch 2 (16 s)
     dive = comparison.summary("divebatch")
-    assert (dive.to_target.epochs, dive.to_target.time) == (2, 16.0)
+    assert (dive.to_target.point, dive.to_target.time) == (2, 16.0)
     assert dive.speedup["sgd-small"] == pytest.approx(33 / 16)
     assert dive.speedup["sgd-large"] == pytest.approx(12 / 16)
 
@@ -387,7 +387,7 @@ def test_target_argument_overrides(suite):
 def test_target_from_configs(tmp_path):
     write_suite(tmp_path, report=dict(REPORT, target_accuracy=80.0))
     comparison = compare(find_runs([tmp_path]))
-    assert comparison.target_accuracy == 80.0
+    assert comparison.target == 80.0
     assert "config" in comparison.target_note
     # ≥ 80 first at: sgd-small epoch 2 (22 s), divebatch epoch 2 (16 s)
     assert comparison.summary("divebatch").speedup["sgd-small"] == pytest.approx(22 / 16)
@@ -395,7 +395,7 @@ def test_target_from_configs(tmp_path):
 
 def test_target_fallback_skips_a_baseline_without_runs(suite):
     comparison = compare(suite, baselines=["adam", "sgd-large"])
-    assert comparison.target_accuracy == 88.0  # sgd-large final 89 − 1
+    assert comparison.target == 88.0  # sgd-large final 89 − 1
     assert "sgd-large" in comparison.target_note and "adam" in comparison.target_note
     assert any("'adam' has no run" in note for note in comparison.notes)
     assert comparison.summary("divebatch").speedup["adam"] is None
@@ -403,7 +403,7 @@ def test_target_fallback_skips_a_baseline_without_runs(suite):
 
 def test_no_baseline_no_target(suite):
     comparison = compare(suite, baselines=[])
-    assert comparison.target_accuracy is None
+    assert comparison.target is None
     assert comparison.target_note.startswith("none")
     assert all(s.to_target is None and s.speedup == {} for s in comparison.methods)
 
@@ -453,9 +453,9 @@ def test_unequal_lengths_use_the_common_prefix_with_a_note(tmp_path):
     write_run(tmp_path, "divebatch", 9, records(acc[:4], times[:4], batches[:4]))
     comparison = compare(find_runs([tmp_path]))
     dive = comparison.summary("divebatch")
-    assert dive.epochs == 3
+    assert dive.points == 3
     # epoch 3 accuracies 90, 91, 92, 90
-    assert dive.final_accuracy_mean == pytest.approx(90.75)
+    assert dive.final_mean == pytest.approx(90.75)
     assert any("divebatch" in note and "3, 4" in note for note in comparison.notes)
 
 
@@ -486,7 +486,7 @@ def test_text_table(suite):
     text = render_table(compare(suite))
     lines = text.splitlines()
     assert lines[0] == "CIFAR-10 ResNet"
-    assert "Target accuracy: 90.00% (sgd-small's final accuracy 91.00% − 1 points)" in text
+    assert "Target test accuracy: 90.00% (sgd-small's final test accuracy 91.00% − 1 points)" in text
     rule_index = next(i for i, line in enumerate(lines) if set(line) == {"-", " "})
     header, rule = lines[rule_index - 1], lines[rule_index]
     assert header.split()[:2] == ["method", "seeds"]
@@ -506,7 +506,7 @@ def test_markdown_table(suite):
     text = render_table(compare(suite), fmt="markdown")
     lines = text.splitlines()
     assert lines[0] == "### CIFAR-10 ResNet"
-    assert "Target accuracy: 90.00%" in text
+    assert "Target test accuracy: 90.00%" in text
     start = lines.index(next(line for line in lines if line.startswith("| method |")))
     assert lines[start + 1] == "| :--- | " + " | ".join(["---:"] * 10) + " |"
     for line, expected in zip(lines[start + 2 : start + 5], EXPECTED_ROWS, strict=True):
@@ -527,14 +527,15 @@ def test_notes_are_rendered(tmp_path):
 def test_comparison_to_json(suite):
     data = comparison_to_json(compare(suite))
     data = json.loads(json.dumps(data, allow_nan=False))  # strict JSON round trip
-    assert data["target_accuracy"] == 90.0
+    assert data["target"] == 90.0
     assert [m["method"] for m in data["methods"]] == ["sgd-small", "sgd-large", "divebatch"]
     dive = data["methods"][2]
     assert dive["to_target"] == {
-        "epochs": 3,
+        "point": 3,
         "steps": pytest.approx(16.0),
         "samples": 3072.0,
         "time": 19.0,
+        "tokens": None,  # not text: undefined
     }
     assert dive["speedup"] == {"sgd-small": pytest.approx(44 / 19), "sgd-large": None}
     assert data["methods"][1]["to_target"] is None

@@ -640,6 +640,89 @@ def test_epoch_records_and_aggregated_losses() -> None:
         previous = s
 
 
+class _EvalCheck(Probe):
+    """A Probe that also evaluates independently whenever an "eval" record arrives."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        super().__init__(stop_at)
+        self.expected: list[float] = []
+
+    def on_record(self, trainer: Trainer, record: Any) -> None:
+        super().on_record(trainer, record)
+        if record["kind"] == "eval":
+            self.expected.append(evaluate(trainer.model, TEST, F.cross_entropy)["test_loss"])
+
+
+def _eval_every_run(tmp_path: Path, stop_at: int | None, resume: bool = False) -> _EvalCheck:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    pol = make_policy("schedule", batch_size=4, factor=2, every=1, max_batch_size=32)
+    sched = BatchSizeScheduler(pol, AdaptiveLoader(TRAIN, 4, seed=2), opt)
+    probe = _EvalCheck(stop_at)
+    trainer = Trainer(
+        model,
+        opt,
+        sched,
+        callbacks=[probe],
+        eval_data=TEST,
+        eval_every_samples=12,
+        checkpoint_path=tmp_path / "ckpt.pt",
+    )
+    if resume:
+        trainer.load_checkpoint()
+    trainer.fit(4)
+    return probe
+
+
+def test_evaluations_every_n_samples(tmp_path) -> None:
+    probe = _eval_every_run(tmp_path, None)
+    # Expected by hand from the sizes: an evaluation at the end of every step that passes a
+    # multiple of 12, numbered by the last multiple passed (one record even for 32 > 12).
+    expected, samples = [], 0
+    for step, size in enumerate(probe.sizes, start=1):
+        before, samples = samples // 12, samples + size
+        if samples // 12 > before:
+            expected.append((step, samples, samples // 12))
+    evals = [r for r in probe.records if r["kind"] == "eval"]
+    assert [(r["step"], r["samples"], r["evaluation"]) for r in evals] == expected
+    assert sorted(set(probe.sizes)) == [4, 8, 16, 32]  # batches of 16 and 32 pass two at once
+    assert any(
+        b - a > 1 for a, b in zip([0] + [e for *_, e in expected], [e for *_, e in expected])
+    )
+    # the loss is that of the model at that moment, evaluated independently
+    assert [r["test_loss"] for r in evals] == pytest.approx(probe.expected, rel=1e-6)
+    # evaluation time is not training time: the clock is paused
+    assert all(r["time"] <= e["time"] for r, e in zip(evals, evals[1:]))
+
+
+def test_evaluations_every_n_samples_resume(tmp_path) -> None:
+    whole = _eval_every_run(tmp_path / "a", None)
+    (tmp_path / "b").mkdir()
+    first = _eval_every_run(tmp_path / "b", stop_at=7)
+    rest = _eval_every_run(tmp_path / "b", None, resume=True)
+
+    def evals(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [
+            (r["step"], r["evaluation"], round(r["test_loss"], 6))
+            for r in records
+            if r["kind"] == "eval"
+        ]
+
+    assert evals(first.records) + evals(rest.records) == evals(whole.records)
+    assert evals(first.records) and evals(rest.records)
+
+
+def test_eval_every_samples_needs_eval_data() -> None:
+    model = nn.Linear(6, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = BatchSizeScheduler(make_policy("constant", batch_size=4), AdaptiveLoader(TRAIN, 4), opt)
+    with pytest.raises(ValueError, match="eval_every_samples=10 needs eval_data"):
+        Trainer(model, opt, sched, eval_every_samples=10)
+    with pytest.raises(ValueError, match="eval_every_samples"):
+        Trainer(model, opt, sched, eval_data=TEST, eval_every_samples=-1)
+
+
 # ---------------------------------------------------------------------- 5. evaluate
 def _linear_model() -> nn.Linear:
     model = nn.Linear(2, 3)

@@ -26,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
         type=float,
-        metavar="ACC",
-        help="target accuracy in percent (default: the suite's)",
+        metavar="VALUE",
+        help="the target of the suite's metric: accuracy in percent, or a validation loss "
+        "(default: the suite's)",
     )
     parser.add_argument(
         "--include-incomplete", action="store_true", help="also average unfinished runs"
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         write_report(
             runs,
             out,
-            target_accuracy=args.target,
+            target=args.target,
             include_incomplete=args.include_incomplete,
             plots=not args.no_plots,
         )

@@ -32,6 +32,7 @@ from ..scheduler import BatchSizeScheduler
 from ..training import Callback, Trainer
 from .bundles import DataBundle, build_data, data_options
 from .config import Config, ConfigError, OptionsLookup
+from .units import in_sequences
 
 __all__ = [
     "OPTIMIZERS",
@@ -245,6 +246,7 @@ class Built:
     """Everything one run needs, built from its `Config`."""
 
     config: Config
+    sized: Config  # the config with every size in sequences (`units.in_sequences`)
     data: DataBundle
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -256,7 +258,7 @@ class Built:
         self, callbacks: list[Callback] | None = None, checkpoint_path: Path | None = None
     ) -> Trainer:
         """The `Trainer` for these objects."""
-        t = self.config.train
+        t = self.sized.train
         loss = {} if self.data.loss_fn is None else {"loss_fn": self.data.loss_fn}
         return Trainer(
             self.model,
@@ -274,6 +276,7 @@ class Built:
             checkpoint_every_steps=t.checkpoint_every,
             generators=self.data.generators,
             tokens_per_sample=self.data.tokens_per_sample,
+            eval_every_samples=t.eval_every,
         )
 
 
@@ -293,6 +296,7 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
     distributed = env is not None and env.distributed
     device = env.device if distributed else resolve_device(t.device)
     data = build_data(config.data, seed=t.seed)
+    original, config = config, in_sequences(config, data.tokens_per_sample)
     torch.manual_seed(t.seed)
     try:
         model = build_model(
@@ -362,17 +366,20 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return Built(config, data, model, optimizer, loader, scheduler, device)
+    return Built(original, config, data, model, optimizer, loader, scheduler, device)
 
 
 def describe(built: Built) -> str:
     """One paragraph: data, model size, optimizer, policy, epochs."""
     c = built.config
     params = sum(p.numel() for p in built.model.parameters())
+    batch = f"{c.policy.batch_size}"
+    if c.data.unit == "tokens":
+        batch += f" tokens ({built.sized.policy.batch_size} sequences)"
     return (
         f"{built.data.description}; model {c.model.name} ({params:,} parameters); "
         f"{c.optimizer.name} lr {c.optimizer.lr:g}; policy {c.policy.name} from batch "
-        f"{c.policy.batch_size} (LR rule {c.policy.lr_rule}); {c.train.epochs} epochs on "
+        f"{batch} (LR rule {c.policy.lr_rule}); {c.train.epochs} epochs on "
         f"{built.device}"
         + (
             f" × {world_size()} ranks ({dist.get_backend()}, {c.train.parallel})"

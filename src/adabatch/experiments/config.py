@@ -90,6 +90,9 @@ class DataConfig:
         train_size: train on this many samples of a fixed random subset (None: all).
         test_size: evaluate on this many (None: all).
         augment: the papers' augmentation (random crop and flip) for image data.
+        unit: "samples", or "tokens" for text: every batch size of the configuration (the
+            policy's, its schedule's, ``train.eval_every``) counts tokens
+            (`adabatch.experiments.units`).
         options: options of the data set's builder (e.g. ``num_train`` for synthetic data).
     """
 
@@ -98,6 +101,7 @@ class DataConfig:
     train_size: int | None = dataclasses.field(default=None, metadata=_min_or_none(1))
     test_size: int | None = dataclasses.field(default=None, metadata=_min_or_none(1))
     augment: bool = False
+    unit: str = dataclasses.field(default="samples", metadata=_one_of(("samples", "tokens")))
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -176,6 +180,9 @@ class TrainConfig:
         max_physical_batch_size: micro-batch above this (None: probe on out-of-memory).
         eval_batch_size: evaluation batch size.
         log_every: a step record every this many steps.
+        eval_every: also evaluate every this many training samples (tokens with
+            ``data.unit=tokens``): the "eval" records language models are compared on; 0:
+            at epoch ends only.
         checkpoint_every: also checkpoint every this many steps (0: at epoch ends only).
         batchnorm: per-sample statistics through BatchNorm: "error" or "approximate".
         num_workers: DataLoader workers (0: the in-memory fast path).
@@ -193,6 +200,7 @@ class TrainConfig:
     max_physical_batch_size: int | None = dataclasses.field(default=None, metadata=_min_or_none(1))
     eval_batch_size: int = dataclasses.field(default=1024, metadata=_min(1))
     log_every: int = dataclasses.field(default=50, metadata=_min(1))
+    eval_every: int = dataclasses.field(default=0, metadata=_min(0))
     checkpoint_every: int = dataclasses.field(default=0, metadata=_min(0))
     batchnorm: str = dataclasses.field(default="error", metadata=_one_of(BATCHNORM_MODES))
     num_workers: int = dataclasses.field(default=0, metadata=_min(0))

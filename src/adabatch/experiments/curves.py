@@ -1,4 +1,8 @@
-"""Curves over seeds from saved runs: a value per epoch (or per bin of samples), mean ± SEM.
+"""Curves over seeds from saved runs: a value per evaluation point (or bin), mean ± SEM.
+
+An evaluation point is an epoch (the epoch records: axis ``"epoch"``) or the k-th multiple of
+the trainer's ``eval_every_samples`` (the eval records: axis ``"evaluation"``; point k is the
+first evaluation at or after k·N samples, point 0 the evaluation before training).
 
 The building blocks of the comparison (`adabatch.experiments.comparison`) and of the plots.
 A JSON ``null`` is an undefined value and is left out of means; where no run has a value the
@@ -16,14 +20,19 @@ from .._over_seeds import mean_sem
 from .run_dirs import Run
 
 __all__ = [
+    "AXES",
     "Curve",
     "by_epoch",
+    "by_point",
     "common_epochs",
     "first_reaching",
     "mean_curve",
     "number",
     "step_curve",
 ]
+
+#: The axes of evaluation points: epochs, or evaluations every N samples.
+AXES = ("epoch", "evaluation")
 
 
 @dataclass(frozen=True)
@@ -81,17 +90,44 @@ def by_epoch(run: Run) -> dict[int, dict[str, Any]]:
     return {record["epoch"]: record for record in run.epochs if "epoch" in record}
 
 
-def common_epochs(runs: Sequence[Run]) -> list[int]:
-    """The epoch numbers for which every run of ``runs`` has an epoch record, in order."""
+def by_point(run: Run, axis: str = "epoch") -> dict[int, dict[str, Any]]:
+    """The run's evaluation records by point number on ``axis`` (see the module docstring).
+
+    On ``"evaluation"``, a step that passes several multiples of N (a batch larger than N)
+    evaluates once: that record stands for every point it passed, so that runs of different
+    batch sizes share their points.
+
+    Raises:
+        ValueError: ``axis`` is not one of `AXES`.
+    """
+    if axis == "epoch":
+        return by_epoch(run)
+    if axis != "evaluation":
+        raise ValueError(f"axis must be one of {AXES}, got {axis!r}")
+    table: dict[int, dict[str, Any]] = {}
+    start = by_epoch(run).get(0)
+    if start is not None:
+        table[0] = start
+    for record in run.evals:
+        reached = record.get("evaluation")
+        if not isinstance(reached, int):
+            continue
+        for point in range(max(table, default=0) + 1, reached + 1):
+            table[point] = record
+    return table
+
+
+def common_epochs(runs: Sequence[Run], axis: str = "epoch") -> list[int]:
+    """The point numbers on ``axis`` for which every run of ``runs`` has a record, in order."""
     if not runs:
         return []
-    shared = set(by_epoch(runs[0]))
+    shared = set(by_point(runs[0], axis))
     for run in runs[1:]:
-        shared &= set(by_epoch(run))
+        shared &= set(by_point(run, axis))
     return sorted(shared)
 
 
-def mean_curve(runs: Sequence[Run], key: str) -> Curve:
+def mean_curve(runs: Sequence[Run], key: str, axis: str = "epoch") -> Curve:
     """The mean and standard error over runs of ``key`` in the epoch records, epoch by epoch.
 
     Definition: for each epoch number ``e`` that *every* run has an epoch record for (so, for
@@ -103,17 +139,18 @@ def mean_curve(runs: Sequence[Run], key: str) -> Curve:
     Args:
         runs: The runs (typically the seeds of one method).
         key: An epoch record field, e.g. ``"test_accuracy"``, ``"time"``, ``"batch_size"``.
+        axis: ``"epoch"`` (epoch records) or ``"evaluation"`` (eval records, see `by_point`).
 
     Returns:
-        The curve, with the epoch numbers as ``x``.
+        The curve, with the point numbers as ``x``.
 
     Raises:
         ValueError: ``runs`` is empty.
     """
     if not runs:
         raise ValueError("mean_curve needs at least one run")
-    epochs = common_epochs(runs)
-    tables = [by_epoch(run) for run in runs]
+    epochs = common_epochs(runs, axis)
+    tables = [by_point(run, axis) for run in runs]
     columns = [[number(table[epoch].get(key)) for table in tables] for epoch in epochs]
     return _aggregate([float(epoch) for epoch in epochs], columns, len(runs))
 
@@ -193,12 +230,17 @@ def step_curve(
     return _aggregate(centres, columns, len(per_run))
 
 
-def first_reaching(curve_values: Sequence[float | None], threshold: float) -> int | None:
+def first_reaching(
+    curve_values: Sequence[float | None], threshold: float, *, higher: bool = True
+) -> int | None:
     """The index of the first value at or above ``threshold``, ``None`` if none is.
 
-    Null and ``nan`` values never reach the threshold.
+    With ``higher=False`` (a loss), the first value at or below it. Null and ``nan`` values
+    never reach the threshold.
     """
     for index, value in enumerate(curve_values):
-        if value is not None and value >= threshold:
+        if value is None or math.isnan(value):
+            continue
+        if (value >= threshold) if higher else (value <= threshold):
             return index
     return None

@@ -1,4 +1,8 @@
-"""Plots comparing methods: batch size, accuracy against epochs and time, loss against samples.
+"""Plots comparing methods: batch size, the metric against epochs (or tokens) and time, loss.
+
+A comparison by test accuracy over epochs draws `PLOT_FILES`; one by validation loss over
+evaluations every N samples (a language model) draws `LM_PLOT_FILES`, against training
+tokens (samples when the runs count no tokens).
 
 Each method keeps one colour in every plot (``tab10``, in the comparison's method order), and
 baselines are dashed; a line is the mean over seeds and the light band around it the range
@@ -23,14 +27,22 @@ from .run_dirs import Run
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["PLOT_FILES", "accuracy_floor", "plot_comparison"]
+__all__ = ["LM_PLOT_FILES", "PLOT_FILES", "accuracy_floor", "plot_comparison"]
 
-#: The files written by `plot_comparison`, in the order it returns them.
+#: The files written by `plot_comparison` for a comparison of accuracy over epochs.
 PLOT_FILES = (
     "batch_size.png",
     "accuracy_vs_epoch.png",
     "accuracy_vs_time.png",
     "loss_vs_samples.png",
+)
+
+#: The files written for a comparison of validation loss over evaluations (language models).
+LM_PLOT_FILES = (
+    "batch_size_vs_tokens.png",
+    "val_loss_vs_tokens.png",
+    "val_loss_vs_time.png",
+    "loss_vs_tokens.png",
 )
 
 _BAND_ALPHA = 0.18
@@ -110,9 +122,10 @@ def _plain_2_5(value: float, _position: Any = None) -> str:
     return f"{value:g}" if any(math.isclose(mantissa, m) for m in (2.0, 5.0)) else ""
 
 
-def _target_line(ax: Axes, target: float | None) -> None:
+def _target_line(ax: Axes, target: float | None, unit: str = "%") -> None:
     if target is not None:
-        ax.axhline(target, color="0.35", ls="--", lw=1.0, label=f"target {target:.2f}%")
+        shown = f"{target:.2f}%" if unit == "%" else f"{target:.3f}"
+        ax.axhline(target, color="0.35", ls="--", lw=1.0, label=f"target {shown}")
 
 
 def plot_comparison(
@@ -122,6 +135,10 @@ def plot_comparison(
     title: str | None = None,
 ) -> list[Path]:
     """Write the four comparison plots as PNG files in ``out_dir``.
+
+    For a comparison of validation loss over evaluations (`LM_PLOT_FILES`): the batch size
+    against training tokens (from the step records), the validation loss against tokens and
+    against training time, and the training loss against tokens. Otherwise (`PLOT_FILES`):
 
     - ``batch_size.png``: each epoch's batch size (that of its last step), drawn over the
       epoch (log2 axis);
@@ -155,10 +172,18 @@ def plot_comparison(
     heading = title or comparison.title
     methods = [summary.method for summary in comparison.methods]
     baselines = set(comparison.baselines)
-    floor = accuracy_floor(
-        (summary.final_accuracy_mean for summary in comparison.methods),
-        comparison.target_accuracy,
+    lm = comparison.axis == "evaluation"
+    metric = comparison.metric
+    accuracy = metric.key == "test_accuracy"
+    floor = (
+        accuracy_floor((summary.final_mean for summary in comparison.methods), comparison.target)
+        if accuracy
+        else None
     )
+    has_tokens = any(
+        run.steps and "tokens" in run.steps[-1] for r in comparison.runs.values() for run in r
+    )
+    x_count = "tokens" if has_tokens else "samples"
 
     def colour(method: str) -> Any:
         return palette(order.index(method) % 10)
@@ -191,7 +216,7 @@ def plot_comparison(
         _draw(ax, x, curve, colour(method), label(method), dashed=method in baselines, **kwargs)
 
     def accuracy_axis(ax: Axes) -> None:
-        _target_line(ax, comparison.target_accuracy)
+        _target_line(ax, comparison.target, metric.unit)
         if floor is None:
             return
         # The top too: autoscaling chose it with the first epochs' low values in view.
@@ -214,20 +239,39 @@ def plot_comparison(
 
     def accuracy_vs_epoch(ax: Axes) -> None:
         for method in methods:
-            curve = mean_curve(comparison.runs[method], "test_accuracy")
+            curve = mean_curve(comparison.runs[method], metric.key, comparison.axis)
             draw(ax, curve.x, curve, method)
         accuracy_axis(ax)
 
     def accuracy_vs_time(ax: Axes) -> None:
         for method in methods:
-            curve = mean_curve(comparison.runs[method], "test_accuracy")
-            time = mean_curve(comparison.runs[method], "time")
+            curve = mean_curve(comparison.runs[method], metric.key, comparison.axis)
+            time = mean_curve(comparison.runs[method], "time", comparison.axis)
             draw(ax, time.mean, curve, method)
         accuracy_axis(ax)
 
+    def metric_vs_count(ax: Axes) -> None:
+        for method in methods:
+            curve = mean_curve(comparison.runs[method], metric.key, comparison.axis)
+            count = mean_curve(comparison.runs[method], x_count, comparison.axis)
+            draw(ax, count.mean, curve, method)
+        accuracy_axis(ax)
+        ax.xaxis.set_major_formatter(ticker.EngFormatter())
+
+    def batch_vs_count(ax: Axes) -> None:
+        key = "batch_tokens" if has_tokens else "batch_size"
+        for method in methods:
+            curve = step_curve(comparison.runs[method], key, x=x_count, bins=200)
+            if curve.x:
+                draw(ax, curve.x, curve, method)
+        ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(_plain))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.xaxis.set_major_formatter(ticker.EngFormatter())
+
     def loss_vs_samples(ax: Axes) -> None:
         for method in methods:
-            curve = step_curve(comparison.runs[method], "loss", x="samples")
+            curve = step_curve(comparison.runs[method], "loss", x=x_count if lm else "samples")
             if curve.x:
                 draw(ax, curve.x, curve, method)
         if not ax.lines:
@@ -239,16 +283,43 @@ def plot_comparison(
         ax.yaxis.set_minor_formatter(ticker.FuncFormatter(_plain_2_5))
         ax.xaxis.set_major_formatter(ticker.EngFormatter())
 
+    ylabel = f"{metric.name} (%)" if metric.unit == "%" else metric.name
+    if lm:
+        name = metric.name
+        return [
+            figure(
+                LM_PLOT_FILES[0],
+                "batch size",
+                f"training {x_count}",
+                f"batch size ({x_count}, log₂ scale)",
+                batch_vs_count,
+            ),
+            figure(LM_PLOT_FILES[1], name, f"training {x_count}", name, metric_vs_count),
+            figure(
+                LM_PLOT_FILES[2],
+                f"{name} against training time",
+                "training time (s, evaluation excluded)",
+                name,
+                accuracy_vs_time,
+            ),
+            figure(
+                LM_PLOT_FILES[3],
+                "training loss",
+                f"training {x_count} seen",
+                "training loss (log scale)",
+                loss_vs_samples,
+            ),
+        ]
     return [
         figure(
             PLOT_FILES[0], "batch size", "epoch", "batch size (samples, log₂ scale)", batch_size
         ),
-        figure(PLOT_FILES[1], "test accuracy", "epoch", "test accuracy (%)", accuracy_vs_epoch),
+        figure(PLOT_FILES[1], metric.name, "epoch", ylabel, accuracy_vs_epoch),
         figure(
             PLOT_FILES[2],
-            "test accuracy against training time",
+            f"{metric.name} against training time",
             "training time (s, evaluation excluded)",
-            "test accuracy (%)",
+            ylabel,
             accuracy_vs_time,
         ),
         figure(

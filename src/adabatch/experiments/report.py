@@ -1,7 +1,7 @@
 """The comparison report of a set of runs, written next to them: table, JSON and plots.
 
 `write_report` groups runs by suite (one comparison per suite), and for each writes
-``report.md`` (the markdown table and its notes), ``report.json`` and the four PNG plots into
+``report.md`` (the markdown table and its notes), ``report.json`` and four PNG plots into
 ``out_dir/SUITE/`` (or ``out_dir`` itself when there is one suite), and returns the text tables.
 """
 
@@ -23,7 +23,7 @@ def write_report(
     runs: Sequence[Run],
     out_dir: str | Path,
     *,
-    target_accuracy: float | None = None,
+    target: float | None = None,
     include_incomplete: bool = False,
     plots: bool = True,
 ) -> str:
@@ -34,19 +34,17 @@ def write_report(
         by_suite.setdefault(run.config.get("suite") or "runs", []).append(run)
     texts = []
     for suite_name, suite_runs in by_suite.items():
-        target = out_dir if len(by_suite) == 1 else out_dir / suite_name
-        target.mkdir(parents=True, exist_ok=True)
-        comparison = compare(
-            suite_runs, target_accuracy=target_accuracy, include_incomplete=include_incomplete
-        )
+        where = out_dir if len(by_suite) == 1 else out_dir / suite_name
+        where.mkdir(parents=True, exist_ok=True)
+        comparison = compare(suite_runs, target=target, include_incomplete=include_incomplete)
         text = render_table(comparison, "text")
-        (target / "report.md").write_text(
+        (where / "report.md").write_text(
             render_table(comparison, "markdown") + "\n", encoding="utf-8"
         )
-        (target / "report.json").write_text(
+        (where / "report.json").write_text(
             json.dumps(comparison_to_json(comparison), indent=2) + "\n", encoding="utf-8"
         )
-        written = plot_comparison(comparison, target, title=suite_name) if plots else []
-        files = ", ".join(p.name for p in [target / "report.md", target / "report.json", *written])
-        texts.append(f"{text}\nwritten to {target}: {files}")
+        written = plot_comparison(comparison, where, title=suite_name) if plots else []
+        files = ", ".join(p.name for p in [where / "report.md", where / "report.json", *written])
+        texts.append(f"{text}\nwritten to {where}: {files}")
     return "\n\n".join(texts)

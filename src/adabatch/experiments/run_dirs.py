@@ -3,10 +3,11 @@
 A run directory is what one training run writes (see the trainer for the writing side):
 
 - ``config.json``: the run's configuration; this module needs ``method``, ``seed`` and the
-  optional ``report`` block (``methods``, ``baselines``, ``target_accuracy``, ``title``).
-- ``metrics.jsonl``: one JSON object per line, ``{"kind": "step", ...}`` or
-  ``{"kind": "epoch", ...}``; other kinds are ignored, and so is a truncated last line (a run
-  killed while writing).
+  optional ``report`` block (``methods``, ``baselines``, ``metric``, ``axis``, ``target``,
+  ``title``).
+- ``metrics.jsonl``: one JSON object per line, ``{"kind": "step", ...}``,
+  ``{"kind": "epoch", ...}`` or ``{"kind": "eval", ...}``; other kinds are ignored, and so is
+  a truncated last line (a run killed while writing).
 - ``summary.json``: written when the run ends; its ``status`` is ``"completed"``,
   ``"diverged"`` or ``"interrupted"``. A run without one is ``"incomplete"``.
 
@@ -15,6 +16,7 @@ Nothing here trains or computes metrics: see `adabatch.experiments.comparison` f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -46,6 +48,8 @@ class Run:
         steps: The ``"step"`` records of ``metrics.jsonl``, in order of ``step``.
         epochs: The ``"epoch"`` records of ``metrics.jsonl``, in order of ``epoch`` (record 0 is
             the evaluation before training).
+        evals: The ``"eval"`` records (an evaluation every N training samples), in order of
+            ``evaluation``.
         status: ``summary.json``'s status (``"completed"``, ``"diverged"``, ``"interrupted"``),
             or ``"incomplete"`` when there is no ``summary.json``.
     """
@@ -55,6 +59,7 @@ class Run:
     steps: list[dict[str, Any]]
     epochs: list[dict[str, Any]]
     status: str
+    evals: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def method(self) -> str:
@@ -106,10 +111,13 @@ def _keep_monotonic(records: list[dict[str, Any]], record: dict[str, Any], count
     records.append(record)
 
 
-def _read_metrics(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+Records = list[dict[str, Any]]
+
+
+def _read_metrics(run_dir: Path) -> tuple[Records, Records, Records]:
     path = run_dir / METRICS_FILE
     if not path.is_file():
-        return [], []
+        return [], [], []
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:
@@ -118,6 +126,7 @@ def _read_metrics(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, A
         lines.pop()
     steps: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
+    evals: list[dict[str, Any]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -134,8 +143,10 @@ def _read_metrics(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, A
             _keep_monotonic(steps, record, "step")
         elif kind == "epoch":
             _keep_monotonic(epochs, record, "epoch")
+        elif kind == "eval":
+            _keep_monotonic(evals, record, "evaluation")
         # other kinds: written by a newer trainer, not needed here
-    return steps, epochs
+    return steps, epochs, evals
 
 
 def _read_status(run_dir: Path) -> str:
@@ -158,7 +169,7 @@ def load_run(path: str | os.PathLike[str]) -> Run:
         path: A directory holding at least ``config.json``.
 
     Returns:
-        The run, with its step and epoch records (none when ``metrics.jsonl`` is missing) and
+        The run, with its step, epoch and eval records (none when ``metrics.jsonl`` is missing) and
         its status (``"incomplete"`` when ``summary.json`` is missing).
 
     Raises:
@@ -167,9 +178,14 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     """
     run_dir = Path(path)
     config = _read_config(run_dir)
-    steps, epochs = _read_metrics(run_dir)
+    steps, epochs, evals = _read_metrics(run_dir)
     return Run(
-        path=run_dir, config=config, steps=steps, epochs=epochs, status=_read_status(run_dir)
+        path=run_dir,
+        config=config,
+        steps=steps,
+        epochs=epochs,
+        status=_read_status(run_dir),
+        evals=evals,
     )
 
 

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from .._json import json_safe
-from .comparison import Comparison, MethodSummary
+from .comparison import Comparison, MethodSummary, Reach
 
 __all__ = ["comparison_to_json", "format_count", "render_table"]
 
@@ -40,57 +40,86 @@ def _fixed(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}" if value is not None and _finite(value) else MISSING
 
 
-def _accuracy(mean: float, sem: float) -> str:
+def _value(mean: float, sem: float, digits: int) -> str:
     if not _finite(mean):
         return MISSING
-    return f"{mean:.2f} ± {sem:.2f}" if _finite(sem) else f"{mean:.2f}"
+    return f"{mean:.{digits}f} ± {sem:.{digits}f}" if _finite(sem) else f"{mean:.{digits}f}"
 
 
 def _speedup(value: float | None) -> str:
     return f"{value:.2f}×" if value is not None and _finite(value) else MISSING
 
 
+def _has_tokens(comparison: Comparison) -> bool:
+    return any(_finite(summary.total_tokens) for summary in comparison.methods)
+
+
+def _digits(comparison: Comparison) -> int:
+    return 2 if comparison.metric.higher_is_better else 3  # accuracy in %, a loss in nats
+
+
 def _headers(comparison: Comparison) -> list[str]:
-    own = f"final−{comparison.within:g}"
+    metric = comparison.metric
+    sign = "−" if metric.higher_is_better else "+"
+    own = f"final{sign}{comparison.within:g}"
+    short = "acc (%)" if metric.key == "test_accuracy" else metric.name
+    points = "epochs" if comparison.axis == "epoch" else None
+    count = "tokens" if _has_tokens(comparison) else "samples"
     return [
         "method",
         "seeds",
-        "final acc (%)",
-        "epochs→target",
+        f"final {short}",
+        *([f"{points}→target"] if points else []),
         "steps→target",
-        "samples→target",
+        f"{count}→target",
         "time→target (s)",
-        f"epochs→{own}",
+        *([f"{points}→{own}"] if points else [f"{count}→{own}"]),
         f"time→{own} (s)",
         *(f"×{baseline}" for baseline in comparison.baselines),
     ]
 
 
-def _row(summary: MethodSummary, baselines: tuple[str, ...]) -> list[str]:
+def _row(comparison: Comparison, summary: MethodSummary) -> list[str]:
     target, own = summary.to_target, summary.to_own_final
+    epochs = comparison.axis == "epoch"
+    tokens = _has_tokens(comparison)
+
+    def count(reach: Reach | None) -> str:
+        if reach is None:
+            return MISSING
+        return format_count(reach.tokens if tokens else reach.samples)
+
     return [
         summary.method,
         str(summary.seeds),
-        _accuracy(summary.final_accuracy_mean, summary.final_accuracy_sem),
-        MISSING if target is None else str(target.epochs),
+        _value(summary.final_mean, summary.final_sem, _digits(comparison)),
+        *([MISSING if target is None else str(target.point)] if epochs else []),
         MISSING if target is None else _integer(target.steps),
-        MISSING if target is None else format_count(target.samples),
+        count(target),
         MISSING if target is None else _fixed(target.time),
-        MISSING if own is None else str(own.epochs),
+        (MISSING if own is None else str(own.point)) if epochs else count(own),
         MISSING if own is None else _fixed(own.time),
-        *(_speedup(summary.speedup.get(baseline)) for baseline in baselines),
+        *(_speedup(summary.speedup.get(baseline)) for baseline in comparison.baselines),
     ]
 
 
 def _preamble(comparison: Comparison) -> list[str]:
-    target = comparison.target_accuracy
+    metric, target = comparison.metric, comparison.target
     within = f"{comparison.within:g}"
+    sign, reaches = ("−", "≥") if metric.higher_is_better else ("+", "≤")
+    where = (
+        "first epoch"
+        if comparison.axis == "epoch"
+        else "first evaluation (every N training samples)"
+    )
+    shown = MISSING if target is None else f"{target:.{_digits(comparison)}f}{metric.unit}"
     lines = [
-        f"Target accuracy: {MISSING if target is None else f'{target:.2f}%'} "
-        f"({comparison.target_note})",
-        f"→target: first epoch whose seed-averaged test accuracy is ≥ the target; "
-        f"→final−{within}: ≥ the method's own final accuracy − {within} points.",
-        "Steps, samples and training time (evaluation excluded) at that epoch, seed-averaged.",
+        f"Target {metric.name}: {shown} ({comparison.target_note})",
+        f"→target: {where} whose seed-averaged {metric.name} is {reaches} the target; "
+        f"→final{sign}{within}: {reaches} the method's own final value {sign} {within}.",
+        "Steps, "
+        + ("tokens" if _has_tokens(comparison) else "samples")
+        + " and training time (evaluation excluded) by then, seed-averaged.",
     ]
     if comparison.baselines:
         lines.append(
@@ -122,10 +151,11 @@ def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
 def render_table(comparison: Comparison, fmt: str = "text") -> str:
     """The comparison as a table, one row per method, after lines saying how it was computed.
 
-    Columns: method; seeds; final test accuracy (mean ± standard error over seeds); to the
-    target accuracy: epochs, optimizer steps, training samples, training seconds; to the
-    method's own final accuracy − ``within``: epochs, seconds; then one ``×baseline`` column
-    per baseline: the baseline's time to target over the method's (``—`` when undefined).
+    Columns: method; seeds; the final value of the metric (mean ± standard error over seeds);
+    to the target: epochs (when the points are epochs), optimizer steps, training samples (or
+    tokens, for text), training seconds; to the method's own final value made ``within``
+    worse: epochs (or samples/tokens), seconds; then one ``×baseline`` column per baseline:
+    the baseline's time to target over the method's (``—`` when undefined).
 
     Args:
         comparison: From `adabatch.experiments.comparison.compare`.
@@ -140,7 +170,7 @@ def render_table(comparison: Comparison, fmt: str = "text") -> str:
     if fmt not in ("text", "markdown"):
         raise ValueError(f"fmt must be 'text' or 'markdown', got {fmt!r}")
     header = _headers(comparison)
-    rows = [_row(summary, comparison.baselines) for summary in comparison.methods]
+    rows = [_row(comparison, summary) for summary in comparison.methods]
     notes = [f"Note: {note}" for note in comparison.notes]
     if fmt == "text":
         lines = [comparison.title, *_preamble(comparison), "", *_text(header, rows)]
@@ -168,7 +198,9 @@ def comparison_to_json(comparison: Comparison) -> dict[str, Any]:
     return json_safe(
         {
             "title": comparison.title,
-            "target_accuracy": comparison.target_accuracy,
+            "metric": comparison.metric.key,
+            "axis": comparison.axis,
+            "target": comparison.target,
             "target_note": comparison.target_note,
             "within": comparison.within,
             "baselines": comparison.baselines,

@@ -6,7 +6,8 @@ A callback sees four events, in this order::
     on_step_end(trainer)             after every optimizer step (keep it cheap)
     on_record(trainer, record)       every metrics record: a dict of flat values, "kind" =
                                      "step" (every ``log_every`` steps and at each decision)
-                                     or "epoch" (after each evaluation)
+                                     "epoch" (after each epoch's evaluation) or "eval"
+                                     (an evaluation every ``eval_every_samples``)
     on_fit_end(trainer, status)      "completed", "interrupted" or "diverged"
 
 A callback whose output must survive a resume implements ``state_dict`` /
@@ -15,7 +16,7 @@ the length of its file there, and truncates the records written after the checkp
 
 Record keys (see the `Trainer` docstring for their meaning): ``kind, epoch, step, samples,
 time, batch_size, lr`` and ``loss`` (step) or ``elapsed, train_loss, test_loss,
-test_accuracy`` (epoch), plus ``decision_statistic, decision_value, next_batch_size`` when the
+test_accuracy`` (epoch) or ``evaluation, test_loss, test_accuracy`` (eval), plus ``decision_statistic, decision_value, next_batch_size`` when the
 policy decided at that point. Undefined values are None (``null`` in JSON).
 """
 
@@ -175,6 +176,11 @@ class ProgressBar(Callback):
             self._shown = trainer.samples_in_epoch
 
     def on_record(self, trainer: Trainer, record: Mapping[str, Any]) -> None:  # noqa: D102
+        if record.get("kind") == "eval":
+            bar = self._ensure_bar(trainer)
+            if bar is not None:
+                bar.set_postfix(batch=record["batch_size"], test_loss=_fmt(record["test_loss"]))
+            return
         if record.get("kind") == "epoch":
             if self._tqdm is not None and record.get("test_accuracy") is not None:
                 self._tqdm.write(
@@ -245,6 +251,9 @@ class TensorBoardLogger(Callback):
                 "lr": record["lr"],
             }
             prefix = "train"
+        elif record["kind"] == "eval":
+            scalars = {"loss": record.get("test_loss"), "accuracy": record.get("test_accuracy")}
+            prefix = "eval"
         else:
             scalars = {
                 "loss": record.get("test_loss"),

@@ -5,13 +5,15 @@ resumed run's records continue where the interrupted run's stopped (times aside)
 
 A record is a flat dict of numbers (see `adabatch.training.callbacks.JsonlLogger`)::
 
-    kind       "step" (every log_every steps and at every decision) or "epoch"
+    kind       "step" (every log_every steps and at every decision), "epoch", or "eval"
+               (every eval_every_samples samples)
     epoch      completed epochs            step      optimizer steps taken
     samples    training samples consumed   time      training seconds (evaluation excluded)
     tokens     samples × T (text data)     batch_tokens  the batch size × T (text data)
     batch_size the step's requested size   lr        the LR the step used
     loss       mean training loss since the last step record (step records)
     train_loss, test_loss, test_accuracy, elapsed (wall seconds)   (epoch records)
+    evaluation, test_loss, test_accuracy                            (eval records)
     decision_statistic, decision_value, next_batch_size             (where a decision fell)
 """
 
@@ -65,6 +67,7 @@ class Progress:
         self.epoch_loss = MeanLoss()
         self.log_loss = MeanLoss()  # since the last step record
         self.last_epoch_record: dict[str, Any] | None = None
+        self.evaluations = 0  # the last multiple of eval_every_samples evaluated at
 
     def count_step(self, loss_sum: float, samples: int) -> None:
         """Add one optimizer step's global batch and summed loss."""
@@ -101,6 +104,7 @@ class Progress:
             "epoch_loss": self.epoch_loss.state(),
             "log_loss": self.log_loss.state(),
             "last_epoch_record": self.last_epoch_record,
+            "evaluations": self.evaluations,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -112,6 +116,7 @@ class Progress:
         self.epoch_loss.load(state["epoch_loss"])
         self.log_loss.load(state["log_loss"])
         self.last_epoch_record = state["last_epoch_record"]
+        self.evaluations = int(state.get("evaluations", 0))  # absent in older checkpoints
 
 
 def with_decision(record: dict[str, Any], decision: Decision | None) -> dict[str, Any]:

@@ -124,6 +124,11 @@ class Trainer:
             each epoch end (e.g. ``"test_loss"`` for ``ReduceLROnPlateau``); None: nothing.
         tokens_per_sample: T for fixed-length text: every record also counts ``tokens``
             (samples × T) and ``batch_tokens`` (the batch size × T).
+        eval_every_samples: also evaluate ``eval_data`` whenever the training samples pass a
+            multiple k·N of this (at the end of the step that passes it; one evaluation per
+            step even when a large batch passes several): an ``"eval"`` record with
+            ``evaluation`` = k, the last multiple passed. 0: epoch ends only. Language models
+            are compared on this (validation loss per N tokens is N / T samples).
 
     Example::
 
@@ -154,6 +159,7 @@ class Trainer:
         eval_at_start: bool = True,
         monitor: str | None = None,
         tokens_per_sample: int | None = None,
+        eval_every_samples: int = 0,
     ) -> None:
         if not isinstance(scheduler, BatchSizeScheduler):
             raise TypeError(
@@ -168,6 +174,14 @@ class Trainer:
             raise ValueError("the scheduler couples the LR of a different optimizer")
         log_every = as_int(log_every, "log_every", minimum=1)
         tokens_per_sample = as_optional_int(tokens_per_sample, "tokens_per_sample", minimum=1)
+        eval_every_samples = as_int(
+            eval_every_samples, "eval_every_samples", 0, hint=" (0: epoch ends only)"
+        )
+        if eval_every_samples and eval_data is None:
+            raise ValueError(
+                f"eval_every_samples={eval_every_samples} needs eval_data to evaluate: pass a "
+                "held-out data set, or eval_every_samples=0"
+            )
         eval_batch_size = as_int(eval_batch_size, "eval_batch_size", minimum=1)
         checkpoint_every_epochs = as_int(checkpoint_every_epochs, "checkpoint_every_epochs", 1)
         checkpoint_every_steps = as_int(
@@ -197,6 +211,7 @@ class Trainer:
         self.checkpoint_every_epochs = checkpoint_every_epochs
         self.generators = list(generators)
         self.eval_at_start = eval_at_start
+        self.eval_every_samples = eval_every_samples
         self.monitor = monitor
         # Hooks only when the policy reads per-sample statistics: otherwise a plain backward.
         self.tracker: GradStatsTracker | None = None
@@ -392,6 +407,15 @@ class Trainer:
             record = self._record("step", n)
             record["loss"] = self.progress.log_loss.take()
             self._emit("on_record", with_decision(record, decision))
+        if self.eval_every_samples:
+            reached = self.progress.samples // self.eval_every_samples
+            if reached > self.progress.evaluations:
+                self.progress.evaluations = reached
+                with self.clock.paused():
+                    metrics = self._evaluate()
+                record = self._record("eval", n)
+                record.update(evaluation=reached, **metrics)
+                self._emit("on_record", record)
         if self.checkpoint_every_steps and self.step_count % self.checkpoint_every_steps == 0:
             self._save()
 

@@ -8,7 +8,7 @@ reported in its own table.
 
 The papers' numbers and configurations are in ``docs/methods.md`` (§2.1 DiveBatch, §2.2 the
 AdaBatch schedule, §2.4 AdAdaGrad); where a CPU cannot run them in reasonable time, the suite
-says what it shrank. The suites are defined in `adabatch.experiments.suites.cpu` and `.gpu`.
+says what it shrank. The suites are defined in `adabatch.experiments.suites.cpu`, `.gpu` and `.lm`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..config import ConfigError
 from .base import Method, Suite
 from .cpu import CPU_SUITES
 from .gpu import GPU_SUITES
+from .lm import LM_SUITES
 
 __all__ = ["EXPERIMENTS", "SUITES", "Method", "Suite", "experiment", "suite"]
 
@@ -36,10 +37,15 @@ _ORDER = (
     "cifar100",
     "tiny-imagenet",
     "sparse",
+    "lm",
+    "lm-gpu",
 )
 
 SUITES: Mapping[str, Suite] = MappingProxyType(
-    {s.name: s for s in sorted((*CPU_SUITES, *GPU_SUITES), key=lambda s: _ORDER.index(s.name))}
+    {
+        s.name: s
+        for s in sorted((*CPU_SUITES, *GPU_SUITES, *LM_SUITES), key=lambda s: _ORDER.index(s.name))
+    }
 )
 
 #: ``SUITE/METHOD`` → (suite, method) for every method of every suite.

@@ -32,8 +32,13 @@ class Suite:
         base: the configuration every method starts from.
         methods: the methods, in report order.
         baselines: labels of the methods the speed-ups are measured against.
-        target_accuracy: the fixed target (percent) of "time to target"; None: the first
-            baseline's final accuracy minus one point.
+        metric: what the methods are ranked by: "test_accuracy" or "test_loss" (the
+            validation loss of a language model).
+        axis: the evaluation points: "epoch", or "evaluation" (every
+            ``train.eval_every`` samples or tokens).
+        target: the fixed target of "time to target" (accuracy in percent, or a loss); None:
+            the first baseline's final value made worse by the metric's tolerance (one point
+            of accuracy, 0.02 of loss).
         hardware: "cpu" (runs here) or "gpu" (sized for one GPU; warns on a CPU).
         seeds: default number of seeds for ``adabatch compare``.
         parts: for a group of suites, their names (then ``methods`` is empty).
@@ -49,7 +54,9 @@ class Suite:
     base: Config = dataclasses.field(default_factory=Config)
     methods: tuple[Method, ...] = ()
     baselines: tuple[str, ...] = ()
-    target_accuracy: float | None = None
+    target: float | None = None
+    metric: str = "test_accuracy"
+    axis: str = "epoch"
     hardware: str = "cpu"
     seeds: int = 3
     parts: tuple[str, ...] = ()
@@ -71,7 +78,9 @@ class Suite:
             "title": f"{self.name}: {self.description}",
             "methods": [m.label for m in self.methods],
             "baselines": list(self.baselines),
-            "target_accuracy": self.target_accuracy,
+            "metric": self.metric,
+            "axis": self.axis,
+            "target": self.target,
         }
 
 

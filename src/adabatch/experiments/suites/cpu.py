@@ -74,7 +74,7 @@ _QUICK = Suite(
         ),
     ),
     baselines=("sgd-small", "sgd-large"),
-    target_accuracy=None,
+    target=None,
 )
 
 # ---------------------------------------------------------------------- MNIST
@@ -140,7 +140,7 @@ _MNIST_MLP = Suite(
         ),
     ),
     baselines=("sgd-small", "sgd-large", "sgd-128-lr"),
-    target_accuracy=98.0,
+    target=98.0,
 )
 
 _MNIST_LOGREG = Suite(
@@ -174,7 +174,7 @@ _MNIST_LOGREG = Suite(
         ),
     ),
     baselines=("adagrad-2", "adagrad-128"),
-    target_accuracy=91.0,
+    target=91.0,
 )
 
 _MNIST_CNN = Suite(
@@ -208,7 +208,7 @@ _MNIST_CNN = Suite(
         ),
     ),
     baselines=("adagrad-16", "adagrad-512"),
-    target_accuracy=98.0,
+    target=98.0,
 )
 
 _MNIST = Suite(
@@ -248,7 +248,7 @@ _FASHION = Suite(
         if m.label in ("sgd-128", "sgd-2048", "adabatch", "divebatch", "divebatch-rescale")
     ),
     baselines=("sgd-128", "sgd-2048"),
-    target_accuracy=91.0,
+    target=91.0,
     seeds=3,
 )
 

@@ -35,7 +35,7 @@ _FASHION_RESNET = Suite(
         if m.label in ("sgd-128", "sgd-2048", "adabatch", "divebatch", "divebatch-rescale")
     ),
     baselines=("sgd-128", "sgd-2048"),
-    target_accuracy=92.0,
+    target=92.0,
     hardware="gpu",
 )
 

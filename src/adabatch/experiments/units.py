@@ -1,0 +1,130 @@
+"""Batch sizes counted in tokens: ``data.unit=tokens`` turned into the sequences drawn.
+
+Language-model schedules are written in tokens (Megatron-LM's ``"0:768 250B:1536"`` counts
+its thresholds in tokens; a "batch of 1M tokens" is 1M / T sequences of T tokens). With
+``data.unit=tokens`` every size of a configuration is in tokens:
+
+- ``policy.batch_size`` and the policy's ``max_batch_size``, ``min_batch_size`` and
+  ``multiple_of``;
+- the batch sizes inside ``thresholds`` and ``rampup`` (whose amounts are then in tokens too,
+  unless ``policy.options.unit`` says "samples");
+- ``train.eval_every`` and ``train.max_physical_batch_size``.
+
+The sampler draws whole sequences, so each size must be a whole number of sequences of the
+data's T tokens; anything else is refused with the nearest valid sizes. ``eval_batch_size``
+stays in sequences (it changes no result). Records count both: ``batch_size``/``samples`` in
+sequences, ``batch_tokens``/``tokens`` in tokens, and the reports use tokens for text data.
+
+Sequences here have a fixed length T (packed pre-training data): a batch of B sequences is
+exactly B·T tokens. For sequences of variable length see `adabatch.models.next_token_loss`
+(the loss is a mean over the batch's tokens, so each sequence weighs by its token count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..errors import ConfigError
+from ..policies.ramps import parse_megatron_rampup, parse_thresholds
+from .config import Config
+
+__all__ = ["DATA_UNITS", "in_sequences", "tokens_to_sequences"]
+
+#: The units of ``data.unit``.
+DATA_UNITS = ("samples", "tokens")
+
+#: Policy options that are batch sizes.
+SIZE_OPTIONS = ("max_batch_size", "min_batch_size", "multiple_of")
+
+
+def tokens_to_sequences(tokens: int, tokens_per_sample: int, what: str) -> int:
+    """``tokens`` as a number of T-token sequences; a `ConfigError` unless it divides exactly.
+
+    Example:
+        >>> tokens_to_sequences(8192, 64, "policy.batch_size")
+        128
+    """
+    if isinstance(tokens, bool) or not isinstance(tokens, int):
+        raise ConfigError(f"{what} must be an integer number of tokens, got {tokens!r}")
+    count, rest = divmod(tokens, tokens_per_sample)
+    if rest or count < 1:
+        below = max(count, 1) * tokens_per_sample
+        above = (count + 1) * tokens_per_sample
+        nearest = f"{below} or {above}" if count >= 1 else f"{tokens_per_sample}"
+        raise ConfigError(
+            f"{what}={tokens} tokens is not a whole number of sequences of "
+            f"{tokens_per_sample} tokens (data.unit=tokens); use a multiple of "
+            f"{tokens_per_sample}, e.g. {nearest}"
+        )
+    return count
+
+
+def _thresholds(value: Any, t: int, key: str) -> tuple[tuple[int, int], ...]:
+    try:
+        pairs = parse_thresholds(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    return tuple(
+        (amount, tokens_to_sequences(size, t, f"{key} batch size at {amount}"))
+        for amount, size in pairs
+    )
+
+
+def _rampup(value: Any, t: int, key: str) -> tuple[int, int, int]:
+    try:
+        start, increment, ramp = parse_megatron_rampup(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    return (
+        tokens_to_sequences(start, t, f"{key} start"),
+        tokens_to_sequences(increment, t, f"{key} increment"),
+        ramp,
+    )
+
+
+def in_sequences(config: Config, tokens_per_sample: int | None) -> Config:
+    """``config`` with every size in sequences (itself when ``data.unit`` is "samples").
+
+    Raises:
+        ConfigError: ``data.unit`` is "tokens" but the data set is not text (no T), or a size
+            is not a whole number of sequences.
+    """
+    unit = config.data.unit
+    if unit not in DATA_UNITS:  # the config's own check catches this first
+        raise ConfigError(f"data.unit must be one of {DATA_UNITS}, got {unit!r}")
+    if unit == "samples":
+        return config
+    if tokens_per_sample is None:
+        raise ConfigError(
+            f"data.unit=tokens needs a text data set (sequences of a known length); "
+            f"{config.data.name!r} has none: use data.unit=samples"
+        )
+    t = tokens_per_sample
+    options = dict(config.policy.options)
+    for key in SIZE_OPTIONS:
+        if options.get(key) is not None:
+            options[key] = tokens_to_sequences(options[key], t, f"policy.{key}")
+    if options.get("thresholds") is not None:
+        options["thresholds"] = _thresholds(options["thresholds"], t, "policy.thresholds")
+        options.setdefault("unit", "tokens")
+    if options.get("rampup") is not None:
+        options["rampup"] = _rampup(options["rampup"], t, "policy.rampup")
+        options.setdefault("unit", "tokens")
+    policy = dataclasses.replace(
+        config.policy,
+        batch_size=tokens_to_sequences(config.policy.batch_size, t, "policy.batch_size"),
+        options=options,
+    )
+    train = config.train
+    physical = train.max_physical_batch_size
+    train = dataclasses.replace(
+        train,
+        eval_every=0
+        if not train.eval_every
+        else tokens_to_sequences(train.eval_every, t, "train.eval_every"),
+        max_physical_batch_size=None
+        if physical is None
+        else tokens_to_sequences(physical, t, "train.max_physical_batch_size"),
+    )
+    return dataclasses.replace(config, policy=policy, train=train)
