@@ -486,7 +486,8 @@ def test_text_table(suite):
     text = render_table(compare(suite))
     lines = text.splitlines()
     assert lines[0] == "CIFAR-10 ResNet"
-    assert "Target test accuracy: 90.00% (sgd-small's final test accuracy 91.00% − 1 points)" in text
+    target = "Target test accuracy: 90.00% (sgd-small's final test accuracy 91.00% − 1 points)"
+    assert target in text
     rule_index = next(i for i, line in enumerate(lines) if set(line) == {"-", " "})
     header, rule = lines[rule_index - 1], lines[rule_index]
     assert header.split()[:2] == ["method", "seeds"]

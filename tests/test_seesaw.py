@@ -39,6 +39,20 @@ def test_a_cosine_gets_a_milestone_wherever_it_has_halved_again() -> None:
         assert t == math.ceil(total * math.acos(2 * 0.5**k - 1) / math.pi - 1e-9)
 
 
+def test_a_wsd_schedule_gets_its_milestones_in_the_decay_only() -> None:
+    """Warm-up 10, stable to 60, linear decay to 0 at 100 (a LambdaLR): cuts in the decay."""
+
+    def wsd(t: int) -> float:
+        if t < 10:
+            return (t + 1) / 10
+        return 1.0 if t < 60 else (100 - t) / 40
+
+    lrs = lr_curve(lambda o: torch.optim.lr_scheduler.LambdaLR(o, wsd), 100)
+    pairs = seesaw_thresholds(lrs, 0.5, 4, max_batch_size=32)
+    # By hand: (100 − t)/40 ≤ 2⁻ᵏ first at t = 100 − 40·2⁻ᵏ: t = 80, 90, 95.
+    assert pairs == ((0, 4), (80 * 4, 8), (90 * 4, 16), (95 * 4, 32))
+
+
 def test_a_warm_up_is_not_a_cut_the_milestones_count_from_the_peak() -> None:
     """Warm-up over 10 steps, then the step schedule: the same milestones, shifted by it."""
     warm = [(t + 1) / 10 for t in range(10)]

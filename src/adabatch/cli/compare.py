@@ -1,6 +1,7 @@
 """``adabatch compare SUITE [--seeds N]``: run every method of a suite, then report.
 
-Runs go to ``--out/SUITE/METHOD/seedS`` (default ``--out runs``), one after the other; the
+``--scale=gpu`` runs the suite's GPU configuration instead (``lm`` → ``lm-gpu``). Runs go to
+``--out/SUITE/METHOD/seedS`` (default ``--out runs``), one after the other; the
 comparison (``adabatch report``'s output) to ``--out/SUITE/report``. A suite made of parts
 (``mnist``) runs and reports each part. Existing runs are refused unless ``--resume``
 (completed runs are kept, unfinished ones continued) or ``--overwrite``. Overrides
@@ -24,6 +25,7 @@ from adabatch.experiments.run import (
     run_experiment,
 )
 from adabatch.experiments.run_dirs import find_runs
+from adabatch.experiments.suites import SUITES
 from adabatch.experiments.suites import suite as get_suite
 
 from .run import add_run_options
@@ -42,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--methods", metavar="A,B", help="only these methods (comma-separated labels)"
+    )
+    parser.add_argument(
+        "--scale",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="gpu: the suite's configuration sized for one GPU (lm → lm-gpu)",
     )
     add_run_options(parser)
     parser.set_defaults(out=None)
@@ -93,6 +101,13 @@ def _run_sparse(args: argparse.Namespace, seeds: int, root: Path) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the suite(s) and report."""
     top = get_suite(args.suite)
+    if args.scale == "gpu" and top.hardware != "gpu":
+        if top.gpu_scale is None:
+            scaled = ", ".join(s.name for s in SUITES.values() if s.gpu_scale) or "none"
+            raise ConfigError(
+                f"suite {top.name!r} has no GPU configuration; --scale=gpu applies to: {scaled}"
+            )
+        top = get_suite(top.gpu_scale)
     parts = [get_suite(name) for name in top.parts] if top.parts else [top]
     root = Path(args.out) if args.out else Path("runs")
     seeds = args.seeds if args.seeds is not None else top.seeds

@@ -15,6 +15,12 @@ stride T; sample i's input is bytes [iT, iT + T) and its target bytes [iT + 1, i
 Each sample therefore has exactly T target tokens: a batch of B samples is B·T tokens, and
 the mean loss over a batch's tokens is the mean of its samples' mean losses (the per-sample
 gradient of that token-mean loss is the sequence's own token-mean gradient).
+
+Documents (``packing="documents"``): one record (a quotation) per sample instead, of variable
+length: its first T + 1 bytes, the rest of the row padded with input 0 and target
+`IGNORE_INDEX`. Sample i then has Tᵢ ≤ T real target tokens; `count_tokens` counts a batch's.
+`adabatch.models.next_token_loss` sums the real tokens' losses and divides by B·T, so each
+sequence weighs by its length in the loss, in the gradient and in the per-sample statistics.
 """
 
 from __future__ import annotations
@@ -29,9 +35,22 @@ from .base import ArrayDataset
 from .fetch import DATASETS
 from .paths import search_roots
 
-__all__ = ["VOCAB_SIZE", "byte_sequences", "load_text", "split_corpus"]
+__all__ = [
+    "IGNORE_INDEX",
+    "PACKINGS",
+    "VOCAB_SIZE",
+    "byte_sequences",
+    "count_tokens",
+    "document_sequences",
+    "load_text",
+    "split_corpus",
+]
 
 VOCAB_SIZE = 256
+#: The target of a padding position (PyTorch's cross-entropy default ``ignore_index``).
+IGNORE_INDEX = -100
+#: How a split becomes samples: fixed-length windows, or one padded record per sample.
+PACKINGS = ("windows", "documents")
 _SEPARATORS = {"fortunes": b"\n%\n"}
 
 
@@ -101,6 +120,46 @@ def byte_sequences(data: bytes, seq_len: int, *, name: str = "") -> ArrayDataset
     return dataset
 
 
+def document_sequences(
+    data: bytes, seq_len: int, separator: bytes, *, name: str = ""
+) -> ArrayDataset:
+    r"""One sample per record (``data`` split at ``separator``), padded to ``seq_len``.
+
+    Record r (its separator kept, so the model learns where a record ends) gives the input
+    r[:T] and the target r[1:T + 1], both padded to T: input 0, target `IGNORE_INDEX`.
+    ``tokens_per_sample`` is T, the capacity; the real target tokens of a batch are
+    `count_tokens` of it.
+
+    Example:
+        >>> ds = document_sequences(b"ab\n%\ncdef\n%\n", 4, b"\n%\n")
+        >>> ds.targets.tolist()
+        [[98, 10, 37, 10], [100, 101, 102, 10]]
+        >>> document_sequences(b"ab\n%\n", 8, b"\n%\n").targets.tolist()
+        [[98, 10, 37, 10, -100, -100, -100, -100]]
+    """
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    # with its separator, every non-empty record has a target
+    records = [(r + separator)[: seq_len + 1] for r in data.split(separator) if r]
+    if not records:
+        raise ValueError(f"{name or 'the text'} has no record")
+    inputs = torch.zeros(len(records), seq_len, dtype=torch.long)
+    targets = torch.full((len(records), seq_len), IGNORE_INDEX, dtype=torch.long)
+    for i, record in enumerate(records):
+        ids = torch.frombuffer(bytearray(record), dtype=torch.uint8).long()
+        inputs[i, : len(ids) - 1] = ids[:-1]
+        targets[i, : len(ids) - 1] = ids[1:]
+    dataset = ArrayDataset(inputs, targets, num_classes=VOCAB_SIZE, name=name)
+    dataset.tokens_per_sample = seq_len  # type: ignore[attr-defined]
+    dataset.vocab_size = VOCAB_SIZE  # type: ignore[attr-defined]
+    return dataset
+
+
+def count_tokens(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
+    """The real target tokens of an (inputs, targets) batch: targets not `IGNORE_INDEX`."""
+    return int((batch[1] != IGNORE_INDEX).sum())
+
+
 def load_text(
     name: str = "fortunes",
     root: str | os.PathLike[str] | None = None,
@@ -108,15 +167,26 @@ def load_text(
     split: Literal["train", "test"] = "train",
     seq_len: int = 64,
     held_out: float = 0.1,
+    packing: str = "windows",
 ) -> ArrayDataset:
     """One split of a text corpus as byte sequences (see the module docstring).
 
+    ``packing``: "windows" (fixed-length windows, every sample T tokens) or "documents" (one
+    record per sample, padded: variable length).
+
     Raises:
-        ValueError: ``name`` is not a text corpus, or ``split`` not "train"/"test".
+        ValueError: ``name`` is not a text corpus, ``split`` not "train"/"test", or
+            ``packing`` not one of `PACKINGS`.
         DatasetNotFoundError: no data root holds the corpus's files.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if packing not in PACKINGS:
+        raise ValueError(f"packing must be one of {PACKINGS}, got {packing!r}")
     data = _read_corpus(name, root)
-    train, test = split_corpus(data, held_out, _SEPARATORS.get(name, b"\n"))
-    return byte_sequences(train if split == "train" else test, seq_len, name=f"{name}/{split}")
+    separator = _SEPARATORS.get(name, b"\n")
+    train, test = split_corpus(data, held_out, separator)
+    part = train if split == "train" else test
+    if packing == "documents":
+        return document_sequences(part, seq_len, separator, name=f"{name}/{split}")
+    return byte_sequences(part, seq_len, name=f"{name}/{split}")

@@ -277,6 +277,7 @@ class Built:
             generators=self.data.generators,
             tokens_per_sample=self.data.tokens_per_sample,
             eval_every_samples=t.eval_every,
+            count_tokens=self.data.count_tokens,
         )
 
 
@@ -338,7 +339,10 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:  # the component's own check: a config error here
-        raise ConfigError(str(exc)) from None
+        units = ""
+        if original.data.unit == "tokens":
+            units = f" (sizes in sequences of {data.tokens_per_sample} tokens: data.unit=tokens)"
+        raise ConfigError(f"{exc}{units}") from None
     if config.schedule.interval == "step":
         lr_scheduler = None if step_factor is None else lrs.LambdaLR(optimizer, step_factor)
         per_step = {"lr_scheduler_interval": "step", "lr_schedule_unit": "samples"}

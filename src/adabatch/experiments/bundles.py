@@ -45,6 +45,7 @@ from ..datasets import (
     load_tiny_imagenet,
     synthetic_images,
 )
+from ..datasets.text import count_tokens
 from ..errors import ConfigError
 from ..models import next_token_loss
 from ..options import Option, options_of
@@ -70,7 +71,10 @@ class DataBundle:
         generators: random generators the transforms draw from (checkpointed).
         description: one line for logs.
         loss_fn: the task's loss (None: cross-entropy over classes).
-        tokens_per_sample: tokens per sample of a text data set (None otherwise).
+        tokens_per_sample: tokens per sample of a text data set (None otherwise); with
+            ``packing="documents"`` the capacity T of a padded sample.
+        count_tokens: a batch's real target tokens, for text of variable length (None:
+            every sample has ``tokens_per_sample``).
     """
 
     train: ArrayDataset
@@ -83,6 +87,7 @@ class DataBundle:
     description: str = ""
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None
     tokens_per_sample: int | None = None
+    count_tokens: Callable[[Any], int] | None = None
 
 
 def _with_inputs(ds: ArrayDataset, inputs: Tensor) -> ArrayDataset:
@@ -155,10 +160,16 @@ def _tiny_imagenet(*, root: str | None = None) -> tuple[ArrayDataset, ArrayDatas
 
 
 def _fortunes(
-    *, seq_len: int = 64, held_out: float = 0.1, root: str | None = None
+    *,
+    seq_len: int = 64,
+    held_out: float = 0.1,
+    packing: str = "windows",
+    root: str | None = None,
 ) -> tuple[ArrayDataset, ArrayDataset, None]:
-    train = load_text("fortunes", root, split="train", seq_len=seq_len, held_out=held_out)
-    test = load_text("fortunes", root, split="test", seq_len=seq_len, held_out=held_out)
+    # packing: "windows" (every sample seq_len tokens) or "documents" (a quotation each)
+    both = {"seq_len": seq_len, "held_out": held_out, "packing": packing}
+    train = load_text("fortunes", root, split="train", **both)  # type: ignore[arg-type]
+    test = load_text("fortunes", root, split="test", **both)  # type: ignore[arg-type]
     return train, test, None
 
 
@@ -264,4 +275,5 @@ def build_data(config: DataConfig, *, seed: int) -> DataBundle:
         description=f"{config.name}: {len(train)} train, {len(test)} test, shape {in_shape}",
         loss_fn=None if tokens_per_sample is None else next_token_loss,
         tokens_per_sample=tokens_per_sample,
+        count_tokens=count_tokens if config.options.get("packing") == "documents" else None,
     )

@@ -111,6 +111,12 @@ def in_sequences(config: Config, tokens_per_sample: int | None) -> Config:
     if options.get("rampup") is not None:
         options["rampup"] = _rampup(options["rampup"], t, "policy.rampup")
         options.setdefault("unit", "tokens")
+        start = options["rampup"][0] * t
+        if start != config.policy.batch_size:
+            raise ConfigError(
+                f"policy.rampup starts at {start} tokens but policy.batch_size is "
+                f"{config.policy.batch_size} tokens: make them equal"
+            )
     policy = dataclasses.replace(
         config.policy,
         batch_size=tokens_to_sequences(config.policy.batch_size, t, "policy.batch_size"),

@@ -61,6 +61,22 @@ class GPT(nn.Module):
         return self.head(self.ln(self.blocks(x)))
 
 
-def next_token_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy over all ``B × T`` target tokens (``logits``: ``B × T × V``)."""
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+def next_token_loss(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
+    r"""The next-token cross-entropy, summed over real tokens and divided by ``B × T``.
+
+    ``logits``: ``B × T × V``; ``targets``: ``B × T``, padding positions ``ignore_index``.
+
+        L = (1/B) Σᵢ sᵢ,   sᵢ = (1/T) Σ_{t : yᵢₜ real} −log softmax(zᵢₜ)[yᵢₜ]
+
+    Without padding this is the mean over all B·T tokens. With sequences of variable length
+    Tᵢ it is a mean over *sequences* of sᵢ, in which each sequence weighs by its tokens
+    (sᵢ is Tᵢ/T times its own token mean). This reduction is chosen because it is a mean
+    over samples: micro-batches, DDP shares and the per-sample gradient ∇sᵢ the statistics
+    read are exact. (The mean over the batch's ΣTᵢ real tokens instead divides by a number
+    that depends on the whole batch, so one sequence's gradient is not defined on its own;
+    it equals this loss × B·T/ΣTᵢ, the batch's fill ratio inverted.)
+    """
+    flat = F.cross_entropy(
+        logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_index, reduction="sum"
+    )
+    return flat / targets.numel()

@@ -15,9 +15,10 @@ A callback whose output must survive a resume implements ``state_dict`` /
 the length of its file there, and truncates the records written after the checkpoint).
 
 Record keys (see the `Trainer` docstring for their meaning): ``kind, epoch, step, samples,
-time, batch_size, lr`` and ``loss`` (step) or ``elapsed, train_loss, test_loss,
-test_accuracy`` (epoch) or ``evaluation, test_loss, test_accuracy`` (eval), plus ``decision_statistic, decision_value, next_batch_size`` when the
-policy decided at that point. Undefined values are None (``null`` in JSON).
+time, batch_size, lr`` and ``loss`` (step), ``elapsed, train_loss, test_loss, test_accuracy``
+(epoch) or ``evaluation, test_loss, test_accuracy`` (eval), plus ``decision_statistic,
+decision_value, next_batch_size`` when the policy decided at that point. Undefined values are
+None (``null`` in JSON).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ A record is a flat dict of numbers (see `adabatch.training.callbacks.JsonlLogger
                (every eval_every_samples samples)
     epoch      completed epochs            step      optimizer steps taken
     samples    training samples consumed   time      training seconds (evaluation excluded)
-    tokens     samples × T (text data)     batch_tokens  the batch size × T (text data)
+    tokens     training tokens (text data: samples × T, or the real tokens counted)
+    batch_tokens  the batch size × T, or the step's real tokens counted (text data)
     batch_size the step's requested size   lr        the LR the step used
     loss       mean training loss since the last step record (step records)
     train_loss, test_loss, test_accuracy, elapsed (wall seconds)   (epoch records)
@@ -57,9 +58,13 @@ class MeanLoss:
 class Progress:
     """Samples, losses and clocks of a training run, and the records built from them."""
 
-    def __init__(self, tokens_per_sample: int | None = None) -> None:
-        # Fixed-length text: every record also counts tokens = samples × T.
+    def __init__(self, tokens_per_sample: int | None = None, counted: bool = False) -> None:
+        # Fixed-length text: every record also counts tokens = samples × T; variable-length
+        # text (``counted``): the real tokens of each step, given to `count_step`.
         self.tokens_per_sample = tokens_per_sample
+        self.counted = counted
+        self.tokens = 0  # training tokens consumed (global), when counted
+        self.step_tokens = 0  # those of the last step
         self.samples = 0  # training samples consumed (global)
         self.samples_in_epoch = 0
         self.clock = TrainingClock()  # training time: paused for evaluation and checkpoints
@@ -69,8 +74,10 @@ class Progress:
         self.last_epoch_record: dict[str, Any] | None = None
         self.evaluations = 0  # the last multiple of eval_every_samples evaluated at
 
-    def count_step(self, loss_sum: float, samples: int) -> None:
-        """Add one optimizer step's global batch and summed loss."""
+    def count_step(self, loss_sum: float, samples: int, tokens: int = 0) -> None:
+        """Add one optimizer step's global batch, its summed loss (and its real tokens)."""
+        self.tokens += tokens
+        self.step_tokens = tokens
         self.samples += samples
         self.samples_in_epoch += samples
         self.epoch_loss.add(loss_sum, samples)
@@ -89,7 +96,10 @@ class Progress:
             "batch_size": batch_size,
             "lr": lr,
         }
-        if self.tokens_per_sample is not None:
+        if self.counted:
+            record["tokens"] = self.tokens
+            record["batch_tokens"] = self.step_tokens
+        elif self.tokens_per_sample is not None:
             record["tokens"] = self.samples * self.tokens_per_sample
             record["batch_tokens"] = batch_size * self.tokens_per_sample
         return record
@@ -105,6 +115,7 @@ class Progress:
             "log_loss": self.log_loss.state(),
             "last_epoch_record": self.last_epoch_record,
             "evaluations": self.evaluations,
+            "tokens": self.tokens,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -117,6 +128,7 @@ class Progress:
         self.log_loss.load(state["log_loss"])
         self.last_epoch_record = state["last_epoch_record"]
         self.evaluations = int(state.get("evaluations", 0))  # absent in older checkpoints
+        self.tokens = int(state.get("tokens", 0))
 
 
 def with_decision(record: dict[str, Any], decision: Decision | None) -> dict[str, Any]:

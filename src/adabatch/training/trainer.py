@@ -124,6 +124,9 @@ class Trainer:
             each epoch end (e.g. ``"test_loss"`` for ``ReduceLROnPlateau``); None: nothing.
         tokens_per_sample: T for fixed-length text: every record also counts ``tokens``
             (samples × T) and ``batch_tokens`` (the batch size × T).
+        count_tokens: for text of variable length: ``count_tokens(batch)`` is the real target
+            tokens of a batch (e.g. `adabatch.datasets.text.count_tokens`); records then
+            count those (summed over ranks) instead of samples × ``tokens_per_sample``.
         eval_every_samples: also evaluate ``eval_data`` whenever the training samples pass a
             multiple k·N of this (at the end of the step that passes it; one evaluation per
             step even when a large batch passes several): an ``"eval"`` record with
@@ -160,6 +163,7 @@ class Trainer:
         monitor: str | None = None,
         tokens_per_sample: int | None = None,
         eval_every_samples: int = 0,
+        count_tokens: Callable[[Any], int] | None = None,
     ) -> None:
         if not isinstance(scheduler, BatchSizeScheduler):
             raise TypeError(
@@ -227,7 +231,10 @@ class Trainer:
         )
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.epochs = 0  # the target of the fit() in progress
-        self.progress = Progress(tokens_per_sample)  # samples (tokens), losses, clocks
+        self.count_tokens = count_tokens
+        self._batch_tokens = 0  # this rank's real tokens of the step in progress
+        # samples (tokens), losses, clocks
+        self.progress = Progress(tokens_per_sample, counted=count_tokens is not None)
         self.started = False  # the epoch-0 evaluation is done (or skipped)
         self._lr = self._current_lr()
         self._stop_requested = False
@@ -353,6 +360,8 @@ class Trainer:
             return loss * weight if weight != 1.0 else loss
 
         self._lr = self._current_lr()  # the LR this step uses
+        if self.count_tokens is not None:
+            self._batch_tokens = int(self.count_tokens(batch))
         if self.tracker is not None and weight != 1.0:
             with self.tracker.loss_weight(weight):
                 loss = self.micro.backward(loss_of, batch)
@@ -372,10 +381,11 @@ class Trainer:
         n_local = self.loader.last_batch_size
         loss_sum = float(loss) * n_local if n_local else 0.0  # an empty share adds nothing
         if is_distributed():
-            packed = [loss_sum, float(self._stop_requested)]
+            packed = [loss_sum, float(self._stop_requested), float(self._batch_tokens)]
             total = torch.tensor(packed, dtype=torch.float64, device=loss.device)
             dist.all_reduce(total)
             loss_sum, self._stop_agreed = float(total[0]), bool(total[1] > 0)
+            self._batch_tokens = round(float(total[2]))  # the global batch's tokens
         else:
             self._stop_agreed = None  # one process: read the request itself after the step
         if not math.isfinite(loss_sum):
@@ -400,7 +410,7 @@ class Trainer:
 
     def _after_step(self, loss_sum: float, decision: Decision | None) -> None:
         n = self.loader.last_global_batch_size
-        self.progress.count_step(loss_sum, n)
+        self.progress.count_step(loss_sum, n, self._batch_tokens)
         self._emit("on_step_end")
         changed = decision is not None and (decision.changed or decision.lr_factor != 1.0)
         if self.step_count % self.log_every == 0 or changed:

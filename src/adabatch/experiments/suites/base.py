@@ -42,6 +42,8 @@ class Suite:
         hardware: "cpu" (runs here) or "gpu" (sized for one GPU; warns on a CPU).
         seeds: default number of seeds for ``adabatch compare``.
         parts: for a group of suites, their names (then ``methods`` is empty).
+        gpu_scale: the suite ``adabatch compare NAME --scale=gpu`` runs instead (the same
+            comparison sized for one GPU); None: none.
         runner: "trainer" (methods are `Trainer` runs of ``base``) or "sparse" (the
             numpy solvers of `adabatch.sparse`: ``adabatch compare`` runs
             `adabatch.sparse.experiment.run_comparison`; no methods, no ``adabatch run``).
@@ -61,6 +63,7 @@ class Suite:
     seeds: int = 3
     parts: tuple[str, ...] = ()
     runner: str = "trainer"
+    gpu_scale: str | None = None
 
     def method(self, label: str) -> Method:
         """The method called ``label`` (error listing the valid ones)."""

@@ -137,6 +137,7 @@ _LM = Suite(
     metric="test_loss",
     axis="evaluation",
     seeds=3,
+    gpu_scale="lm-gpu",
 )
 
 _LM_GPU = Suite(
