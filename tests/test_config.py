@@ -678,7 +678,7 @@ def test_suite_definitions_are_consistent(name: str) -> None:
 
 def test_gpu_suites() -> None:
     gpu = {name for name, s in SUITES.items() if s.hardware == "gpu"}
-    assert gpu == {"fashion-mnist-resnet18", "cifar10", "cifar100", "tiny-imagenet"}
+    assert gpu == {"fashion-mnist-resnet18", "cifar10", "cifar100", "tiny-imagenet", "lm-gpu"}
     for name in gpu:
         assert SUITES[name].base.train.device == "auto"
     for name in set(SUITES) - gpu:

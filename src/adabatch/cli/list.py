@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
                     96,
                     initial_indent=" " * (width + 2) + f"{label}: ",
                     subsequent_indent=" " * (width + 4),
+                    break_on_hyphens=False,  # "large-model" stays one word
                 )
                 print(wrapped)
         for method in suite.methods:

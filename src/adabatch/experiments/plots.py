@@ -217,6 +217,9 @@ def plot_comparison(
 
     def accuracy_axis(ax: Axes) -> None:
         _target_line(ax, comparison.target, metric.unit)
+        if not accuracy:
+            loss_axis(ax)
+            return
         if floor is None:
             return
         # The top too: autoscaling chose it with the first epochs' low values in view.
@@ -225,6 +228,23 @@ def plot_comparison(
             default=floor + 1.0,
         )
         ax.set_ylim(floor, max(highest, floor + 1.0) + 0.05 * max(highest - floor, 1.0))
+
+    def loss_axis(ax: Axes) -> None:
+        # The evaluation before training (ln V for a fresh language model) would set the
+        # scale and flatten the differences at the end: the top is the first point after it.
+        later = [
+            float(y)
+            for line in ax.lines
+            for y in list(line.get_ydata())[1:]
+            if math.isfinite(float(y)) and len(line.get_ydata()) > 2
+        ]
+        if not later:
+            return
+        low, high = min(later), max(later)
+        if comparison.target is not None:
+            low = min(low, comparison.target)
+        pad = 0.05 * max(high - low, 1e-3)
+        ax.set_ylim(low - pad, high + pad)
 
     def batch_size(ax: Axes) -> None:
         for i, method in enumerate(methods):
