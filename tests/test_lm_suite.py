@@ -84,3 +84,27 @@ def test_scale_gpu_picks_the_gpu_configuration(tmp_path, capsys) -> None:
     assert "suite 'quick' has no GPU configuration; --scale=gpu applies to: lm" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("name", ["lm", "lm-gpu"])
+def test_every_method_is_a_valid_policy_in_whole_sequences(name) -> None:
+    """The GPU configuration cannot run here; its sizes and policies are checked all the same."""
+    from adabatch.experiments.run import experiment_config
+    from adabatch.experiments.units import in_sequences
+    from adabatch.policies import make_policy
+
+    suite = SUITES[name]
+    t = suite.base.data.options["seq_len"]
+    for method in suite.methods:
+        config = in_sequences(experiment_config(suite, method), t)
+        options = dict(config.policy.options)
+        if config.policy.name == "seesaw":
+            options["thresholds"] = ((0, config.policy.batch_size),)  # derived at build
+        policy = make_policy(
+            config.policy.name, batch_size=config.policy.batch_size, dataset_size=10**6, **options
+        )
+        assert policy.batch_size * t == suite.base.policy.batch_size or method.label == (
+            "const-large"
+        )
+        cap = options.get("max_batch_size")
+        assert cap is None or cap * t == 16 * suite.base.policy.batch_size, method.label

@@ -130,9 +130,11 @@ def test_micro_batches_of_padded_sequences_are_exact() -> None:
 class _Records(Callback):
     def __init__(self) -> None:
         self.records: list[dict] = []
+        self.model = None
 
     def on_record(self, trainer, record) -> None:
         self.records.append(dict(record))
+        self.model = trainer.model
 
 
 def test_the_trainer_counts_real_tokens() -> None:
@@ -144,7 +146,9 @@ def test_the_trainer_counts_real_tokens() -> None:
     sched = BatchSizeScheduler(make_policy("constant", batch_size=3), loader, opt)
     probe = _Records()
     Trainer(model, opt, sched, loss_fn=next_token_loss, callbacks=[probe], log_every=1,
-            tokens_per_sample=6, count_tokens=count_tokens).fit(2)  # fmt: skip
+            eval_data=data, tokens_per_sample=6, count_tokens=count_tokens).fit(2)  # fmt: skip
+    with pytest.raises(ValueError, match="count_tokens needs tokens_per_sample"):
+        Trainer(model, opt, sched, loss_fn=next_token_loss, count_tokens=count_tokens)
     steps = [r for r in probe.records if r["kind"] == "step"]
     lengths = (y != IGNORE_INDEX).sum(1)
     # by hand: each step's batch is its sampler indices' real tokens
@@ -154,6 +158,14 @@ def test_the_trainer_counts_real_tokens() -> None:
         torch.cumsum(torch.tensor([r["batch_tokens"] for r in steps]), 0).tolist()
     )
     assert any(r["batch_tokens"] != 3 * 6 for r in steps)  # not samples × T
+    # the test loss is per real token: Σ token losses / Σ real tokens, by hand
+    final = [r for r in probe.records if r["kind"] == "epoch"][-1]
+    trainer_model = probe.model
+    with torch.no_grad():
+        logits = trainer_model(x)
+    real = y != IGNORE_INDEX
+    per_token = F.cross_entropy(logits[real], y[real])
+    assert final["test_loss"] == pytest.approx(float(per_token), rel=1e-5)
 
 
 # ------------------------------------------------------------------------------ units
@@ -186,7 +198,7 @@ def test_every_size_of_a_config_in_tokens() -> None:
     )
     assert c.policy.batch_size == 16
     assert c.policy.options == {"thresholds": ((0, 16), (1_000_000, 64)), "max_batch_size": 128,
-                                "unit": "tokens"}  # fmt: skip
+                                "unit": "tokens", "tokens_per_sample": 16}  # fmt: skip
     assert (c.train.eval_every, c.train.max_physical_batch_size) == (256, 32)
     options = {"rampup": "256 128 2M", "max_batch_size": 4096}
     ramp = in_sequences(_config(name="sample-schedule", batch_size=256, options=options), 16)
@@ -226,3 +238,18 @@ def test_a_run_in_tokens_end_to_end(tmp_path) -> None:
     bad = Config(data=config.data, policy=PolicyConfig(batch_size=100), model=config.model)
     with pytest.raises(ConfigError, match=r"policy\.batch_size=100 tokens is not a whole number"):
         build(bad)
+
+
+def test_evaluate_per_real_token_needs_both_arguments() -> None:
+    from adabatch.training import evaluate
+
+    x, y = padded_batch([6, 1, 3])
+    data = ArrayDataset(x, y, num_classes=11)
+    model = _model().float()
+    with pytest.raises(ValueError, match="count_tokens and tokens_per_sample go together"):
+        evaluate(model, data, next_token_loss, count_tokens=count_tokens)
+    per_sample = evaluate(model, data, next_token_loss, batch_size=2)["test_loss"]
+    per_token = evaluate(
+        model, data, next_token_loss, batch_size=2, count_tokens=count_tokens, tokens_per_sample=6
+    )["test_loss"]
+    assert per_token == pytest.approx(per_sample * 3 * 6 / 10, rel=1e-6)  # 10 real tokens

@@ -117,6 +117,8 @@ def in_sequences(config: Config, tokens_per_sample: int | None) -> Config:
                 f"policy.rampup starts at {start} tokens but policy.batch_size is "
                 f"{config.policy.batch_size} tokens: make them equal"
             )
+    if options.get("unit") == "tokens":
+        options.setdefault("tokens_per_sample", t)  # build checks a given one against T
     policy = dataclasses.replace(
         config.policy,
         batch_size=tokens_to_sequences(config.policy.batch_size, t, "policy.batch_size"),

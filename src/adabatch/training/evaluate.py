@@ -31,6 +31,8 @@ def evaluate(
     batch_size: int = 1024,
     device: torch.device | str | None = None,
     batch_transform: Callable[[Any], Any] | None = None,
+    count_tokens: Callable[[Any], int] | None = None,
+    tokens_per_sample: int | None = None,
 ) -> dict[str, float | None]:
     """``{"test_loss": mean loss, "test_accuracy": percent correct}`` over ``dataset``.
 
@@ -42,9 +44,20 @@ def evaluate(
         device: where batches go (None: where they are).
         batch_transform: applied to each batch (e.g. normalisation).
 
+        count_tokens: for padded sequences of variable length, whose loss sums the real
+            tokens and divides by B·T (`adabatch.models.next_token_loss`): a batch's real
+            tokens. The loss is then reported per real token, Σ loss·B·T / Σ
+            ``count_tokens(batch)``, instead of per sample.
+        tokens_per_sample: T, the padded length, with ``count_tokens`` (both or neither).
+
     ``test_accuracy`` is None when the outputs are not class scores (not ``N × K`` with integer
     targets of shape ``N``).
     """
+    if (count_tokens is None) != (tokens_per_sample is None):
+        raise ValueError(
+            "count_tokens and tokens_per_sample go together (the loss per real token needs "
+            f"both), got count_tokens={count_tokens!r}, tokens_per_sample={tokens_per_sample!r}"
+        )
     size = len(dataset)  # type: ignore[arg-type]
     if size == 0:
         raise ValueError("the evaluation data set is empty")
@@ -58,10 +71,10 @@ def evaluate(
     sharded = is_fsdp(model)
     was_training = model.training
     model.eval()
-    # loss sum, correct, samples, batches that were not classification: summed on the
-    # device (no synchronisation per batch), read once at the end
+    # loss sum, correct, samples, batches that were not classification, real tokens: summed
+    # on the device (no synchronisation per batch), read once at the end
     where = next((p.device for p in model.parameters()), torch.device("cpu"))
-    total = torch.zeros(4, dtype=torch.float64, device=where)
+    total = torch.zeros(5, dtype=torch.float64, device=where)
     try:
         with torch.no_grad():
             for inputs, targets in loader:
@@ -73,6 +86,8 @@ def evaluate(
                 outputs = model(inputs)
                 total[0] += loss_fn(outputs, targets).detach().double() * n
                 total[2] += n
+                if count_tokens is not None:
+                    total[4] += count_tokens((inputs, targets))
                 if _is_classification(outputs, targets):
                     total[1] += (outputs.argmax(dim=1) == targets).sum()
                 else:
@@ -81,12 +96,18 @@ def evaluate(
         model.train(was_training)
     if is_distributed():
         dist.all_reduce(total)
-    loss_sum, correct, count, other = total.tolist()
+    loss_sum, correct, count, other, tokens = total.tolist()
     classification = other == 0
     if count == 0:
         raise ValueError("the evaluation data set is empty")
+    if tokens_per_sample is not None:
+        if tokens == 0:
+            raise ValueError("the evaluation data set has no real target token")
+        mean_loss = loss_sum * tokens_per_sample / tokens  # per real token
+    else:
+        mean_loss = loss_sum / count
     return {
-        "test_loss": loss_sum / count,
+        "test_loss": mean_loss,
         "test_accuracy": 100.0 * correct / count if classification else None,
     }
 

@@ -126,7 +126,8 @@ class Trainer:
             (samples × T) and ``batch_tokens`` (the batch size × T).
         count_tokens: for text of variable length: ``count_tokens(batch)`` is the real target
             tokens of a batch (e.g. `adabatch.datasets.text.count_tokens`); records then
-            count those (summed over ranks) instead of samples × ``tokens_per_sample``.
+            count those (summed over ranks) instead of samples × ``tokens_per_sample``, and
+            the test loss is per real token (needs ``tokens_per_sample``, the padded T).
         eval_every_samples: also evaluate ``eval_data`` whenever the training samples pass a
             multiple k·N of this (at the end of the step that passes it; one evaluation per
             step even when a large batch passes several): an ``"eval"`` record with
@@ -231,6 +232,11 @@ class Trainer:
         )
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.epochs = 0  # the target of the fit() in progress
+        if count_tokens is not None and tokens_per_sample is None:
+            raise ValueError(
+                "count_tokens needs tokens_per_sample (the padded length T of a sequence), "
+                "so that the test loss can be given per real token"
+            )
         self.count_tokens = count_tokens
         self._batch_tokens = 0  # this rank's real tokens of the step in progress
         # samples (tokens), losses, clocks
@@ -453,6 +459,8 @@ class Trainer:
                 batch_size=self.eval_batch_size,
                 device=self.device,
                 batch_transform=self.eval_transform,
+                count_tokens=self.count_tokens,
+                tokens_per_sample=self.progress.tokens_per_sample if self.count_tokens else None,
             )
 
     def _record_epoch(
