@@ -108,3 +108,19 @@ def test_every_method_is_a_valid_policy_in_whole_sequences(name) -> None:
         )
         cap = options.get("max_batch_size")
         assert cap is None or cap * t == 16 * suite.base.policy.batch_size, method.label
+
+
+def test_scale_gpu_runs_the_gpu_suite(tmp_path, monkeypatch) -> None:
+    import adabatch.cli.compare as compare_cli
+
+    seen = []
+
+    def record(suite, method, config, *args, **kwargs):
+        seen.append((suite.name, method.label, config.model.options["dim"]))
+        raise compare_cli.DivergedRunError("stop here")  # a result, not a crash: next method
+
+    monkeypatch.setattr(compare_cli, "run_experiment", record)
+    monkeypatch.setattr(compare_cli, "write_report", lambda *a, **k: "")
+    monkeypatch.setattr(compare_cli, "find_runs", lambda *a, **k: [])
+    main(["compare", "lm", "--scale=gpu", "--seeds=1", "--methods=seesaw", "--out", str(tmp_path)])
+    assert seen == [("lm-gpu", "seesaw", 768)]

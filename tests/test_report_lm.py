@@ -180,3 +180,25 @@ def test_lm_plots(runs, tmp_path):
     assert [p.name for p in written] == list(LM_PLOT_FILES)
     assert all(p.stat().st_size > 5000 for p in written)
     assert not math.isnan(compare(runs).summary("ramp").final_batch_size)
+
+
+def test_runs_without_evaluations_are_skipped_on_the_evaluation_axis(runs, tmp_path) -> None:
+    # a run made without train.eval_every: only its epoch records
+    lines = [
+        r for r in lm_records([50] * 8, {1: 4.0, 2: 3.0, 3: 2.6, 4: 2.4}) if r["kind"] != "eval"
+    ]
+    write(tmp_path / "more", "small", 7, lines)
+    with pytest.warns(UserWarning, match="skipped: no eval record"):
+        comparison = compare([*runs, *find_runs([tmp_path / "more"])])
+    assert comparison.summary("small").seeds == 2  # not the loss before training as a result
+    assert comparison.notes[0] == "skipped 1 run(s): see the warnings"
+
+
+def test_an_old_accuracy_target_is_no_loss_target(runs) -> None:
+    for run in runs:
+        run.report.pop("target")
+        run.report["target_accuracy"] = 90.0  # a report block written before metrics
+    comparison = compare(runs)
+    assert comparison.target == pytest.approx(2.52)  # the baseline fallback, not 90
+    accuracy = compare(runs, metric="test_accuracy", axis="epoch")
+    assert accuracy.target == 90.0

@@ -253,3 +253,26 @@ def test_evaluate_per_real_token_needs_both_arguments() -> None:
         model, data, next_token_loss, batch_size=2, count_tokens=count_tokens, tokens_per_sample=6
     )["test_loss"]
     assert per_token == pytest.approx(per_sample * 3 * 6 / 10, rel=1e-6)  # 10 real tokens
+
+
+def test_training_and_test_losses_are_both_per_real_token() -> None:
+    """At lr = 0 on the evaluation data itself, the epoch's training loss is its test loss."""
+    x, y = padded_batch([6, 1, 2, 5, 3, 4], seq_len=6)
+    data = ArrayDataset(x, y, num_classes=11)
+    torch.manual_seed(0)
+    model = GPT(vocab_size=11, seq_len=6, dim=8, heads=2, ff=16, layers=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    sched = BatchSizeScheduler(make_policy("constant", batch_size=4), AdaptiveLoader(data, 4), opt)
+    probe = _Records()
+    Trainer(model, opt, sched, loss_fn=next_token_loss, callbacks=[probe], eval_data=data,
+            tokens_per_sample=6, count_tokens=count_tokens).fit(1)  # fmt: skip
+    final = [r for r in probe.records if r["kind"] == "epoch"][-1]
+    assert final["train_loss"] == pytest.approx(final["test_loss"], rel=1e-6)
+
+
+def test_tokens_units_refuse_documents() -> None:
+    config = Config(
+        data=DataConfig(name="fortunes", unit="tokens", options={"packing": "documents"})
+    )
+    with pytest.raises(ConfigError, match=r"data\.unit=tokens needs sequences of one length"):
+        in_sequences(config, 64)

@@ -694,6 +694,31 @@ def test_evaluations_every_n_samples(tmp_path) -> None:
     assert [r["test_loss"] for r in evals] == pytest.approx(probe.expected, rel=1e-6)
 
 
+def test_an_epoch_ending_on_an_evaluation_evaluates_once(tmp_path) -> None:
+    """N = 20 divides the epoch (40): the epoch record reuses the eval record's metrics."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched = BatchSizeScheduler(make_policy("constant", batch_size=4), AdaptiveLoader(TRAIN, 4), opt)
+    probe = Probe()
+    trainer = Trainer(model, opt, sched, callbacks=[probe], eval_data=TEST, eval_every_samples=20)
+    calls = []
+    evaluate_once = trainer._evaluate
+
+    def counted() -> dict[str, Any]:
+        calls.append(trainer.step_count)
+        return evaluate_once()
+
+    trainer._evaluate = counted  # type: ignore[method-assign]
+    trainer.fit(2)
+    # by hand: at the start, then at 20, 40, 60, 80 samples (steps 5, 10, 15, 20); the epoch
+    # ends (steps 10 and 20) reuse the evaluations of those steps
+    assert calls == [0, 5, 10, 15, 20]
+    evals = {r["step"]: r for r in probe.records if r["kind"] == "eval"}
+    for record in (r for r in probe.records if r["kind"] == "epoch" and r["step"]):
+        assert record["test_loss"] == evals[record["step"]]["test_loss"]
+
+
 def test_evaluations_every_n_samples_resume(tmp_path) -> None:
     whole = _eval_every_run(tmp_path / "a", None)
     (tmp_path / "b").mkdir()

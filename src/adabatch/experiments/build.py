@@ -330,19 +330,25 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
                     f"policy.tokens_per_sample={given} but the {config.data.name} sequences "
                     f"have {data.tokens_per_sample} tokens; leave it out (it is filled in)"
                 )
-        policy = make_policy(
-            config.policy.name,
-            batch_size=config.policy.batch_size,
-            dataset_size=len(data.train),
-            **options,
-        )
+        try:
+            policy = make_policy(
+                config.policy.name,
+                batch_size=config.policy.batch_size,
+                dataset_size=len(data.train),
+                **options,
+            )
+        except (TypeError, ValueError) as exc:
+            if original.data.unit != "tokens":
+                raise
+            # the policy saw sequences: say so, the user wrote tokens
+            t = data.tokens_per_sample
+            raise ConfigError(
+                f"{exc} (sizes in sequences of {t} tokens: data.unit=tokens)"
+            ) from None
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:  # the component's own check: a config error here
-        units = ""
-        if original.data.unit == "tokens":
-            units = f" (sizes in sequences of {data.tokens_per_sample} tokens: data.unit=tokens)"
-        raise ConfigError(f"{exc}{units}") from None
+        raise ConfigError(str(exc)) from None
     if config.schedule.interval == "step":
         lr_scheduler = None if step_factor is None else lrs.LambdaLR(optimizer, step_factor)
         per_step = {"lr_scheduler_interval": "step", "lr_schedule_unit": "samples"}

@@ -215,6 +215,7 @@ class _Settings:
     order: list[str]
     baselines: tuple[str, ...]
     target: float | None
+    target_accuracy: float | None
     title: str | None
     metric: str | None
     axis: str | None
@@ -225,7 +226,8 @@ def _settings(runs: Sequence[Run], notes: list[str]) -> _Settings:
     """Method order, baselines, target, title, metric, axis and tolerance from ``report``."""
     order: list[str] = []
     found: dict[str, list[Any]] = {
-        k: [] for k in ("baselines", "target", "title", "metric", "axis", "within")
+        k: []
+        for k in ("baselines", "target", "target_accuracy", "title", "metric", "axis", "within")
     }
     for run in runs:
         report = run.report
@@ -234,11 +236,10 @@ def _settings(runs: Sequence[Run], notes: list[str]) -> _Settings:
                 order.append(label)
         if report.get("baselines"):
             found["baselines"].append(tuple(str(label) for label in report["baselines"]))
-        # "target_accuracy": written by adabatch before targets of other metrics
+        # "target_accuracy": written before targets of other metrics (an accuracy target)
         for key in ("target", "target_accuracy"):
             if number(report.get(key)) is not None:
-                found["target"].append(float(report[key]))
-                break
+                found[key].append(float(report[key]))
         if number(report.get("within")) is not None:
             found["within"].append(float(report["within"]))
         for key in ("title", "metric", "axis"):
@@ -248,11 +249,10 @@ def _settings(runs: Sequence[Run], notes: list[str]) -> _Settings:
     return _Settings(order=order, **{**chosen, "baselines": chosen["baselines"] or ()})
 
 
-def _select(runs: Iterable[Run], include_incomplete: bool) -> tuple[list[Run], list[Run]]:
-    """(All runs, the runs to compare); warns about each run left out."""
-    every, selected = [], []
+def _select(runs: Sequence[Run], include_incomplete: bool, axis: str) -> list[Run]:
+    """The runs to compare; warns about each run left out."""
+    selected = []
     for run in runs:
-        every.append(run)
         if run.status != COMPLETED and not include_incomplete:
             warnings.warn(
                 f"{run.path}: skipped: status {run.status!r}, not {COMPLETED!r} "
@@ -261,9 +261,16 @@ def _select(runs: Iterable[Run], include_incomplete: bool) -> tuple[list[Run], l
             )
         elif not run.epochs:
             warnings.warn(f"{run.path}: skipped: no epoch record", stacklevel=3)
+        elif axis == "evaluation" and not run.evals:
+            # only the evaluation before training would be left: its loss is no result
+            warnings.warn(
+                f"{run.path}: skipped: no eval record (run with train.eval_every > 0, or "
+                "compare on axis='epoch')",
+                stacklevel=3,
+            )
         else:
             selected.append(run)
-    return every, selected
+    return selected
 
 
 def _summarise(
@@ -359,20 +366,21 @@ def compare(
         raise ValueError(f"within must be a finite number >= 0, got {within!r}")
     if target is not None and not math.isfinite(target):
         raise ValueError(f"target must be finite, got {target!r}")
-    every, selected = _select(runs, include_incomplete)
-    if not selected:
-        raise ReportError(
-            f"no run to compare among {len(every)} run(s)"
-            + ("" if include_incomplete else " (only completed runs count by default)")
-        )
+    every = list(runs)
     notes: list[str] = []
-    if len(selected) < len(every):
-        notes.append(f"skipped {len(every) - len(selected)} run(s): see the warnings")
     settings = _settings(every, notes)
     chosen_metric = _metric(metric or settings.metric or "test_accuracy")
     chosen_axis = axis or settings.axis or "epoch"
     if chosen_axis not in AXES:
         raise ValueError(f"axis must be one of {AXES}, got {chosen_axis!r}")
+    selected = _select(every, include_incomplete, chosen_axis)
+    if not selected:
+        raise ReportError(
+            f"no run to compare among {len(every)} run(s)"
+            + ("" if include_incomplete else " (only completed runs count by default)")
+        )
+    if len(selected) < len(every):
+        notes.insert(0, f"skipped {len(every) - len(selected)} run(s): see the warnings")
     if within is None:
         within = settings.within if settings.within is not None else chosen_metric.within
     order = settings.order
@@ -398,6 +406,9 @@ def compare(
         target_note = "given"
     elif settings.target is not None:
         common, target_note = settings.target, "from the run configs (report.target)"
+    elif settings.target_accuracy is not None and chosen_metric.key == "test_accuracy":
+        common = settings.target_accuracy
+        target_note = "from the run configs (report.target_accuracy)"
     else:
         reference = next((label for label in baseline_labels if label in fields), None)
         final = math.nan if reference is None else fields[reference]["final_mean"]

@@ -201,6 +201,12 @@ def comparison_to_json(comparison: Comparison) -> dict[str, Any]:
             "metric": comparison.metric.key,
             "axis": comparison.axis,
             "target": comparison.target,
+            # the key of reports written before other metrics, for scripts that read it
+            **(
+                {"target_accuracy": comparison.target}
+                if comparison.metric.key == "test_accuracy"
+                else {}
+            ),
             "target_note": comparison.target_note,
             "within": comparison.within,
             "baselines": comparison.baselines,

@@ -16,8 +16,10 @@ stays in sequences (it changes no result). Records count both: ``batch_size``/``
 sequences, ``batch_tokens``/``tokens`` in tokens, and the reports use tokens for text data.
 
 Sequences here have a fixed length T (packed pre-training data): a batch of B sequences is
-exactly B·T tokens. For sequences of variable length see `adabatch.models.next_token_loss`
-(the loss is a mean over the batch's tokens, so each sequence weighs by its token count).
+exactly B·T tokens. Sequences of variable length (``packing="documents"``) are refused: there
+a size in tokens could only count capacity (sequences × T) while the records count real
+tokens, and the two axes would disagree; size those runs in samples (their records still
+count real tokens, and `adabatch.models.next_token_loss` weighs each sequence by its tokens).
 """
 
 from __future__ import annotations
@@ -99,6 +101,12 @@ def in_sequences(config: Config, tokens_per_sample: int | None) -> Config:
         raise ConfigError(
             f"data.unit=tokens needs a text data set (sequences of a known length); "
             f"{config.data.name!r} has none: use data.unit=samples"
+        )
+    if config.data.options.get("packing") == "documents":
+        raise ConfigError(
+            "data.unit=tokens needs sequences of one length; with data.packing=documents a "
+            "size in tokens would count capacity (sequences × T) while the records count real "
+            "tokens: use data.unit=samples (the records still count real tokens)"
         )
     t = tokens_per_sample
     options = dict(config.policy.options)

@@ -12,7 +12,8 @@ A record is a flat dict of numbers (see `adabatch.training.callbacks.JsonlLogger
     tokens     training tokens (text data: samples × T, or the real tokens counted)
     batch_tokens  the batch size × T, or the step's real tokens counted (text data)
     batch_size the step's requested size   lr        the LR the step used
-    loss       mean training loss since the last step record (step records)
+    loss       mean training loss since the last step record (step records); per sample,
+               or per real token when tokens are counted (as test_loss then)
     train_loss, test_loss, test_accuracy, elapsed (wall seconds)   (epoch records)
     evaluation, test_loss, test_accuracy                            (eval records)
     decision_statistic, decision_value, next_batch_size             (where a decision fell)
@@ -30,13 +31,13 @@ __all__ = ["MeanLoss", "Progress", "with_decision"]
 
 
 class MeanLoss:
-    """A running sum of per-batch loss sums and sample counts."""
+    """A running sum of per-batch loss sums and their weights (samples, or counted tokens)."""
 
     def __init__(self) -> None:
         self.total, self.count = 0.0, 0
 
     def add(self, loss_sum: float, samples: int) -> None:
-        """Add one batch: its summed loss and its number of samples."""
+        """Add one batch: its summed loss and its weight (its samples or tokens)."""
         self.total += loss_sum
         self.count += samples
 
@@ -75,13 +76,22 @@ class Progress:
         self.evaluations = 0  # the last multiple of eval_every_samples evaluated at
 
     def count_step(self, loss_sum: float, samples: int, tokens: int = 0) -> None:
-        """Add one optimizer step's global batch, its summed loss (and its real tokens)."""
+        """Add one optimizer step's global batch, its summed loss (and its real tokens).
+
+        Counted tokens (variable-length text, whose loss per sample is Σ real tokens / T):
+        the training losses are kept per real token, like the test loss, as
+        Σ (loss_sum · T) / Σ tokens.
+        """
         self.tokens += tokens
         self.step_tokens = tokens
         self.samples += samples
         self.samples_in_epoch += samples
-        self.epoch_loss.add(loss_sum, samples)
-        self.log_loss.add(loss_sum, samples)
+        if self.counted and self.tokens_per_sample is not None:
+            loss_sum, weight = loss_sum * self.tokens_per_sample, tokens
+        else:
+            weight = samples
+        self.epoch_loss.add(loss_sum, weight)
+        self.log_loss.add(loss_sum, weight)
 
     def record(
         self, kind: str, *, epoch: int, step: int, batch_size: int, lr: float
@@ -116,6 +126,7 @@ class Progress:
             "last_epoch_record": self.last_epoch_record,
             "evaluations": self.evaluations,
             "tokens": self.tokens,
+            "step_tokens": self.step_tokens,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -129,6 +140,7 @@ class Progress:
         self.last_epoch_record = state["last_epoch_record"]
         self.evaluations = int(state.get("evaluations", 0))  # absent in older checkpoints
         self.tokens = int(state.get("tokens", 0))
+        self.step_tokens = int(state.get("step_tokens", 0))
 
 
 def with_decision(record: dict[str, Any], decision: Decision | None) -> dict[str, Any]:

@@ -245,6 +245,7 @@ class Trainer:
         self._lr = self._current_lr()
         self._stop_requested = False
         self._stop_agreed: bool | None = None  # the ranks' agreed stop flag of this step
+        self._evaluated: tuple[int, dict[str, Any]] | None = None  # (step, metrics) of the last
 
     # ------------------------------------------------------------------ properties
     @property
@@ -429,6 +430,8 @@ class Trainer:
                 self.progress.evaluations = reached
                 with self.clock.paused():
                     metrics = self._evaluate()
+                # an epoch ending on this step evaluates the same parameters: reuse these
+                self._evaluated = (self.step_count, metrics)
                 record = self._record("eval", n)
                 record.update(evaluation=reached, **metrics)
                 self._emit("on_record", record)
@@ -438,8 +441,11 @@ class Trainer:
     def _end_epoch(self) -> None:
         """Evaluate, let epoch-cadence policies decide, record, checkpoint."""
         train_loss = self.progress.epoch_loss.take()
-        with self.clock.paused():
-            metrics = self._evaluate()
+        if self._evaluated is not None and self._evaluated[0] == self.step_count:
+            metrics = dict(self._evaluated[1])
+        else:
+            with self.clock.paused():
+                metrics = self._evaluate()
         args = () if self.monitor is None else (metrics[self.monitor],)
         decision = self.scheduler.step_epoch(*args)
         self.progress.samples_in_epoch = 0
