@@ -155,9 +155,13 @@ def document_sequences(
     return dataset
 
 
-def count_tokens(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
-    """The real target tokens of an (inputs, targets) batch: targets not `IGNORE_INDEX`."""
-    return int((batch[1] != IGNORE_INDEX).sum())
+def count_tokens(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The real target tokens of an (inputs, targets) batch: targets not `IGNORE_INDEX`.
+
+    A 0-dim tensor on the batch's device, so that summing it over batches (as `evaluate`
+    does) waits for no device; ``int()`` of it is the count.
+    """
+    return (batch[1] != IGNORE_INDEX).sum()
 
 
 def load_text(

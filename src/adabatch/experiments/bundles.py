@@ -87,7 +87,7 @@ class DataBundle:
     description: str = ""
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None
     tokens_per_sample: int | None = None
-    count_tokens: Callable[[Any], int] | None = None
+    count_tokens: Callable[[Any], int | Tensor] | None = None
 
 
 def _with_inputs(ds: ArrayDataset, inputs: Tensor) -> ArrayDataset:

@@ -31,7 +31,7 @@ def evaluate(
     batch_size: int = 1024,
     device: torch.device | str | None = None,
     batch_transform: Callable[[Any], Any] | None = None,
-    count_tokens: Callable[[Any], int] | None = None,
+    count_tokens: Callable[[Any], int | Tensor] | None = None,
     tokens_per_sample: int | None = None,
 ) -> dict[str, float | None]:
     """``{"test_loss": mean loss, "test_accuracy": percent correct}`` over ``dataset``.
@@ -86,7 +86,7 @@ def evaluate(
                 outputs = model(inputs)
                 total[0] += loss_fn(outputs, targets).detach().double() * n
                 total[2] += n
-                if count_tokens is not None:
+                if count_tokens is not None:  # a tensor (no device wait) or an int
                     total[4] += count_tokens((inputs, targets))
                 if _is_classification(outputs, targets):
                     total[1] += (outputs.argmax(dim=1) == targets).sum()

@@ -125,9 +125,10 @@ class Trainer:
         tokens_per_sample: T for fixed-length text: every record also counts ``tokens``
             (samples × T) and ``batch_tokens`` (the batch size × T).
         count_tokens: for text of variable length: ``count_tokens(batch)`` is the real target
-            tokens of a batch (e.g. `adabatch.datasets.text.count_tokens`); records then
-            count those (summed over ranks) instead of samples × ``tokens_per_sample``, and
-            the test loss is per real token (needs ``tokens_per_sample``, the padded T).
+            tokens of a batch, an int or a 0-dim tensor (e.g.
+            `adabatch.datasets.text.count_tokens`); records then count those (summed over
+            ranks) instead of samples × ``tokens_per_sample``, and the training and test
+            losses are per real token (needs ``tokens_per_sample``, the padded T).
         eval_every_samples: also evaluate ``eval_data`` whenever the training samples pass a
             multiple k·N of this (at the end of the step that passes it; one evaluation per
             step even when a large batch passes several): an ``"eval"`` record with
@@ -164,7 +165,7 @@ class Trainer:
         monitor: str | None = None,
         tokens_per_sample: int | None = None,
         eval_every_samples: int = 0,
-        count_tokens: Callable[[Any], int] | None = None,
+        count_tokens: Callable[[Any], int | Tensor] | None = None,
     ) -> None:
         if not isinstance(scheduler, BatchSizeScheduler):
             raise TypeError(
