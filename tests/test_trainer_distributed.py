@@ -62,6 +62,10 @@ class Recorder(Callback):
         self.statuses.append(status)
 
 
+def _count_tokens(batch: Any) -> torch.Tensor:
+    return (batch[1] + 1).sum()
+
+
 def _full(p: torch.Tensor) -> torch.Tensor:
     """A parameter's whole value (FSDP2 holds a shard: gather it)."""
     full = p.full_tensor() if hasattr(p, "full_tensor") else p
@@ -97,6 +101,10 @@ def _run(
         ),
         log_every=2,
         checkpoint_path=checkpoint,
+        # A per-sample "token" count (target + 1): each rank counts its share, the records
+        # and the losses per token must still equal one process's.
+        count_tokens=_count_tokens,
+        tokens_per_sample=3,
     )
     result = trainer.fit(EPOCHS)
     out = {
@@ -148,6 +156,9 @@ def test_ranks_agree_and_a_rank_stepped_with_nothing(ddp) -> None:
     for p, q in zip(first["params"], second["params"], strict=True):
         assert torch.equal(p, q)
     assert first["status"] == "completed" and first["statuses"] == ["completed"]
+    # the tokens of every step, summed over both ranks' shares (targets + 1 of the samples)
+    last = [r for r in first["records"] if r["kind"] == "epoch"][-1]
+    assert last["tokens"] == EPOCHS * int((_data(N, 1).targets + 1).sum())
     # The shares partition each global batch, as rank_span says.
     for n, a, b in zip(first["global"], first["local"], second["local"], strict=True):
         assert (a, b) == tuple(hi - lo for lo, hi in (rank_span(n, WORLD, r) for r in (0, 1)))
