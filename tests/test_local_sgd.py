@@ -24,7 +24,7 @@ from torch import nn
 
 import adabatch.local.averaging as averaging_module
 from _dist import exit_worker, run_on_ranks
-from adabatch import AdaptiveLoader, make_policy
+from adabatch import AdaptiveLoader, BatchSizeScheduler, make_policy
 from adabatch.datasets import ArrayDataset
 from adabatch.distributed import init_from_env, wrap_model
 from adabatch.local import LocalSGD, OuterNesterov, WorkerLostError
@@ -121,7 +121,9 @@ def _worker_run(
         model = wrap_model(model, "ddp", init_from_env())
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
     loader = AdaptiveLoader(_data(), 8, seed=1)
-    local = None if ddp else LocalSGD(model, opt, loader, local_steps=h, outer=outer)
+    constant = make_policy("constant", batch_size=8 if ddp else 4)
+    scheduler = BatchSizeScheduler(constant, loader, opt, local_steps=None if ddp else h)
+    local = None if ddp else LocalSGD(model, scheduler, outer=outer)
     trajectory = []
     done = 0
     while done < steps:
@@ -129,11 +131,10 @@ def _worker_run(
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
             opt.step()
+            scheduler.step()
             done += 1
-            if local is not None:
-                local.after_step()
-                if local.sync_due():
-                    local.sync()
+            if local is not None and local.sync_due():
+                local.sync()
             trajectory.append(_params(model))
             if done == steps:
                 break
@@ -181,29 +182,30 @@ def _adaptive_run(rank: int, out_dir: str, stop_after: int | None, resume: bool)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
     loader = AdaptiveLoader(_data(), 2 * WORLD, seed=2)
     policy = make_policy("norm-test", batch_size=2, eta=0.6, max_batch_size=12)
-    local = LocalSGD(model, opt, loader, local_steps=2, policy=policy, lr_rule="sqrt")
+    scheduler = BatchSizeScheduler(policy, loader, opt, lr_rule="sqrt", local_steps=2)
+    local = LocalSGD(model, scheduler)
     tracker = GradStatsTracker(model)
     path = os.path.join(out_dir, f"ckpt{rank}.pt")
     if resume:
         state = torch.load(path, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        loader.load_state_dict(state["loader"])
+        scheduler.load_state_dict(state["scheduler"])
         local.load_state_dict(state["local"])
     rounds: list[dict] = []
     while local.rounds < 12:
         for x, y in loader:
-            if local.local_step == 0:  # a round begins: this worker's batch at x̄
-                measured = local.wants_stats
+            if scheduler.step_count % 2 == 0:  # a round begins: this worker's batch at x̄
+                measured = scheduler.wants_stats
                 rounds.append({"x": x, "y": y, "params": _params(model), "measured": measured})
             opt.zero_grad()
-            with local.measure(tracker):
+            with scheduler.measure(tracker):
                 F.cross_entropy(model(x), y).backward()
             opt.step()
-            local.after_step()
+            scheduler.step()
             if local.sync_due():
                 local.sync()
-                stats = local.last_statistics
+                stats = scheduler.last_statistics
                 rounds[-1].update(
                     batch=local.local_batch_size,
                     lr=opt.param_groups[0]["lr"],
@@ -220,7 +222,7 @@ def _adaptive_run(rank: int, out_dir: str, stop_after: int | None, resume: bool)
                         {
                             "model": model.state_dict(),
                             "optimizer": opt.state_dict(),
-                            "loader": loader.state_dict(),
+                            "scheduler": scheduler.state_dict(),
                             "local": local.state_dict(),
                         },
                         path,
@@ -299,12 +301,13 @@ def _dying(rank: int, out_dir: str) -> None:
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     loader = AdaptiveLoader(_data(), 8, seed=1)
-    local = LocalSGD(model, opt, loader, local_steps=2)
+    scheduler = BatchSizeScheduler(make_policy("constant", batch_size=4), loader, local_steps=2)
+    local = LocalSGD(model, scheduler)
     for x, y in loader:
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
-        local.after_step()
+        scheduler.step()
         if local.sync_due():
             if rank == 1 and local.rounds == 1:
                 os._exit(3)  # this worker dies before the second round
@@ -334,15 +337,45 @@ def test_bad_arguments_are_refused() -> None:
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     loader = AdaptiveLoader(_data(), 8, seed=1)
+    constant = make_policy("constant", batch_size=8)
     with pytest.raises(ValueError, match="local_steps"):
-        LocalSGD(model, opt, loader, local_steps=0)
-    with pytest.raises(ValueError, match="the policy starts from batch 4, the loader's local"):
-        LocalSGD(model, opt, loader, local_steps=2, policy=make_policy("norm-test", batch_size=4))
+        BatchSizeScheduler(constant, loader, opt, local_steps=0)
+    with pytest.raises(ValueError, match="built with local_steps=H"):
+        LocalSGD(model, BatchSizeScheduler(constant, loader, opt))
+    wrong = make_policy("norm-test", batch_size=4)
+    with pytest.raises(ValueError, match=r"global batch \(8\) is not the policy's local batch"):
+        BatchSizeScheduler(wrong, loader, opt, local_steps=2)
     with pytest.raises(TypeError, match="local SGD trains unwrapped models"):
         fake = nn.parallel.DistributedDataParallel.__new__(nn.parallel.DistributedDataParallel)
-        LocalSGD(fake, opt, loader, local_steps=2)
-    with pytest.raises(ValueError, match="reads per-sample statistics"):
-        local = LocalSGD(model, opt, loader, local_steps=2,
-                         policy=make_policy("norm-test", batch_size=8))  # fmt: skip
-        with local.measure(None):
-            pass
+        LocalSGD(fake, BatchSizeScheduler(constant, loader, opt, local_steps=2))
+    with pytest.raises(RuntimeError, match="end_round is for local SGD"):
+        BatchSizeScheduler(constant, loader, opt).end_round()
+
+
+def test_one_worker_is_plain_sgd_with_a_round_every_h_steps() -> None:
+    """World 1: the rounds change nothing; the norm test decides at them only."""
+    model, reference = _model(), _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    loader = AdaptiveLoader(_data(), 2, seed=1)
+    policy = make_policy("norm-test", batch_size=2, eta=0.5, max_batch_size=16)
+    scheduler = BatchSizeScheduler(policy, loader, opt, local_steps=3)
+    local = LocalSGD(model, scheduler)
+    tracker = GradStatsTracker(model)
+    decided_at = []
+    for x, y in loader:
+        opt.zero_grad()
+        ref_opt.zero_grad()
+        with scheduler.measure(tracker):
+            F.cross_entropy(model(x), y).backward()
+        F.cross_entropy(reference(x), y).backward()
+        opt.step()
+        ref_opt.step()
+        scheduler.step()
+        if local.sync_due() and local.sync() is not None:
+            decided_at.append(scheduler.step_count)
+    tracker.remove()
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert decided_at and all(s % 3 == 0 for s in decided_at)
+    assert local.rounds == scheduler.step_count // 3

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from ._validate import check_choice
+from ._validate import as_optional_int, check_choice
 from .distributed import all_reduce_stats, is_distributed
 from .distributed.agreement import check_agreement
 from .hparam_coupling import HyperparameterCoupling
@@ -96,6 +96,11 @@ class BatchSizeScheduler:
             β₂(B₀)^(B/B₀) (see `adabatch.hparam_coupling`).
         weight_decay_rule: "fixed" or "timescale": AdamW's λ(B₀)·(B/B₀)/(η/η₀), which keeps
             its timescale B/(ηλD) (see `adabatch.hparam_coupling`).
+        local_steps: H for local SGD (`adabatch.local.LocalSGD`): the workers synchronise
+            every H steps, and the policy sizes the *local* batch b (its ``batch_size`` is
+            the loader's global batch over the world size); it measures the first step of
+            each round and decides only at the rounds, in `end_round`. None: every step's
+            batch is one global batch (a single process, or DDP).
         lr_in_step: apply the LR factor only while ``optimizer.step()`` runs
             (`adabatch.lr_coupling.StepScaledLR`), for a loop that steps its own LR scheduler
             (the trainer integrations); the optimizer may be a wrapper holding it as
@@ -116,6 +121,7 @@ class BatchSizeScheduler:
             schedule followed in samples).
         decisions: the decisions that changed the batch size or the LR, in order.
         last_decision: the last decision the policy returned (a kept batch included).
+        last_statistics: the (all-reduced) statistics that decision read, for logging.
     """
 
     def __init__(
@@ -131,6 +137,7 @@ class BatchSizeScheduler:
         beta2_rule: str = "fixed",
         weight_decay_rule: str = "fixed",
         lr_in_step: bool = False,
+        local_steps: int | None = None,
     ) -> None:
         if not isinstance(policy, BatchSizePolicy):
             raise TypeError(
@@ -163,8 +170,17 @@ class BatchSizeScheduler:
                 "applies resizes only at epoch starts (resize_at='epoch'): the LR would change "
                 "before the batch does; use resize_at='batch'"
             )
-        policy = policy.bind(int(sampler.dataset_size))
-        if sampler.batch_size != policy.batch_size:
+        self.local_steps = as_optional_int(local_steps, "local_steps", minimum=1)
+        # Local SGD: the policy's sizes are per worker, the sampler's global (× the world).
+        self._scale = int(getattr(sampler, "world_size", 1)) if self.local_steps else 1
+        policy = policy.bind(int(sampler.dataset_size) // self._scale)
+        if sampler.batch_size != policy.batch_size * self._scale:
+            if self.local_steps:
+                raise ValueError(
+                    f"the loader's global batch ({sampler.batch_size}) is not the policy's "
+                    f"local batch ({policy.batch_size}) × the {self._scale} workers: build "
+                    f"the loader with {policy.batch_size * self._scale}"
+                )
             raise ValueError(
                 f"the loader's batch size ({sampler.batch_size}) differs from the policy's "
                 f"({policy.batch_size}); build the loader with policy.batch_size"
@@ -213,6 +229,7 @@ class BatchSizeScheduler:
         self.last_decision: Decision | None = None
         self._state = policy.init()
         self._window = StatsWindow()
+        self.last_statistics: Any = None  # what the last decision read (all-reduced)
         self._warned = False
         # The policy is frozen: what it declares is read once, not on every step.
         self._cadence = policy.cadence
@@ -235,13 +252,24 @@ class BatchSizeScheduler:
         return self._state
 
     @property
+    def policy_batch_size(self) -> int:
+        """The batch the policy sizes: the global one, or under local SGD one worker's."""
+        return self.batch_size // self._scale
+
+    @property
     def wants_stats(self) -> bool:
-        """Whether the policy wants the statistics of the step about to be taken."""
+        """Whether the policy wants the statistics of the step about to be taken.
+
+        Under local SGD: the first step of each round (every worker at the averaged
+        parameters), below the cap.
+        """
         cadence = self._cadence
         if cadence.window == 0:
             return False
-        if not cadence.measure_at_cap and self.batch_size >= self.policy.cap:
+        if not cadence.measure_at_cap and self.policy_batch_size >= self.policy.cap:
             return False
+        if self.local_steps:
+            return self.step_count % self.local_steps == 0
         return cadence.measures(self.step_count if cadence.unit == "step" else self.epoch)
 
     @contextlib.contextmanager
@@ -326,7 +354,8 @@ class BatchSizeScheduler:
         if unit == "step":
             self._count_step()
         decision = None
-        if self._cadence.unit == unit and self._cadence.decides_at(index):
+        at_cadence = self._cadence.unit == unit and self._cadence.decides_at(index)
+        if at_cadence and not self.local_steps:  # local SGD decides at its rounds
             decision = self._decide(step=index if unit == "step" else None)
         if unit == "step":
             self.step_count += 1
@@ -340,18 +369,35 @@ class BatchSizeScheduler:
             and coupling.scheduler is not None
         ):
             if self.lr_schedule_unit == "samples":
-                place_schedule(coupling.scheduler, self.nominal_samples, self.policy.batch_size)
+                base = self.policy.batch_size * self._scale  # B₀, global
+                place_schedule(coupling.scheduler, self.nominal_samples, base)
             coupling.scheduler_step(*lr_scheduler_args)
+        return decision
+
+    def end_round(self) -> Decision | None:
+        """Local SGD: the decision at a synchronisation round (after the parameters agree).
+
+        The window holds this worker's statistics of the round's first step; they are
+        all-reduced (the pool of all workers' batches at the same parameters), the policy
+        sizes the local batch, and the decision applies from the next step on every worker.
+        """
+        if not self.local_steps:
+            raise RuntimeError("end_round is for local SGD: build the scheduler with local_steps")
+        if self._window.empty:  # nothing measured this round (at the cap): nothing to decide
+            return None
+        decision = self._decide(step=self.step_count - 1)
+        self._apply(decision)
         return decision
 
     def _decide(self, *, step: int | None) -> Decision | None:
         stats = self._window.pop()
         if isinstance(stats, GradStats):
             stats = all_reduce_stats(stats)
+        self.last_statistics = stats
         self._state, decision = self.policy.decide(
             self._state,
             stats,
-            batch_size=self.batch_size,
+            batch_size=self.policy_batch_size,
             step=step,
             epoch=self.epoch,
             samples=self.samples,
@@ -377,7 +423,7 @@ class BatchSizeScheduler:
             self._warned = True  # once per scheduler: the same cause repeats every step
             warnings.warn(decision.note, RuntimeWarning, stacklevel=3)
         if decision.changed:
-            self.sampler.set_batch_size(decision.new_batch_size)
+            self.sampler.set_batch_size(decision.new_batch_size * self._scale)
         if self.lr_coupling is not None:
             self.lr_coupling.update(decision.new_batch_size, decision.lr_factor)
         if self.hparam_coupling is not None:
@@ -401,6 +447,7 @@ class BatchSizeScheduler:
             "epoch": self.epoch,
             "samples": self.samples,
             "nominal_samples": self.nominal_samples,
+            "local_steps": self.local_steps,
             "decisions": [dataclasses.asdict(d) for d in self.decisions],
             "last_decision": None
             if self.last_decision is None
@@ -428,6 +475,11 @@ class BatchSizeScheduler:
                 f"adabatch reads versions 2 and {_STATE_VERSION} (states without a version were "
                 "written by adabatch 0.1, whose policies held the batch size; resume such a "
                 "run with adabatch 0.1, or start it again)"
+            )
+        if state.get("local_steps") != self.local_steps:
+            raise ValueError(
+                f"the checkpoint was written with local_steps={state.get('local_steps')}, "
+                f"this scheduler has local_steps={self.local_steps}: build it the same way"
             )
         self.policy.check_state_dict(state["policy"])
         self._state = state_from_plain(self.policy.init(), state["policy_state"])
