@@ -97,9 +97,10 @@ class BatchSizeScheduler:
         weight_decay_rule: "fixed" or "timescale": AdamW's λ(B₀)·(B/B₀)/(η/η₀), which keeps
             its timescale B/(ηλD) (see `adabatch.hparam_coupling`).
         local_steps: H for local SGD (`adabatch.local.LocalSGD`): the workers synchronise
-            every H steps, and the policy sizes the *local* batch b (its ``batch_size`` is
-            the loader's global batch over the world size); it measures the first step of
-            each round and decides only at the rounds, in `end_round`. None: every step's
+            every H steps (a round may end earlier, e.g. at an epoch's end), and the policy
+            sizes the *local* batch b (its ``batch_size`` is the loader's global batch over
+            the world size); it measures the first step of each round and decides only at the
+            rounds, in `end_round`. None: every step's
             batch is one global batch (a single process, or DDP).
         lr_in_step: apply the LR factor only while ``optimizer.step()`` runs
             (`adabatch.lr_coupling.StepScaledLR`), for a loop that steps its own LR scheduler
@@ -230,6 +231,7 @@ class BatchSizeScheduler:
         self._state = policy.init()
         self._window = StatsWindow()
         self.last_statistics: Any = None  # what the last decision read (all-reduced)
+        self.round_start = 0  # local SGD: the step count at which the current round began
         self._warned = False
         # The policy is frozen: what it declares is read once, not on every step.
         self._cadence = policy.cadence
@@ -269,7 +271,7 @@ class BatchSizeScheduler:
         if not cadence.measure_at_cap and self.policy_batch_size >= self.policy.cap:
             return False
         if self.local_steps:
-            return self.step_count % self.local_steps == 0
+            return self.step_count == self.round_start
         return cadence.measures(self.step_count if cadence.unit == "step" else self.epoch)
 
     @contextlib.contextmanager
@@ -383,6 +385,7 @@ class BatchSizeScheduler:
         """
         if not self.local_steps:
             raise RuntimeError("end_round is for local SGD: build the scheduler with local_steps")
+        self.round_start = self.step_count
         if self._window.empty:  # nothing measured this round (at the cap): nothing to decide
             return None
         decision = self._decide(step=self.step_count - 1)
@@ -448,6 +451,7 @@ class BatchSizeScheduler:
             "samples": self.samples,
             "nominal_samples": self.nominal_samples,
             "local_steps": self.local_steps,
+            "round_start": self.round_start,
             "decisions": [dataclasses.asdict(d) for d in self.decisions],
             "last_decision": None
             if self.last_decision is None
@@ -484,6 +488,7 @@ class BatchSizeScheduler:
         self.policy.check_state_dict(state["policy"])
         self._state = state_from_plain(self.policy.init(), state["policy_state"])
         self._window.load_state_dict(state["window"])
+        self.round_start = int(state.get("round_start", 0))
         if self.lr_coupling is not None and state.get("lr") is not None:
             self.lr_coupling.load_state_dict(state["lr"])
         if self.hparam_coupling is not None and state.get("hparams") is not None:

@@ -103,7 +103,6 @@ class LocalSGD:
         self.outer = outer
         self.world = world_size()
         self.rounds = 0  # synchronisation rounds done
-        self._synced_at = 0  # the step count at the last round
         self._broadcast_parameters()
         self._anchor = [t.detach().clone() for t in self._tensors()] if outer else None
         self._momentum: list[Tensor] | None = None
@@ -120,8 +119,12 @@ class LocalSGD:
 
     def sync_due(self) -> bool:
         """Whether H local steps were taken since the last round."""
-        steps = self.scheduler.step_count
-        return steps - self._synced_at >= self.local_steps
+        return self.scheduler.step_count - self.scheduler.round_start >= self.local_steps
+
+    @property
+    def in_round(self) -> bool:
+        """Whether local steps were taken since the last round (the workers differ)."""
+        return self.scheduler.step_count > self.scheduler.round_start
 
     def sync(self) -> Decision | None:
         """The synchronisation round: average (or outer step), then the batch decision.
@@ -147,8 +150,8 @@ class LocalSGD:
                 for t, value in zip(tensors, mean, strict=True):
                     t.copy_(value)
             self.rounds += 1
-            self._synced_at = steps
-            return self.scheduler.end_round()  # all-reduces the round's statistics
+            # all-reduces the round's statistics; the next round starts here
+            return self.scheduler.end_round()
         except (RuntimeError, dist.DistBackendError) as exc:
             if isinstance(exc, RankMismatchError) or not is_distributed():
                 raise  # the workers disagree, or no process group: not a lost worker
@@ -178,7 +181,6 @@ class LocalSGD:
             "version": _STATE_VERSION,
             "world": self.world,
             "rounds": self.rounds,
-            "synced_at": self._synced_at,
             "anchor": None if self._anchor is None else [t.clone() for t in self._anchor],
             "momentum": None if self._momentum is None else [t.clone() for t in self._momentum],
         }
@@ -197,7 +199,6 @@ class LocalSGD:
         if (state["anchor"] is None) != (self.outer is None):
             raise ValueError("the checkpoint and this run differ in having an outer optimizer")
         self.rounds = int(state["rounds"])
-        self._synced_at = int(state["synced_at"])
         self._anchor = None if state["anchor"] is None else [t.clone() for t in state["anchor"]]
         self._momentum = (
             None if state["momentum"] is None else [t.clone() for t in state["momentum"]]
