@@ -537,6 +537,7 @@ def test_comparison_to_json(suite):
         "samples": 3072.0,
         "time": 19.0,
         "tokens": None,  # not text: undefined
+        "rounds": None,  # one process: no communication
     }
     assert dive["speedup"] == {"sgd-small": pytest.approx(44 / 19), "sgd-large": None}
     assert data["methods"][1]["to_target"] is None

@@ -174,7 +174,7 @@ class BatchSizeScheduler:
         self.local_steps = as_optional_int(local_steps, "local_steps", minimum=1)
         # Local SGD: the policy's sizes are per worker, the sampler's global (× the world).
         self._scale = int(getattr(sampler, "world_size", 1)) if self.local_steps else 1
-        policy = policy.bind(int(sampler.dataset_size) // self._scale)
+        policy = policy.bind(int(sampler.dataset_size))
         if sampler.batch_size != policy.batch_size * self._scale:
             if self.local_steps:
                 raise ValueError(

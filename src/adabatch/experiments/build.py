@@ -23,6 +23,7 @@ from torch.optim import lr_scheduler as lrs
 
 from ..data import AdaptiveLoader
 from ..distributed import DistributedEnv, is_distributed, world_size, wrap_model
+from ..local import LocalSGD, OuterNesterov
 from ..models import MODELS, build_model
 from ..models.registry import derived_inputs
 from ..optim import AdaGradNorm
@@ -253,6 +254,7 @@ class Built:
     loader: AdaptiveLoader
     scheduler: BatchSizeScheduler
     device: torch.device
+    local_sgd: LocalSGD | None = None  # train.parallel=local
 
     def trainer(
         self, callbacks: list[Callback] | None = None, checkpoint_path: Path | None = None
@@ -278,6 +280,7 @@ class Built:
             tokens_per_sample=self.data.tokens_per_sample,
             eval_every_samples=t.eval_every,
             count_tokens=self.data.count_tokens,
+            local_sgd=self.local_sgd,
         )
 
 
@@ -306,13 +309,16 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
             num_classes=data.num_classes,
             **config.model.options,
         ).to(device)
-        if distributed:
+        local = t.parallel == "local"
+        if distributed and not local:  # local SGD: every worker steps its own copy
             model = wrap_model(model, t.parallel, env)
         optimizer = OPTIMIZERS[config.optimizer.name](
             model.parameters(), lr=config.optimizer.lr, **config.optimizer.options
         )
         options = dict(config.policy.options)
-        steps_per_epoch = math.ceil(len(data.train) / config.policy.batch_size)
+        # local SGD: the policy's sizes are per worker, the global batch W times larger
+        workers = world_size() if local else 1
+        steps_per_epoch = math.ceil(len(data.train) / (config.policy.batch_size * workers))
         step_factor = (
             step_schedule_factor(config, steps_per_epoch)
             if config.schedule.interval == "step"
@@ -357,7 +363,7 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
         per_step = {}
     loader = AdaptiveLoader(
         data.train,
-        policy.batch_size,
+        policy.batch_size * workers,
         seed=t.seed,
         device=device if device.type != "cpu" else None,
         batch_transform=data.train_transform,
@@ -372,11 +378,20 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
             lr_scheduler=lr_scheduler,
             beta2_rule=config.policy.beta2_rule,
             weight_decay_rule=config.policy.weight_decay_rule,
+            local_steps=t.local_steps if local else None,
             **(per_step if lr_scheduler is not None else {}),
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return Built(original, config, data, model, optimizer, loader, scheduler, device)
+    local_sgd = None
+    if local:
+        outer = (
+            OuterNesterov(lr=t.outer_lr, momentum=t.outer_momentum)
+            if t.outer == "nesterov"
+            else None
+        )
+        local_sgd = LocalSGD(model, scheduler, outer=outer)
+    return Built(original, config, data, model, optimizer, loader, scheduler, device, local_sgd)
 
 
 def describe(built: Built) -> str:
@@ -392,7 +407,12 @@ def describe(built: Built) -> str:
         f"{batch} (LR rule {c.policy.lr_rule}); {c.train.epochs} epochs on "
         f"{built.device}"
         + (
-            f" × {world_size()} ranks ({dist.get_backend()}, {c.train.parallel})"
+            f" × {world_size()} ranks ({dist.get_backend()}, {c.train.parallel}"
+            + (
+                f", a round every {c.train.local_steps} steps, {c.train.outer})"
+                if c.train.parallel == "local"
+                else ")"
+            )
             if is_distributed()
             else ""
         )

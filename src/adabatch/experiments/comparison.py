@@ -74,6 +74,8 @@ class Reach:
         samples: The mean over seeds of the training samples consumed by then.
         time: The mean over seeds of the training seconds spent by then (evaluation excluded).
         tokens: The mean over seeds of the training tokens by then (``nan`` for non-text runs).
+        rounds: The mean over seeds of the communication rounds by then: local SGD's
+            synchronisations, or one per step under DDP (``nan`` for one process).
     """
 
     point: int
@@ -81,6 +83,7 @@ class Reach:
     samples: float
     time: float
     tokens: float = math.nan
+    rounds: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -180,13 +183,25 @@ def _reach(
     def mean_of(key: str) -> float:
         return mean_sem(number(record.get(key)) for record in records)[0]
 
+    rounds = mean_sem(_rounds(run, record) for run, record in zip(runs, records, strict=True))
     return Reach(
         point=point,
         steps=mean_of("step"),
         samples=mean_of("samples"),
         time=mean_of("time"),
         tokens=mean_of("tokens"),
+        rounds=rounds[0],
     )
+
+
+def _rounds(run: Run, record: dict[str, Any]) -> float | None:
+    """Communication rounds by ``record``: local SGD counts them; DDP has one per step."""
+    if number(record.get("rounds")) is not None:
+        return number(record["rounds"])
+    distributed = run.config.get("distributed") or {}
+    if int(distributed.get("world_size") or 1) > 1:
+        return number(record.get("step"))  # one gradient all-reduce per step
+    return None
 
 
 def _ratio(baseline: Reach | None, own: Reach | None) -> float | None:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._types import BATCHNORM_MODES
-from .._validate import as_int, as_optional_int, check_choice, check_positive
+from .._validate import as_int, as_optional_int, check_choice, check_nonnegative, check_positive
 from ..distributed.launch import BACKENDS
 from ..distributed.parallel import PARALLEL_MODES
 from ..errors import ConfigError
@@ -77,6 +77,7 @@ def _one_of(choices: Iterable[str]) -> dict[str, Any]:
 
 
 _POSITIVE: dict[str, Any] = {"valid": lambda value, key: check_positive(key, value)}
+_NONNEGATIVE: dict[str, Any] = {"valid": lambda value, key: check_nonnegative(key, value)}
 
 
 # ---------------------------------------------------------------------- the sections
@@ -189,7 +190,12 @@ class TrainConfig:
         tensorboard: also log to TensorBoard (when installed).
         backend: under torchrun, the process group's backend: "auto" (NCCL on CUDA, gloo
             on the CPU), "gloo" or "nccl". Ignored by a single process.
-        parallel: under torchrun, "ddp" (replicate the model) or "fsdp" (shard it, FSDP2).
+        parallel: under torchrun, "ddp" (replicate the model), "fsdp" (shard it, FSDP2) or
+            "local" (local SGD, `adabatch.local`: each worker steps alone, a round every
+            ``local_steps``; the policy's batch sizes are then per worker).
+        local_steps: H, the local steps between two rounds of ``parallel=local``.
+        outer: what a local-SGD round does: "average" the parameters, or "nesterov": a
+            DiLoCo outer step (``outer_lr``, ``outer_momentum``) on the mean displacement.
         dist_timeout: seconds a collective waits for the other ranks before the run fails.
     """
 
@@ -206,7 +212,11 @@ class TrainConfig:
     num_workers: int = dataclasses.field(default=0, metadata=_min(0))
     tensorboard: bool = True
     backend: str = dataclasses.field(default="auto", metadata=_one_of(BACKENDS))
-    parallel: str = dataclasses.field(default="ddp", metadata=_one_of(PARALLEL_MODES))
+    parallel: str = dataclasses.field(default="ddp", metadata=_one_of((*PARALLEL_MODES, "local")))
+    local_steps: int = dataclasses.field(default=8, metadata=_min(1))
+    outer: str = dataclasses.field(default="average", metadata=_one_of(("average", "nesterov")))
+    outer_lr: float = dataclasses.field(default=0.7, metadata=_POSITIVE)
+    outer_momentum: float = dataclasses.field(default=0.9, metadata=_NONNEGATIVE)
     dist_timeout: float = dataclasses.field(default=600.0, metadata=_POSITIVE)
 
 

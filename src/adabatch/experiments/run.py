@@ -260,6 +260,12 @@ def run_experiment(
         summary = read_json(out / "summary.json", RunError)
         log(f"{out}: already completed ({record['experiment']}, seed {config.train.seed})")
         return RunOutcome(out, "completed", None, summary)
+    if suite.workers > 1 and env.world_size != suite.workers:
+        raise RunError(
+            f"suite {suite.name!r} compares {suite.workers} workers; this is "
+            f"{env.world_size} process(es): run it as torchrun --nproc_per_node="
+            f"{suite.workers} -m adabatch {'compare' if suite.methods else 'run'} {suite.name}"
+        )
     if suite.hardware == "gpu" and not torch.cuda.is_available():
         warnings.warn(
             f"suite {suite.name!r} is sized for a GPU; on this CPU it will take very long "

@@ -54,6 +54,14 @@ def _has_tokens(comparison: Comparison) -> bool:
     return any(_finite(summary.total_tokens) for summary in comparison.methods)
 
 
+def _has_rounds(comparison: Comparison) -> bool:
+    """Whether any method's runs communicated (local SGD, or DDP): a rounds column."""
+    return any(
+        summary.to_target is not None and _finite(summary.to_target.rounds)
+        for summary in comparison.methods
+    )
+
+
 def _digits(comparison: Comparison) -> int:
     return 2 if comparison.metric.higher_is_better else 3  # accuracy in %, a loss in nats
 
@@ -71,6 +79,7 @@ def _headers(comparison: Comparison) -> list[str]:
         f"final {short}",
         *([f"{points}→target"] if points else []),
         "steps→target",
+        *(["rounds→target"] if _has_rounds(comparison) else []),
         f"{count}→target",
         "time→target (s)",
         *([f"{points}→{own}"] if points else [f"{count}→{own}"]),
@@ -83,6 +92,7 @@ def _row(comparison: Comparison, summary: MethodSummary) -> list[str]:
     target, own = summary.to_target, summary.to_own_final
     epochs = comparison.axis == "epoch"
     tokens = _has_tokens(comparison)
+    rounds = _has_rounds(comparison)
 
     def count(reach: Reach | None) -> str:
         if reach is None:
@@ -95,6 +105,7 @@ def _row(comparison: Comparison, summary: MethodSummary) -> list[str]:
         _value(summary.final_mean, summary.final_sem, _digits(comparison)),
         *([MISSING if target is None else str(target.point)] if epochs else []),
         MISSING if target is None else _integer(target.steps),
+        *([MISSING if target is None else _integer(target.rounds)] if rounds else []),
         count(target),
         MISSING if target is None else _fixed(target.time),
         (MISSING if own is None else str(own.point)) if epochs else count(own),

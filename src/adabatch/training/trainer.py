@@ -46,7 +46,7 @@ from torch.utils.data import Dataset
 from .. import __version__
 from .._validate import as_int, as_optional_int
 from ..data import AdaptiveLoader, MicroBatcher
-from ..distributed import is_distributed, rank, world_size
+from ..distributed import all_reduce_int, is_distributed, rank, world_size
 from ..distributed.parallel import unwrap
 from ..distributed.state import (
     gather_objects,
@@ -129,6 +129,13 @@ class Trainer:
             `adabatch.datasets.text.count_tokens`); records then count those (summed over
             ranks) instead of samples × ``tokens_per_sample``, and the training and test
             losses are per real token (needs ``tokens_per_sample``, the padded T).
+        local_sgd: an `adabatch.local.LocalSGD` on ``model`` and ``scheduler``: local SGD
+            over the process group. The model is not wrapped; every worker steps alone and a
+            round (average, or outer step, and the batch decision) follows every H steps and
+            ends each epoch, so evaluations and checkpoints see the averaged model. Nothing is
+            communicated between rounds: the step records' loss is this worker's (rank 0's),
+            a stop is honoured at the next round, and checkpoints come at epoch ends (and at
+            a stop) only. Each worker's optimizer state is checkpointed.
         eval_every_samples: also evaluate ``eval_data`` whenever the training samples pass a
             multiple k·N of this (at the end of the step that passes it; one evaluation per
             step even when a large batch passes several): an ``"eval"`` record with
@@ -166,6 +173,7 @@ class Trainer:
         tokens_per_sample: int | None = None,
         eval_every_samples: int = 0,
         count_tokens: Callable[[Any], int | Tensor] | None = None,
+        local_sgd: Any | None = None,
     ) -> None:
         if not isinstance(scheduler, BatchSizeScheduler):
             raise TypeError(
@@ -201,6 +209,18 @@ class Trainer:
                 "only: feed it with BatchSizeScheduler.observe in your own loop"
             )
         _check_monitor(scheduler, monitor, eval_data)
+        if local_sgd is not None:
+            if getattr(local_sgd, "scheduler", None) is not scheduler:
+                raise ValueError(
+                    "local_sgd must be the LocalSGD of this scheduler: LocalSGD(model, scheduler)"
+                )
+            if checkpoint_every_steps:
+                raise ValueError(
+                    f"checkpoint_every_steps={checkpoint_every_steps} with local SGD: between "
+                    "rounds the workers hold different parameters, so checkpoints are taken at "
+                    "epoch ends (rounds) only; use checkpoint_every_steps=0"
+                )
+        self.local_sgd = local_sgd
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -338,6 +358,9 @@ class Trainer:
                         loss_sum = self._check_loss(loss)  # a NaN never reaches the weights
                         self.optimizer.step()  # any torch optimizer
                         decision = self.scheduler.step()  # policy → LR rule → resize
+                        local = self.local_sgd
+                        if local is not None and (local.sync_due() or self.loader.epoch_done):
+                            decision = local.sync()  # average; the local batch decision
                         self._after_step(loss_sum, decision)
                         if self._should_stop():
                             status = "interrupted"
@@ -360,7 +383,9 @@ class Trainer:
         (nᵣ·W/L) makes DDP's average of the ranks' gradients the exact global mean, and the
         tracker is told so that the statistics stay per sample.
         """
-        weight = self.loader.loss_weight
+        # DDP averages the ranks' gradients: nᵣ·W/L makes that the global mean. A local-SGD
+        # worker steps with its own batch's mean.
+        weight = self.loader.loss_weight if self.local_sgd is None else 1.0
 
         def loss_of(chunk: Any) -> Tensor:
             inputs, targets = chunk
@@ -388,7 +413,13 @@ class Trainer:
         """
         n_local = self.loader.last_batch_size
         loss_sum = float(loss) * n_local if n_local else 0.0  # an empty share adds nothing
-        if is_distributed():
+        if self.local_sgd is not None:
+            # Nothing is communicated between rounds: this worker's mean, weighted as if it
+            # were the global batch's; the stop flag is agreed at the rounds (`_should_stop`).
+            loss_sum = float(loss) * self.loader.last_global_batch_size if n_local else 0.0
+            self._stop_agreed = None
+            self._batch_tokens *= self.local_sgd.world  # an estimate: this worker's × W
+        elif is_distributed():
             packed = [loss_sum, float(self._stop_requested), float(self._batch_tokens)]
             total = torch.tensor(packed, dtype=torch.float64, device=loss.device)
             dist.all_reduce(total)
@@ -413,7 +444,15 @@ class Trainer:
         return loss_sum
 
     def _should_stop(self) -> bool:
-        """Whether to stop after this step (every rank answers the same; see `_check_loss`)."""
+        """Whether to stop after this step (every rank answers the same; see `_check_loss`).
+
+        Under local SGD only right after a round, where the workers agree on the flag.
+        """
+        if self.local_sgd is not None:
+            if self.local_sgd.in_round:
+                return False
+            if is_distributed():
+                return bool(all_reduce_int(int(self._stop_requested), op="max"))
         return self._stop_requested if self._stop_agreed is None else self._stop_agreed
 
     def _after_step(self, loss_sum: float, decision: Decision | None) -> None:
@@ -489,9 +528,12 @@ class Trainer:
         self._emit("on_record", record)
 
     def _record(self, kind: str, batch_size: int) -> dict[str, Any]:
-        return self.progress.record(
+        record = self.progress.record(
             kind, epoch=self.epoch, step=self.step_count, batch_size=batch_size, lr=self._lr
         )
+        if self.local_sgd is not None:
+            record["rounds"] = self.local_sgd.rounds  # communication rounds so far
+        return record
 
     def _current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -527,9 +569,19 @@ class Trainer:
             "rng": rng_state(self.generators),
             # Under a process group, what differs between ranks: each one's streams and its
             # callbacks (which are often rank 0's loggers only).
-            "ranks": gather_objects({"rng": rng_state(self.generators), "callbacks": callbacks})
+            "ranks": gather_objects(
+                {
+                    "rng": rng_state(self.generators),
+                    "callbacks": callbacks,
+                    # local SGD: each worker's own optimizer (momentum, moments) differs
+                    "optimizer": None
+                    if self.local_sgd is None
+                    else optimizer_state(self.model, self.optimizer),
+                }
+            )
             if is_distributed()
             else None,
+            "local_sgd": None if self.local_sgd is None else self.local_sgd.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -546,8 +598,14 @@ class Trainer:
                 f"the checkpoint holds the state of {len(mine['callbacks'])} callbacks, this "
                 f"trainer has {len(self.callbacks)}: build it with the same callbacks"
             )
+        if (state.get("local_sgd") is None) != (self.local_sgd is None):
+            raise ValueError(
+                "the checkpoint and this trainer differ in local SGD: build it as the saved "
+                "run was built"
+            )
         load_model_state(self.model, state["model"])
-        load_optimizer_state(self.model, self.optimizer, state["optimizer"])  # first: LRs
+        own = mine.get("optimizer") if self.local_sgd is not None else None
+        load_optimizer_state(self.model, self.optimizer, own or state["optimizer"])  # LRs
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro.load_state_dict(state["micro"])
         self.started = bool(state["trainer"]["started"])
@@ -559,6 +617,8 @@ class Trainer:
                 if callback in listening:
                     callback.load_state_dict(c_state)
         set_rng_state(mine["rng"], self.generators)
+        if self.local_sgd is not None:
+            self.local_sgd.load_state_dict(state["local_sgd"])
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write a checkpoint (atomically) to ``path`` or ``checkpoint_path``.

@@ -21,6 +21,7 @@ from .base import Method, Suite
 from .cpu import CPU_SUITES
 from .gpu import GPU_SUITES
 from .lm import LM_SUITES
+from .local import LOCAL_SUITES
 
 __all__ = ["EXPERIMENTS", "SUITES", "Method", "Suite", "experiment", "suite"]
 
@@ -39,12 +40,16 @@ _ORDER = (
     "sparse",
     "lm",
     "lm-gpu",
+    "local-sgd",
 )
 
 SUITES: Mapping[str, Suite] = MappingProxyType(
     {
         s.name: s
-        for s in sorted((*CPU_SUITES, *GPU_SUITES, *LM_SUITES), key=lambda s: _ORDER.index(s.name))
+        for s in sorted(
+            (*CPU_SUITES, *GPU_SUITES, *LM_SUITES, *LOCAL_SUITES),
+            key=lambda s: _ORDER.index(s.name),
+        )
     }
 )
 

@@ -42,6 +42,8 @@ class Suite:
         hardware: "cpu" (runs here) or "gpu" (sized for one GPU; warns on a CPU).
         seeds: default number of seeds for ``adabatch compare``.
         parts: for a group of suites, their names (then ``methods`` is empty).
+        workers: the processes the suite needs (``torchrun --nproc_per_node=workers``); 1:
+            any number.
         gpu_scale: the suite ``adabatch compare NAME --scale=gpu`` runs instead (the same
             comparison sized for one GPU); None: none.
         runner: "trainer" (methods are `Trainer` runs of ``base``) or "sparse" (the
@@ -64,6 +66,7 @@ class Suite:
     parts: tuple[str, ...] = ()
     runner: str = "trainer"
     gpu_scale: str | None = None
+    workers: int = 1
 
     def method(self, label: str) -> Method:
         """The method called ``label`` (error listing the valid ones)."""
