@@ -59,23 +59,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 SPARSE_OPTIONS = {"n": int, "d": int, "nnz": int, "epochs": float, "step": float}
 
 
-def _sparse_options(items: list[str]) -> dict[str, float | int]:
+def _options(items: list[str], kinds: dict[str, type], suite: str) -> dict[str, float | int]:
     """``--n=20000 --epochs=1`` → {"n": 20000, "epochs": 1.0} (errors name the valid ones)."""
-    valid = ", ".join(f"--{k}" for k in SPARSE_OPTIONS)
+    valid = ", ".join(f"--{k.replace('_', '-')}" for k in kinds)
     options: dict[str, float | int] = {}
     for item in items:
         key, sep, value = item.lstrip("-").partition("=")
-        if key not in SPARSE_OPTIONS or not sep:
-            raise ConfigError(f"the sparse suite takes {valid} (as --key=value); got {item!r}")
+        key = key.replace("-", "_")  # --per-round and --per_round alike
+        if key not in kinds or not sep:
+            raise ConfigError(f"the {suite} suite takes {valid} (as --key=value); got {item!r}")
         try:
-            number = SPARSE_OPTIONS[key](value)
+            number = kinds[key](value)
         except ValueError:
-            kind = SPARSE_OPTIONS[key].__name__
+            kind = kinds[key].__name__
             raise ConfigError(f"--{key} must be a number ({kind}), got {value!r}") from None
         if not number > 0:
             raise ConfigError(f"--{key} must be > 0, got {value!r}")
         options[key] = number
     return options
+
+
+def _sparse_options(items: list[str]) -> dict[str, float | int]:
+    """The sparse suite's options (see `_options`)."""
+    return _options(items, SPARSE_OPTIONS, "sparse")
 
 
 def _run_sparse(args: argparse.Namespace, seeds: int, root: Path) -> int:
@@ -98,6 +104,33 @@ def _run_sparse(args: argparse.Namespace, seeds: int, root: Path) -> int:
     return 0
 
 
+#: The options of the ``federated`` suite, with their types.
+FEDERATED_OPTIONS = {
+    "rounds": int,
+    "clients": int,
+    "per_round": int,
+    "local_steps": int,
+    "alpha": float,
+    "target": float,
+}
+
+
+def _run_federated(args: argparse.Namespace, seeds: int, root: Path) -> int:
+    """``adabatch compare federated``: the sequential FedAvg simulation, written as a report."""
+    from adabatch.local.federated_compare import run_comparison
+
+    options = _options(args.overrides, FEDERATED_OPTIONS, "federated")
+    if args.methods:
+        raise ConfigError("the federated suite runs all its methods: drop --methods")
+    out = root / "federated" / "report"
+    if (out / "report.json").exists() and not args.overwrite:
+        raise ConfigError(f"{out} holds a federated comparison; pass --overwrite to replace it")
+    text = run_comparison(out, seeds=seeds, **options)  # type: ignore[arg-type]
+    print(text)
+    print(f"\nwritten to {out}: report.md, report.json, federated.png")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the suite(s) and report."""
     top = get_suite(args.suite)
@@ -113,6 +146,13 @@ def run(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seeds is not None else top.seeds
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if top.runner == "federated":
+        if launched_by_torchrun():
+            raise ConfigError(
+                "the federated suite simulates its clients one after another in one process: "
+                "run it without torchrun (adabatch compare federated)"
+            )
+        return _run_federated(args, seeds, root)
     if top.runner == "sparse":
         if launched_by_torchrun():
             raise ConfigError(

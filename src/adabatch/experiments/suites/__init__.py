@@ -41,6 +41,7 @@ _ORDER = (
     "lm",
     "lm-gpu",
     "local-sgd",
+    "federated",
 )
 
 SUITES: Mapping[str, Suite] = MappingProxyType(

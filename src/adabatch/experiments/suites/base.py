@@ -46,9 +46,10 @@ class Suite:
             any number.
         gpu_scale: the suite ``adabatch compare NAME --scale=gpu`` runs instead (the same
             comparison sized for one GPU); None: none.
-        runner: "trainer" (methods are `Trainer` runs of ``base``) or "sparse" (the
+        runner: "trainer" (methods are `Trainer` runs of ``base``), "sparse" (the
             numpy solvers of `adabatch.sparse`: ``adabatch compare`` runs
-            `adabatch.sparse.experiment.run_comparison`; no methods, no ``adabatch run``).
+            `adabatch.sparse.experiment.run_comparison`; no methods, no ``adabatch run``) or
+            "federated" (`adabatch.local.federated_compare.run_comparison`, likewise).
     """
 
     name: str
