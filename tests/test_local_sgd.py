@@ -371,7 +371,7 @@ def test_one_worker_is_plain_sgd_with_a_round_every_h_steps() -> None:
         F.cross_entropy(reference(x), y).backward()
         opt.step()
         ref_opt.step()
-        scheduler.step()
+        assert scheduler.step() is None  # a test reading statistics never decides mid-round
         if local.sync_due() and local.sync() is not None:
             decided_at.append(scheduler.step_count)
     tracker.remove()
@@ -379,3 +379,45 @@ def test_one_worker_is_plain_sgd_with_a_round_every_h_steps() -> None:
         assert torch.equal(p, q)
     assert decided_at and all(s % 3 == 0 for s in decided_at)
     assert local.rounds == scheduler.step_count // 3
+
+
+def test_the_outer_step_moves_parameters_and_averages_buffers() -> None:
+    """BatchNorm's running variance is averaged, never extrapolated (it must stay >= 0)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(5), nn.Linear(5, 3)).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    loader = AdaptiveLoader(_data(), 8, seed=1)
+    scheduler = BatchSizeScheduler(make_policy("constant", batch_size=8), loader, opt,
+                                   local_steps=4)  # fmt: skip
+    local = LocalSGD(model, scheduler, outer=OuterNesterov(lr=0.7, momentum=0.9))
+    for x, y in loader:
+        opt.zero_grad()
+        F.cross_entropy(model(x * 0.1), y).backward()
+        opt.step()
+        scheduler.step()
+        if local.sync_due():
+            before = [b.clone() for b in model.buffers() if b.is_floating_point()]
+            params = _params(model)
+            local.sync()
+            after = [b for b in model.buffers() if b.is_floating_point()]
+            for b0, b1 in zip(before, after, strict=True):
+                assert torch.equal(b0, b1)  # one worker: the mean is its own value
+            assert not torch.equal(params[0], _params(model)[0])  # the outer step moved θ
+    assert local.rounds >= 1 and float(model[0].running_var.min()) >= 0
+
+
+def test_schedules_decide_on_their_own_clock_and_windowed_tests_are_refused() -> None:
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = AdaptiveLoader(_data(), 4, seed=1)
+    policy = make_policy("schedule", batch_size=4, factor=2, every=1, max_batch_size=16)
+    scheduler = BatchSizeScheduler(policy, loader, opt, local_steps=5)
+    for _epoch in range(3):
+        for _ in loader:
+            opt.step()
+            scheduler.step()
+        scheduler.step_epoch()
+    assert [d.new_batch_size for d in scheduler.decisions] == [8, 16]  # every epoch, ×2
+    divebatch = make_policy("divebatch", batch_size=4, dataset_size=N, max_batch_size=16)
+    with pytest.raises(ValueError, match="measures 1 epoch"):
+        BatchSizeScheduler(divebatch, AdaptiveLoader(_data(), 4), opt, local_steps=5)

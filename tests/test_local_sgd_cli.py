@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from adabatch import AdaptiveLoader, BatchSizeScheduler, make_policy
+from adabatch.local import LocalSGD
 from test_torchrun import _env, _rank_output, _records, _torchrun
 
 pytestmark = pytest.mark.distributed
@@ -129,3 +131,31 @@ def test_communication_rounds_in_the_report() -> None:
     assert _rounds(run(2), {"step": 40, "rounds": 10}) == 10  # local SGD counts its rounds
     assert _rounds(run(2), {"step": 40}) == 40  # DDP: one all-reduce per step
     assert _rounds(run(1), {"step": 40}) is None  # one process: no communication
+
+
+def test_a_diverging_worker_stops_every_worker_at_the_round() -> None:
+    """One process with local_steps=3: the NaN at step 5 is raised at the round of step 6."""
+    from adabatch.training import DivergenceError, Trainer
+    from test_local_sgd import _data, _model
+
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = AdaptiveLoader(_data(), 4, seed=1)
+    scheduler = BatchSizeScheduler(make_policy("constant", batch_size=4), loader, opt,
+                                   local_steps=3)  # fmt: skip
+    calls = []
+
+    def loss_fn(out, y):
+        calls.append(1)
+        loss = torch.nn.functional.cross_entropy(out, y)
+        return loss * float("nan") if len(calls) >= 5 else loss
+
+    trainer = Trainer(model, opt, scheduler, loss_fn=loss_fn,
+                      local_sgd=LocalSGD(model, scheduler))  # fmt: skip
+    with pytest.raises(DivergenceError, match="worker 0 is nan at epoch 1, step 5; every worker"):
+        trainer.fit(1)
+    assert scheduler.step_count == 6  # it went on to the round, without updating
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    with pytest.raises(ValueError, match="eval_every_samples=10 with local SGD"):
+        Trainer(model, opt, scheduler, eval_data=_data(), eval_every_samples=10,
+                local_sgd=trainer.local_sgd)  # fmt: skip

@@ -174,7 +174,21 @@ class BatchSizeScheduler:
         self.local_steps = as_optional_int(local_steps, "local_steps", minimum=1)
         # Local SGD: the policy's sizes are per worker, the sampler's global (× the world).
         self._scale = int(getattr(sampler, "world_size", 1)) if self.local_steps else 1
-        policy = policy.bind(int(sampler.dataset_size))
+        cadence = policy.cadence
+        if (
+            self.local_steps
+            and cadence.window > 0
+            and (cadence.unit != "step" or cadence.window > 1)
+        ):
+            raise ValueError(
+                f"the {policy.name} policy measures {cadence.window} {cadence.unit}(s) per "
+                "decision; under local SGD the statistics are those of each round's first "
+                "step (all workers at the averaged parameters) and the decisions fall at the "
+                "rounds: use a per-step test (norm-test, inner-product, noise-scale, ...) or "
+                "a schedule"
+            )
+        # Local SGD: one worker's batch is bounded by its share of the data.
+        policy = policy.bind(int(sampler.dataset_size) // self._scale)
         if sampler.batch_size != policy.batch_size * self._scale:
             if self.local_steps:
                 raise ValueError(
@@ -357,7 +371,9 @@ class BatchSizeScheduler:
             self._count_step()
         decision = None
         at_cadence = self._cadence.unit == unit and self._cadence.decides_at(index)
-        if at_cadence and not self.local_steps:  # local SGD decides at its rounds
+        # Local SGD: a test reading statistics decides at the rounds (`end_round`); a
+        # schedule reads none and decides on its own clock, the same on every worker.
+        if at_cadence and (not self.local_steps or self._cadence.window == 0):
             decision = self._decide(step=index if unit == "step" else None)
         if unit == "step":
             self.step_count += 1

@@ -340,7 +340,7 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
             policy = make_policy(
                 config.policy.name,
                 batch_size=config.policy.batch_size,
-                dataset_size=len(data.train),
+                dataset_size=len(data.train) // workers,
                 **options,
             )
         except (TypeError, ValueError) as exc:
@@ -385,11 +385,14 @@ def build(config: Config, env: DistributedEnv | None = None) -> Built:
         raise ConfigError(str(exc)) from None
     local_sgd = None
     if local:
-        outer = (
-            OuterNesterov(lr=t.outer_lr, momentum=t.outer_momentum)
-            if t.outer == "nesterov"
-            else None
-        )
+        try:
+            outer = (
+                OuterNesterov(lr=t.outer_lr, momentum=t.outer_momentum)
+                if t.outer == "nesterov"
+                else None
+            )
+        except ValueError as exc:
+            raise ConfigError(f"train.outer_*: {exc}") from None
         local_sgd = LocalSGD(model, scheduler, outer=outer)
     return Built(original, config, data, model, optimizer, loader, scheduler, device, local_sgd)
 

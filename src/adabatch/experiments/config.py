@@ -80,6 +80,13 @@ _POSITIVE: dict[str, Any] = {"valid": lambda value, key: check_positive(key, val
 _NONNEGATIVE: dict[str, Any] = {"valid": lambda value, key: check_nonnegative(key, value)}
 
 
+def _momentum(value: Any, key: str) -> float:
+    mu = check_nonnegative(key, value)
+    if mu >= 1.0:
+        raise ConfigError(f"{key} must be in [0, 1), got {value!r}")
+    return mu
+
+
 # ---------------------------------------------------------------------- the sections
 @dataclasses.dataclass
 class DataConfig:
@@ -216,7 +223,7 @@ class TrainConfig:
     local_steps: int = dataclasses.field(default=8, metadata=_min(1))
     outer: str = dataclasses.field(default="average", metadata=_one_of(("average", "nesterov")))
     outer_lr: float = dataclasses.field(default=0.7, metadata=_POSITIVE)
-    outer_momentum: float = dataclasses.field(default=0.9, metadata=_NONNEGATIVE)
+    outer_momentum: float = dataclasses.field(default=0.9, metadata={"valid": _momentum})
     dist_timeout: float = dataclasses.field(default=600.0, metadata=_POSITIVE)
 
 

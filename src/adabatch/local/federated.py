@@ -22,10 +22,13 @@ moving averages over the rounds a client took part in (historical information, w
 federation's signal: a client whose gradients are noisy relative to where the federation is
 heading gets a larger batch, and sizes never shrink.
 
-Simulation: **sequential and deterministic**. Clients run one after the other in this process
-(no process group), each from θ with a fresh optimizer, on data drawn by a generator seeded by
-(seed, round, client); a run is a function of its configuration and seed, so sequential and
-any parallel schedule of the same clients give identical results.
+A round averages the parameters and the floating-point buffers (BatchNorm's running
+statistics) alike.
+
+Simulation: **sequential and deterministic**. Clients run one after the other in this
+process (no process group), each from θ with a fresh optimizer, on data drawn by a generator
+seeded by (seed, round, client); a run is a function of its configuration and seed, so
+sequential and any parallel schedule of the same clients give identical results.
 """
 
 from __future__ import annotations
@@ -229,14 +232,18 @@ def run_federated(
     try:
         for t in range(1, config.rounds + 1):
             start = time.perf_counter()
-            theta = [p.detach().clone() for p in model.parameters()]
+            # what a round averages: the parameters and the floating-point buffers
+            state = [p for p in model.parameters()] + [
+                b for b in model.buffers() if b.is_floating_point()
+            ]
+            theta = [tensor.detach().clone() for tensor in state]
             chosen = participants(config.clients, config.per_round, t, config.seed)
             total = [torch.zeros_like(p, dtype=torch.float64) for p in theta]
             first_stats: dict[int, Any] = {}
             for client in chosen:
                 with torch.no_grad():
-                    for p, value in zip(model.parameters(), theta, strict=True):
-                        p.copy_(value)
+                    for tensor, value in zip(state, theta, strict=True):
+                        tensor.copy_(value)
                 optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
                 generator = torch.Generator().manual_seed(
                     (config.seed * 7919 + t) * 104_729 + client
@@ -259,12 +266,12 @@ def run_federated(
                     optimizer.step()
                     samples += len(index)
                 w = float(weights[client])
-                for acc, p in zip(total, model.parameters(), strict=True):
-                    acc += w * p.detach().double()
+                for acc, tensor in zip(total, state, strict=True):
+                    acc += w * tensor.detach().double()
             norm = float(weights[chosen].sum())
             with torch.no_grad():
-                for p, acc in zip(model.parameters(), total, strict=True):
-                    p.copy_((acc / norm).to(p.dtype))
+                for tensor, acc in zip(state, total, strict=True):
+                    tensor.copy_((acc / norm).to(tensor.dtype))
             mean_batch = sum(sizes[c] for c in chosen) / len(chosen)
             if tracker is not None and first_stats:
                 pooled = sum(first_stats.values())

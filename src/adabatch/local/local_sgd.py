@@ -20,7 +20,9 @@ public; this is our reading of its rule, stated so it can be checked):
   inner-product tests, ...) sizes the local batch: the test asks the variance of the gradient
   one worker steps with, V/b, to be small against ‖ḡ‖², the same test as on one process;
 - every worker adopts the same size (the same numbers on every rank; checked); it applies
-  from the next round; it never shrinks and stops at the policy's cap (measuring stops there);
+  from the next round; with a monotone policy (the tests) it never shrinks, and it stops at
+  the policy's cap (measuring stops there); a schedule (which reads no statistics) keeps
+  its own clock; tests that pool a window of steps or epochs (DiveBatch) are refused;
 - the scheduler's LR rule (none, linear, sqrt in b/b₀) rescales each worker's LR at a change.
 
 Usage in your own loop (``loader`` is the global `AdaptiveLoader`, ``tracker`` a
@@ -104,7 +106,9 @@ class LocalSGD:
         self.world = world_size()
         self.rounds = 0  # synchronisation rounds done
         self._broadcast_parameters()
-        self._anchor = [t.detach().clone() for t in self._tensors()] if outer else None
+        self._num_parameters = len(list(model.parameters()))
+        params = self._tensors()[: self._num_parameters]
+        self._anchor = [t.detach().clone() for t in params] if outer else None
         self._momentum: list[Tensor] | None = None
 
     @property
@@ -142,10 +146,14 @@ class LocalSGD:
                 summed = [t.detach().clone() for t in tensors]
             mean = mean_of(summed, self.world)
             if self.outer is not None:
+                # The outer step moves the parameters only; buffers (BatchNorm's running
+                # statistics) are averaged: extrapolating a variance could make it negative.
                 assert self._anchor is not None
-                delta = outer_gradient(self._anchor, mean)
-                mean, self._momentum = self.outer.step(self._anchor, delta, self._momentum)
-                self._anchor = [t.clone() for t in mean]
+                count = self._num_parameters
+                delta = outer_gradient(self._anchor, mean[:count])
+                stepped, self._momentum = self.outer.step(self._anchor, delta, self._momentum)
+                self._anchor = [t.clone() for t in stepped]
+                mean = [*stepped, *mean[count:]]
             with torch.no_grad():
                 for t, value in zip(tensors, mean, strict=True):
                     t.copy_(value)
@@ -153,8 +161,8 @@ class LocalSGD:
             # all-reduces the round's statistics; the next round starts here
             return self.scheduler.end_round()
         except (RuntimeError, dist.DistBackendError) as exc:
-            if isinstance(exc, RankMismatchError) or not is_distributed():
-                raise  # the workers disagree, or no process group: not a lost worker
+            if isinstance(exc, (RankMismatchError, torch.OutOfMemoryError)) or not is_distributed():
+                raise  # the workers disagree, memory, or no process group: not a lost worker
             raise WorkerLostError(
                 f"synchronisation round {self.rounds + 1} (after local step {steps}) failed: "
                 f"a worker did not take part ({type(exc).__name__}: {exc}). Local SGD needs "

@@ -46,7 +46,7 @@ from torch.utils.data import Dataset
 from .. import __version__
 from .._validate import as_int, as_optional_int
 from ..data import AdaptiveLoader, MicroBatcher
-from ..distributed import all_reduce_int, is_distributed, rank, world_size
+from ..distributed import is_distributed, rank, world_size
 from ..distributed.parallel import unwrap
 from ..distributed.state import (
     gather_objects,
@@ -214,6 +214,12 @@ class Trainer:
                 raise ValueError(
                     "local_sgd must be the LocalSGD of this scheduler: LocalSGD(model, scheduler)"
                 )
+            if eval_every_samples:
+                raise ValueError(
+                    f"eval_every_samples={eval_every_samples} with local SGD: mid-round the "
+                    "workers hold different parameters; local SGD evaluates at epoch ends, "
+                    "which end a round (use eval_every_samples=0)"
+                )
             if checkpoint_every_steps:
                 raise ValueError(
                     f"checkpoint_every_steps={checkpoint_every_steps} with local SGD: between "
@@ -266,6 +272,7 @@ class Trainer:
         self._lr = self._current_lr()
         self._stop_requested = False
         self._stop_agreed: bool | None = None  # the ranks' agreed stop flag of this step
+        self._local_divergence: str | None = None  # local SGD: this worker's loss diverged
         self._evaluated: tuple[int, dict[str, Any]] | None = None  # (step, metrics) of the last
 
     # ------------------------------------------------------------------ properties
@@ -356,7 +363,8 @@ class Trainer:
                         with self.scheduler.measure(self.tracker):  # statistics when read
                             loss = self._backward(batch)  # micro-batches; p.grad = mean
                         loss_sum = self._check_loss(loss)  # a NaN never reaches the weights
-                        self.optimizer.step()  # any torch optimizer
+                        if self._local_divergence is None:  # (local SGD: see _check_loss)
+                            self.optimizer.step()  # any torch optimizer
                         decision = self.scheduler.step()  # policy → LR rule → resize
                         local = self.local_sgd
                         if local is not None and (local.sync_due() or self.loader.epoch_done):
@@ -427,6 +435,16 @@ class Trainer:
             self._batch_tokens = round(float(total[2]))  # the global batch's tokens
         else:
             self._stop_agreed = None  # one process: read the request itself after the step
+        if not math.isfinite(loss_sum) and self.local_sgd is not None:
+            # One worker alone must not stop (the others would wait in the next round): it
+            # keeps its last finite parameters, skips its steps, and every worker raises at
+            # the round (`_should_stop`).
+            if self._local_divergence is None:
+                self._local_divergence = (
+                    f"the training loss of worker {rank()} is {float(loss)} at epoch "
+                    f"{self.epoch + 1}, step {self.step_count + 1}"
+                )
+            return 0.0
         if not math.isfinite(loss_sum):
             n = self.loader.last_global_batch_size
             raise DivergenceError(
@@ -451,8 +469,22 @@ class Trainer:
         if self.local_sgd is not None:
             if self.local_sgd.in_round:
                 return False
-            if is_distributed():
-                return bool(all_reduce_int(int(self._stop_requested), op="max"))
+            diverged = self._local_divergence is not None
+            stop, anyone_diverged = self._stop_requested, diverged
+            if is_distributed():  # one small collective per round: [stop, diverged]
+                flags = torch.tensor(
+                    [float(stop), float(diverged)], dtype=torch.float64, device=self.device
+                )
+                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+                stop, anyone_diverged = bool(flags[0] > 0), bool(flags[1] > 0)
+            if anyone_diverged:
+                raise DivergenceError(
+                    (self._local_divergence or "another worker's training loss became "
+                     "non-finite")
+                    + "; every worker stops at this round. Lower the learning rate (or its "
+                    "coupling to the batch size)"
+                )  # fmt: skip
+            return stop
         return self._stop_requested if self._stop_agreed is None else self._stop_agreed
 
     def _after_step(self, loss_sum: float, decision: Decision | None) -> None:
@@ -602,6 +634,12 @@ class Trainer:
             raise ValueError(
                 "the checkpoint and this trainer differ in local SGD: build it as the saved "
                 "run was built"
+            )
+        if self.local_sgd is not None and state["local_sgd"]["world"] != world_size():
+            raise ValueError(
+                f"the checkpoint was written by {state['local_sgd']['world']} local-SGD "
+                f"workers, this run has {world_size()}: each worker's optimizer state is its "
+                "own, so resume with the same number of workers"
             )
         load_model_state(self.model, state["model"])
         own = mine.get("optimizer") if self.local_sgd is not None else None
