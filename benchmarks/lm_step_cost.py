@@ -141,11 +141,7 @@ def modelled(runs_dir: Path, costs: dict[str, dict[int, float]]) -> list[dict]:
             sizes = _step_sizes(run, at_target["step"], at_target["batch_tokens"])
             total, measured = 0.0, 0
             for index, tokens in enumerate(sizes):  # index: steps completed before it
-                wants = (
-                    cadence.window > 0
-                    and (cadence.measure_at_cap or tokens // t < policy.cap)
-                    and cadence.measures(index)
-                )
+                wants = cadence.measuring(tokens // t, policy.cap) and cadence.measures(index)
                 measured += wants
                 total += interpolate(costs["measured" if wants else "plain"], tokens)
             seconds.append(total)

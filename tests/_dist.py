@@ -45,16 +45,23 @@ def run_on_ranks(
     return [pickle.loads((out_dir / f"rank{r}.pkl").read_bytes()) for r in range(world)]
 
 
-def _entry(rank: int, fn: Callable[..., Any], out_dir: str, world: int, args: tuple) -> None:
+def init_group(rank: int, out_dir: str, world: int, timeout: float = 60.0) -> None:
+    """Join the gloo group of ``out_dir``'s file store, one thread per process.
+
+    A short timeout: a collective that one rank never joins fails instead of hanging.
+    """
     torch.set_num_threads(1)
-    # A short timeout: a collective that one rank never joins fails instead of hanging.
     dist.init_process_group(
         "gloo",
         init_method=f"file://{os.path.join(out_dir, 'init')}",
         rank=rank,
         world_size=world,
-        timeout=datetime.timedelta(seconds=60),
+        timeout=datetime.timedelta(seconds=timeout),
     )
+
+
+def _entry(rank: int, fn: Callable[..., Any], out_dir: str, world: int, args: tuple) -> None:
+    init_group(rank, out_dir, world)
     try:
         result = fn(rank, out_dir, *args)
         # Tearing the group down under a live DDP reducer can abort the process: every DDP

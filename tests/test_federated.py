@@ -160,3 +160,15 @@ def test_compare_federated_writes_its_report(tmp_path, monkeypatch, capsys) -> N
     assert "--alpha must be > 0, got '-1'" in capsys.readouterr().err
     assert main([*args[:-1], "--bogus=1"]) == 1
     assert "the federated suite takes --rounds, --clients" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("suite", "why"), [
+    ("federated", "simulates its clients one after another in one process"),
+    ("sparse", "starts its own worker processes"),
+])  # fmt: skip
+def test_suites_with_their_own_runner_refuse_torchrun(suite, why, monkeypatch, capsys) -> None:
+    import adabatch.cli.compare as compare_cli
+
+    monkeypatch.setattr(compare_cli, "launched_by_torchrun", lambda: True)
+    assert main(["compare", suite]) == 1
+    assert f"the {suite} suite {why}: run it without torchrun" in capsys.readouterr().err

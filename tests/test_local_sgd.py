@@ -8,7 +8,6 @@ equal those of one process over the union of the workers' batches.
 
 from __future__ import annotations
 
-import datetime
 import doctest
 import os
 import pickle
@@ -17,13 +16,12 @@ from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
 import adabatch.local.averaging as averaging_module
-from _dist import exit_worker, run_on_ranks
+from _dist import exit_worker, init_group, run_on_ranks
 from adabatch import AdaptiveLoader, BatchSizeScheduler, make_policy
 from adabatch.datasets import ArrayDataset
 from adabatch.distributed import init_from_env, wrap_model
@@ -290,14 +288,7 @@ def test_a_run_resumed_at_a_round_continues_exactly(adaptive, tmp_path) -> None:
 
 # ------------------------------------------------------------------------ failures
 def _dying(rank: int, out_dir: str) -> None:
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{os.path.join(out_dir, 'init')}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=20),
-    )
-    torch.set_num_threads(1)
+    init_group(rank, out_dir, WORLD, timeout=20)
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     loader = AdaptiveLoader(_data(), 8, seed=1)

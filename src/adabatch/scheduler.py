@@ -280,9 +280,7 @@ class BatchSizeScheduler:
         parameters), below the cap.
         """
         cadence = self._cadence
-        if cadence.window == 0:
-            return False
-        if not cadence.measure_at_cap and self.policy_batch_size >= self.policy.cap:
+        if not cadence.measuring(self.policy_batch_size, self.policy.cap):
             return False
         if self.local_steps:
             return self.step_count == self.round_start

@@ -131,6 +131,13 @@ def _run_federated(args: argparse.Namespace, seeds: int, root: Path) -> int:
     return 0
 
 
+#: Suites that run their own solvers, not Trainer runs: why not under torchrun, the runner.
+_OWN_RUNNERS = {
+    "sparse": ("starts its own worker processes", _run_sparse),
+    "federated": ("simulates its clients one after another in one process", _run_federated),
+}
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the suite(s) and report."""
     top = get_suite(args.suite)
@@ -146,20 +153,13 @@ def run(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seeds is not None else top.seeds
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    if top.runner == "federated":
+    if top.runner in _OWN_RUNNERS:
+        why, run_suite = _OWN_RUNNERS[top.runner]
         if launched_by_torchrun():
             raise ConfigError(
-                "the federated suite simulates its clients one after another in one process: "
-                "run it without torchrun (adabatch compare federated)"
+                f"the {top.name} suite {why}: run it without torchrun (adabatch compare {top.name})"
             )
-        return _run_federated(args, seeds, root)
-    if top.runner == "sparse":
-        if launched_by_torchrun():
-            raise ConfigError(
-                "the sparse suite starts its own worker processes: run it without torchrun "
-                "(adabatch compare sparse)"
-            )
-        return _run_sparse(args, seeds, root)
+        return run_suite(args, seeds, root)
     overrides = parse_overrides(args.overrides)
     wanted = None if not args.methods else [m.strip() for m in args.methods.split(",")]
     failed: list[str] = []

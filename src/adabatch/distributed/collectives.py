@@ -24,7 +24,14 @@ from torch import Tensor
 
 from ..stats.summary import SCALAR_FIELDS, GradStats
 
-__all__ = ["all_reduce_int", "all_reduce_stats", "is_distributed", "rank", "world_size"]
+__all__ = [
+    "all_reduce_int",
+    "all_reduce_stats",
+    "all_reduce_sum",
+    "is_distributed",
+    "rank",
+    "world_size",
+]
 
 # The optional 0-dim float64 fields of GradStats (S2 is always there); each adds across ranks.
 _OPTIONAL_SCALARS = tuple(name for name in SCALAR_FIELDS if name != "sum_sq_norms")
@@ -90,7 +97,7 @@ def all_reduce_stats(stats: GradStats, group: dist.ProcessGroup | None = None) -
             *[t.to(device=device, dtype=torch.float64) for t in optional.values()],
         ]
     )
-    reduced = _all_reduce_by_dtype([*tensors, scalars], group)
+    reduced = all_reduce_sum([*tensors, scalars], group)
     scalars = reduced.pop()
     grads = dict(zip(names, reduced[: len(names)], strict=True))
     coords = (
@@ -114,8 +121,12 @@ def _dense(t: Tensor) -> Tensor:
     return t.to_dense() if t.is_sparse else t
 
 
-def _all_reduce_by_dtype(tensors: list[Tensor], group: dist.ProcessGroup | None) -> list[Tensor]:
-    """All-reduce (sum) a list of tensors with one collective per dtype; returns new tensors."""
+def all_reduce_sum(tensors: list[Tensor], group: dist.ProcessGroup | None = None) -> list[Tensor]:
+    """All-reduce (sum) a list of tensors with one collective per dtype; returns new tensors.
+
+    The statistics' sums and local SGD's parameter averages go through it: one flat buffer
+    per dtype, so the number of collectives does not grow with the number of tensors.
+    """
     by_dtype: dict[torch.dtype, list[int]] = {}
     for i, t in enumerate(tensors):
         by_dtype.setdefault(t.dtype, []).append(i)

@@ -39,6 +39,7 @@ from ..errors import ConfigError
 from ..hparam_coupling import BETA2_RULES, WEIGHT_DECAY_RULES
 from ..lr_coupling import LR_RULES
 from ..options import Option, check, parse
+from ..policies.sample_schedule import UNITS as AMOUNT_UNITS
 
 __all__ = [
     "Config",
@@ -109,7 +110,7 @@ class DataConfig:
     train_size: int | None = dataclasses.field(default=None, metadata=_min_or_none(1))
     test_size: int | None = dataclasses.field(default=None, metadata=_min_or_none(1))
     augment: bool = False
-    unit: str = dataclasses.field(default="samples", metadata=_one_of(("samples", "tokens")))
+    unit: str = dataclasses.field(default="samples", metadata=_one_of(AMOUNT_UNITS))
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 

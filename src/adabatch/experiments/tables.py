@@ -50,36 +50,48 @@ def _speedup(value: float | None) -> str:
     return f"{value:.2f}×" if value is not None and _finite(value) else MISSING
 
 
-def _has_tokens(comparison: Comparison) -> bool:
-    return any(_finite(summary.total_tokens) for summary in comparison.methods)
+@dataclasses.dataclass(frozen=True)
+class _Columns:
+    """Which optional columns a comparison's table has, decided once per table.
+
+    Attributes:
+        epochs: the points are epochs (an epochs column; else evaluations every N).
+        tokens: the runs count tokens (text): tokens instead of samples.
+        rounds: some method communicated (local SGD or DDP): a rounds column.
+        digits: decimals of the metric (accuracy in %, a loss in nats).
+    """
+
+    epochs: bool
+    tokens: bool
+    rounds: bool
+    digits: int
 
 
-def _has_rounds(comparison: Comparison) -> bool:
-    """Whether any method's runs communicated (local SGD, or DDP): a rounds column."""
-    return any(
-        summary.to_target is not None and _finite(summary.to_target.rounds)
-        for summary in comparison.methods
+def _columns(comparison: Comparison) -> _Columns:
+    return _Columns(
+        epochs=comparison.axis == "epoch",
+        tokens=any(_finite(s.total_tokens) for s in comparison.methods),
+        rounds=any(
+            s.to_target is not None and _finite(s.to_target.rounds) for s in comparison.methods
+        ),
+        digits=2 if comparison.metric.higher_is_better else 3,
     )
 
 
-def _digits(comparison: Comparison) -> int:
-    return 2 if comparison.metric.higher_is_better else 3  # accuracy in %, a loss in nats
-
-
-def _headers(comparison: Comparison) -> list[str]:
+def _headers(comparison: Comparison, columns: _Columns) -> list[str]:
     metric = comparison.metric
     sign = "−" if metric.higher_is_better else "+"
     own = f"final{sign}{comparison.within:g}"
     short = "acc (%)" if metric.key == "test_accuracy" else metric.name
-    points = "epochs" if comparison.axis == "epoch" else None
-    count = "tokens" if _has_tokens(comparison) else "samples"
+    points = "epochs" if columns.epochs else None
+    count = "tokens" if columns.tokens else "samples"
     return [
         "method",
         "seeds",
         f"final {short}",
         *([f"{points}→target"] if points else []),
         "steps→target",
-        *(["rounds→target"] if _has_rounds(comparison) else []),
+        *(["rounds→target"] if columns.rounds else []),
         f"{count}→target",
         "time→target (s)",
         *([f"{points}→{own}"] if points else [f"{count}→{own}"]),
@@ -88,24 +100,22 @@ def _headers(comparison: Comparison) -> list[str]:
     ]
 
 
-def _row(comparison: Comparison, summary: MethodSummary) -> list[str]:
+def _row(comparison: Comparison, summary: MethodSummary, columns: _Columns) -> list[str]:
     target, own = summary.to_target, summary.to_own_final
-    epochs = comparison.axis == "epoch"
-    tokens = _has_tokens(comparison)
-    rounds = _has_rounds(comparison)
+    epochs = columns.epochs
 
     def count(reach: Reach | None) -> str:
         if reach is None:
             return MISSING
-        return format_count(reach.tokens if tokens else reach.samples)
+        return format_count(reach.tokens if columns.tokens else reach.samples)
 
     return [
         summary.method,
         str(summary.seeds),
-        _value(summary.final_mean, summary.final_sem, _digits(comparison)),
+        _value(summary.final_mean, summary.final_sem, columns.digits),
         *([MISSING if target is None else str(target.point)] if epochs else []),
         MISSING if target is None else _integer(target.steps),
-        *([MISSING if target is None else _integer(target.rounds)] if rounds else []),
+        *([MISSING if target is None else _integer(target.rounds)] if columns.rounds else []),
         count(target),
         MISSING if target is None else _fixed(target.time),
         (MISSING if own is None else str(own.point)) if epochs else count(own),
@@ -114,22 +124,18 @@ def _row(comparison: Comparison, summary: MethodSummary) -> list[str]:
     ]
 
 
-def _preamble(comparison: Comparison) -> list[str]:
+def _preamble(comparison: Comparison, columns: _Columns) -> list[str]:
     metric, target = comparison.metric, comparison.target
     within = f"{comparison.within:g}"
     sign, reaches = ("−", "≥") if metric.higher_is_better else ("+", "≤")
-    where = (
-        "first epoch"
-        if comparison.axis == "epoch"
-        else "first evaluation (every N training samples)"
-    )
-    shown = MISSING if target is None else f"{target:.{_digits(comparison)}f}{metric.unit}"
+    where = "first epoch" if columns.epochs else "first evaluation (every N training samples)"
+    shown = MISSING if target is None else f"{target:.{columns.digits}f}{metric.unit}"
     lines = [
         f"Target {metric.name}: {shown} ({comparison.target_note})",
         f"→target: {where} whose seed-averaged {metric.name} is {reaches} the target; "
         f"→final{sign}{within}: {reaches} the method's own final value {sign} {within}.",
         "Steps, "
-        + ("tokens" if _has_tokens(comparison) else "samples")
+        + ("tokens" if columns.tokens else "samples")
         + " and training time (evaluation excluded) by then, seed-averaged.",
     ]
     if comparison.baselines:
@@ -180,15 +186,20 @@ def render_table(comparison: Comparison, fmt: str = "text") -> str:
     """
     if fmt not in ("text", "markdown"):
         raise ValueError(f"fmt must be 'text' or 'markdown', got {fmt!r}")
-    header = _headers(comparison)
-    rows = [_row(comparison, summary) for summary in comparison.methods]
+    columns = _columns(comparison)
+    header = _headers(comparison, columns)
+    rows = [_row(comparison, summary, columns) for summary in comparison.methods]
     notes = [f"Note: {note}" for note in comparison.notes]
     if fmt == "text":
-        lines = [comparison.title, *_preamble(comparison), "", *_text(header, rows)]
+        lines = [comparison.title, *_preamble(comparison, columns), "", *_text(header, rows)]
         if notes:
             lines += ["", *notes]
     else:
-        lines = [f"### {comparison.title}", "", *(f"{line}  " for line in _preamble(comparison))]
+        lines = [
+            f"### {comparison.title}",
+            "",
+            *(f"{line}  " for line in _preamble(comparison, columns)),
+        ]
         lines += ["", *_markdown(header, rows)]
         if notes:
             lines += ["", *(f"- {note}" for note in comparison.notes)]

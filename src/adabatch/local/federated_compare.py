@@ -65,7 +65,6 @@ def run_comparison(
     root: str | None = None,
 ) -> str:
     """Run every method of `METHODS` for ``seeds`` seeds; write the report; return its table."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     data = build_data(DataConfig(name="mnist", root=root), seed=0)
 
     def make_model() -> torch.nn.Module:

@@ -55,7 +55,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..distributed import is_distributed, world_size
-from ..distributed.collectives import _all_reduce_by_dtype
+from ..distributed.collectives import all_reduce_sum
 from ..errors import RankMismatchError
 from ..policies.base import Decision
 from ..scheduler import BatchSizeScheduler
@@ -141,7 +141,7 @@ class LocalSGD:
         steps = self.scheduler.step_count
         try:
             if is_distributed():
-                summed = _all_reduce_by_dtype([t.detach() for t in tensors], None)
+                summed = all_reduce_sum([t.detach() for t in tensors])
             else:
                 summed = [t.detach().clone() for t in tensors]
             mean = mean_of(summed, self.world)

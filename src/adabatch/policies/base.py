@@ -107,6 +107,14 @@ class Cadence:
         """Whether step (or epoch) ``index`` lies in the window of the next decision point."""
         return (self.offset - index) % self.every < self.window
 
+    def measuring(self, batch_size: int, cap: int) -> bool:
+        """Whether the policy measures at all at ``batch_size``.
+
+        It does when it reads statistics and, unless ``measure_at_cap``, the batch is below
+        its ``cap``.
+        """
+        return self.window > 0 and (self.measure_at_cap or batch_size < cap)
+
 
 @dataclasses.dataclass(frozen=True)
 class Decision:

@@ -35,7 +35,7 @@ import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -64,6 +64,9 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .clock import TrainingClock
 from .evaluate import evaluate
 from .records import Progress, with_decision
+
+if TYPE_CHECKING:  # adabatch.local builds on the scheduler; the trainer only calls it
+    from ..local import LocalSGD
 
 __all__ = ["FitResult", "Trainer"]
 
@@ -173,7 +176,7 @@ class Trainer:
         tokens_per_sample: int | None = None,
         eval_every_samples: int = 0,
         count_tokens: Callable[[Any], int | Tensor] | None = None,
-        local_sgd: Any | None = None,
+        local_sgd: LocalSGD | None = None,
     ) -> None:
         if not isinstance(scheduler, BatchSizeScheduler):
             raise TypeError(
